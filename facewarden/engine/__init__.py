@@ -1,0 +1,185 @@
+"""Pixels -> faces: detection, landmarks, pose, quality, alignment and templates.
+
+:class:`Engine` is the one entry point. Models load lazily, once per process; the embedder runs on
+the runtime chosen by settings (``auto``: ONNX Runtime when the converted model is available,
+else dlib), and every template carries its model version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..config import Settings
+from ..errors import InvalidInput
+from . import detect as _detect
+from . import geometry, models, quality, runtime
+from .calibration import Calibration
+from .faces import Box, DetectedFace, FaceTemplate, normalise
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "DetectedFace", "FaceTemplate", "Box", "Calibration"]
+
+ATTRIBUTES = ("DEFAULT", "ALL")
+
+# 68-point (iBUG) indices -> Rekognition landmark names, for Attributes=ALL with the optional model.
+_LANDMARKS_68: dict[str, tuple[int, ...]] = {
+    "leftEyeBrowLeft": (17,), "leftEyeBrowUp": (19,), "leftEyeBrowRight": (21,),
+    "rightEyeBrowLeft": (22,), "rightEyeBrowUp": (24,), "rightEyeBrowRight": (26,),
+    "leftEyeLeft": (36,), "leftEyeRight": (39,), "leftEyeUp": (37, 38), "leftEyeDown": (40, 41),
+    "rightEyeLeft": (42,), "rightEyeRight": (45,), "rightEyeUp": (43, 44), "rightEyeDown": (46, 47),
+    "noseLeft": (31,), "noseRight": (35,), "mouthUp": (51,), "mouthDown": (57,),
+    "leftPupil": (36, 37, 38, 39, 40, 41), "rightPupil": (42, 43, 44, 45, 46, 47),
+    "upperJawlineLeft": (1,), "midJawlineLeft": (4,), "chinBottom": (8,),
+    "midJawlineRight": (12,), "upperJawlineRight": (15,),
+}  # fmt: skip
+
+
+class Engine:
+    """Detect faces and compute templates with one model version."""
+
+    def __init__(self, settings: Settings | None = None, model: str = models.DEFAULT_MODEL) -> None:
+        self.settings = settings or Settings.from_env()
+        self.spec = models.get(model)
+        self._embedder: models.Embedder | None = None
+        self._runtime: str | None = None
+        self._calibration: Calibration | None = None
+        self._lock = threading.Lock()
+
+    # ---- model pieces, loaded on first use ---------------------------------------------------
+    @property
+    def model_version(self) -> str:
+        return self.spec.version
+
+    @property
+    def calibration(self) -> Calibration:
+        if self._calibration is None:
+            if self.spec.calibration_file is None or not self.spec.calibration_file.exists():
+                raise InvalidInput(
+                    f"Model {self.spec.version} has no calibration table; run `facewarden calibrate` first."
+                )
+            self._calibration = Calibration.load(self.spec.calibration_file)
+        return self._calibration
+
+    @property
+    def embedder(self) -> models.Embedder:
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    self._embedder, self._runtime = self._load_embedder()
+        return self._embedder
+
+    @property
+    def runtime_name(self) -> str:
+        self.embedder  # noqa: B018 - resolves the runtime
+        return self._runtime or "?"
+
+    def _load_embedder(self) -> tuple[models.Embedder, str]:
+        wanted = self.settings.runtime
+        candidates = self.spec.runtimes if wanted == "auto" else (wanted,)
+        last: Exception | None = None
+        for name in candidates:
+            if name not in self.spec.runtimes:
+                raise InvalidInput(f"Model {self.spec.version} cannot run on {name!r}; it runs on {self.spec.runtimes}.")
+            try:
+                return self.spec.factory(name) if name != "onnx" else self._onnx_factory(), name
+            except ImportError as exc:  # runtime not available here: try the next one
+                last = exc
+                log.info("runtime %s unavailable for %s: %s", name, self.spec.version, exc)
+        raise InvalidInput(f"No runtime available for model {self.spec.version}: {last}")
+
+    def _onnx_factory(self) -> models.Embedder:
+        from . import dlib_resnet
+
+        if self.spec.version == dlib_resnet.VERSION:
+            from .onnx_resnet import OnnxResnetEmbedder
+
+            return OnnxResnetEmbedder(cache_dir=self.settings.model_cache_dir)
+        return self.spec.factory("onnx")
+
+    # ---- operations --------------------------------------------------------------------------
+    def detect(self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT") -> list[DetectedFace]:
+        """Faces in an RGB image, largest-confidence first, with landmarks, pose and quality."""
+        if attributes not in ATTRIBUTES:
+            raise InvalidInput(f"Attributes must be DEFAULT or ALL, not {attributes!r}.")
+        detector = detector or self.settings.detector
+        h, w = image.shape[:2]
+        boxes = _detect.detect(image, detector, cnn=self._cnn_runner() if detector == "cnn" else None)
+        dlib = runtime.dlib_module()
+        sp5 = runtime.shape_predictor_5()
+        use68 = attributes == "ALL" and self.settings.landmarks_68
+        faces = []
+        for box, score in boxes:
+            rect = dlib.rectangle(int(round(box.left)), int(round(box.top)), int(round(box.right)) - 1, int(round(box.bottom)) - 1)
+            shape = sp5(image, rect)
+            parts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            landmarks = geometry.five_points(parts)
+            if use68:
+                landmarks.update(_landmarks_68(image, rect))
+            faces.append(
+                DetectedFace(
+                    box=box,
+                    confidence=_detect.confidence(score, detector),
+                    landmarks=landmarks,
+                    pose=geometry.pose(landmarks),
+                    quality=quality.measure(image, box),
+                    image_size=(w, h),
+                    shape=shape,
+                )
+            )
+        return faces
+
+    def embed(self, image: np.ndarray, faces: list[DetectedFace]) -> np.ndarray:
+        """L2-normalised templates, one row per face."""
+        if not faces:
+            return np.zeros((0, self.spec.dim), np.float32)
+        chips = self.chips(image, faces)
+        return normalise(self.embedder.embed(chips))
+
+    def chips(self, image: np.ndarray, faces: list[DetectedFace]) -> np.ndarray:
+        """Aligned face chips (dlib's 5-point alignment), ``(n, size, size, 3)`` uint8."""
+        dlib = runtime.dlib_module()
+        shapes = dlib.full_object_detections()
+        for f in faces:
+            shapes.append(f.shape)
+        out = dlib.get_face_chips(image, shapes, size=self.spec.chip_size, padding=self.spec.chip_padding)
+        return np.stack([np.asarray(c) for c in out])
+
+    def analyse(
+        self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT"
+    ) -> list[FaceTemplate]:
+        faces = self.detect(image, detector, attributes)
+        templates = self.embed(image, faces)
+        return [FaceTemplate(f, t, self.spec.version) for f, t in zip(faces, templates)]
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(self.calibration.similarity(float(np.linalg.norm(np.asarray(a) - np.asarray(b)))))
+
+    def similarities(self, probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        if len(gallery) == 0:
+            return np.zeros(0)
+        d = np.linalg.norm(np.asarray(gallery, np.float32) - np.asarray(probe, np.float32), axis=1)
+        return np.asarray(self.calibration.similarity(d))
+
+    def _cnn_runner(self) -> _detect.CnnRunner | None:
+        if self.settings.runtime in ("auto", "onnx"):
+            try:
+                from .onnx_mmod import OnnxCnnDetector
+
+                return OnnxCnnDetector(cache_dir=self.settings.model_cache_dir)
+            except ImportError:
+                if self.settings.runtime == "onnx":
+                    raise
+        return None
+
+
+def _landmarks_68(image: np.ndarray, rect: Any) -> dict[str, tuple[float, float]]:
+    shape = runtime.shape_predictor_68()(image, rect)
+    pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+    out = {name: tuple(float(v) for v in pts[list(idx)].mean(axis=0)) for name, idx in _LANDMARKS_68.items()}
+    out.update(nose=tuple(pts[30]), mouthLeft=tuple(pts[48]), mouthRight=tuple(pts[54]))
+    return out  # type: ignore[return-value]

@@ -1,0 +1,159 @@
+"""The one error hierarchy of facewarden.
+
+Every error a user can see is a :class:`FacewardenError`. Each class maps to exactly one
+Rekognition error ``__type`` (``aws_code``) and one HTTP status, so the HTTP adapters, the CLI
+and the Python API report the same failure the same way. Lower layers (Pillow, dlib, SQLite,
+PostgreSQL) are mapped to these at their boundary; nothing else escapes.
+
+    FacewardenError
+    ├── InvalidInput                      bad request: InvalidParameterException / 400
+    │   ├── InvalidImage                  InvalidImageFormatException / 400
+    │   │   └── ImageTooLarge             ImageTooLargeException / 400
+    │   ├── NoFaceFound                   InvalidParameterException / 400
+    │   ├── ModelMismatch                 InvalidParameterException / 400
+    │   ├── UnsupportedOperation          InvalidParameterException / 400
+    │   └── InvalidS3Object               InvalidS3ObjectException / 400
+    ├── ResourceNotFound                  ResourceNotFoundException / 400
+    ├── ResourceAlreadyExists             ResourceAlreadyExistsException / 400
+    ├── ServiceQuotaExceeded              ServiceQuotaExceededException / 400
+    ├── AccessDenied(rule, reason)        AccessDeniedException / 403
+    │   └── ConsentRequired               AccessDeniedException / 403
+    ├── QuotaExceeded                     ThrottlingException / 429
+    ├── AuthError                         (signature / key problems)
+    │   ├── InvalidSignature              InvalidSignatureException / 403
+    │   ├── UnrecognizedClient            UnrecognizedClientException / 403
+    │   └── MissingAuthentication         MissingAuthenticationTokenException / 403
+    ├── ModelError                        InternalServerError / 500 (broken model file)
+    └── StorageError                      InternalServerError / 500
+"""
+
+from __future__ import annotations
+
+
+class FacewardenError(Exception):
+    """Base of every error facewarden raises on purpose."""
+
+    aws_code = "InternalServerError"
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(FacewardenError):
+    """The request itself is wrong: a parameter, a value out of range, a missing field."""
+
+    aws_code = "InvalidParameterException"
+    http_status = 400
+    exit_code = 3
+
+
+class InvalidImage(InvalidInput):
+    """The bytes are not an image facewarden can read (empty, corrupt, truncated, wrong format)."""
+
+    aws_code = "InvalidImageFormatException"
+
+
+class ImageTooLarge(InvalidImage):
+    """The image exceeds the byte or pixel limit."""
+
+    aws_code = "ImageTooLargeException"
+
+
+class NoFaceFound(InvalidInput):
+    """An operation that needs a face (compare, search by image) found none."""
+
+
+class ModelMismatch(InvalidInput):
+    """Templates of different model versions cannot be compared or mixed in a collection."""
+
+
+class UnsupportedOperation(InvalidInput):
+    """Something facewarden deliberately does not do (e.g. infer gender, age, emotion)."""
+
+
+class InvalidS3Object(InvalidInput):
+    """An S3Object image reference: facewarden has no S3; send the image as Bytes."""
+
+    aws_code = "InvalidS3ObjectException"
+
+
+class ResourceNotFound(FacewardenError):
+    aws_code = "ResourceNotFoundException"
+    http_status = 400
+    exit_code = 3
+
+
+class ResourceAlreadyExists(FacewardenError):
+    aws_code = "ResourceAlreadyExistsException"
+    http_status = 400
+    exit_code = 3
+
+
+class ServiceQuotaExceeded(FacewardenError):
+    """A hard limit of the data model (e.g. more than 100 faces associated with one user)."""
+
+    aws_code = "ServiceQuotaExceededException"
+    http_status = 400
+    exit_code = 3
+
+
+class AccessDenied(FacewardenError):
+    """Policy refused the operation. ``rule`` is the policy rule id, ``reason`` its human text."""
+
+    aws_code = "AccessDeniedException"
+    http_status = 403
+    exit_code = 4
+
+    def __init__(self, reason: str, rule: str = "denied") -> None:
+        super().__init__(f"[{rule}] {reason}")
+        self.rule = rule
+        self.reason = reason
+
+
+class ConsentRequired(AccessDenied):
+    """Enrolment without an active consent record for the subject."""
+
+    def __init__(self, reason: str, rule: str = "consent") -> None:
+        super().__init__(reason, rule)
+
+
+class QuotaExceeded(FacewardenError):
+    """A per-key quota (identification searches, comparisons) is used up for today."""
+
+    aws_code = "ThrottlingException"
+    http_status = 429
+    exit_code = 4
+
+    def __init__(self, reason: str, rule: str = "quota") -> None:
+        super().__init__(f"[{rule}] {reason}")
+        self.rule = rule
+        self.reason = reason
+
+
+class AuthError(FacewardenError):
+    aws_code = "UnrecognizedClientException"
+    http_status = 403
+    exit_code = 4
+
+
+class InvalidSignature(AuthError):
+    aws_code = "InvalidSignatureException"
+
+
+class UnrecognizedClient(AuthError):
+    aws_code = "UnrecognizedClientException"
+
+
+class MissingAuthentication(AuthError):
+    aws_code = "MissingAuthenticationTokenException"
+
+
+class ModelError(FacewardenError):
+    """A model file is missing, truncated or not what it claims to be."""
+
+
+class StorageError(FacewardenError):
+    """The store failed in a way the caller cannot fix (corruption, lost connection)."""

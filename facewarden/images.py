@@ -1,0 +1,135 @@
+"""Bytes -> RGB pixels, safely.
+
+Every image facewarden looks at enters here: the byte limit is checked before anything is parsed,
+the pixel limit from the header before anything is decoded (so a decompression bomb costs
+nothing), EXIF orientation is applied (a phone photo's face is upright), and every mode Pillow can
+produce is turned into 8-bit RGB. Each failure is an :class:`~facewarden.errors.InvalidImage` or
+:class:`~facewarden.errors.ImageTooLarge` whose message says what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageTooLarge, InvalidImage
+
+#: Pillow format names accepted (MPO is the multi-picture JPEG some cameras write).
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+_SUPPORTED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+DEFAULT_MAX_BYTES = 15 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 36_000_000
+
+# Never decode a truncated file into a half-grey picture: raise instead.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def decode(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode encoded image bytes into an ``(height, width, 3)`` ``uint8`` RGB array."""
+    if not data:
+        raise InvalidImage(f"The image is empty (0 bytes). Send the bytes of a {_SUPPORTED_TEXT} file.")
+    if len(data) > max_bytes:
+        raise ImageTooLarge(
+            f"The image is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB. "
+            "Resize or recompress it."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            if fmt not in SUPPORTED_FORMATS:
+                raise InvalidImage(f"Unsupported image format {fmt}. Send a {_SUPPORTED_TEXT} image.")
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"The {fmt} image is {width}x{height} = {width * height / 1e6:.1f} megapixels; "
+                    f"the limit is {max_pixels / 1e6:.0f} megapixels. Resize it."
+                )
+            if width < 1 or height < 1:
+                raise InvalidImage(f"The {fmt} image has no pixels ({width}x{height}).")
+            img.seek(0)  # first frame of an animated GIF/WebP/TIFF
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return _to_rgb(img)
+    except (InvalidImage, ImageTooLarge):
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImage(
+            f"The data is not a recognised image ({_describe(data)}). Send a {_SUPPORTED_TEXT} file."
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(
+            f"The image header claims more pixels than the limit of {max_pixels / 1e6:.0f} megapixels "
+            "(a possible decompression bomb). Resize it."
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct_error()) as exc:
+        raise InvalidImage(
+            f"The image could not be decoded: it is corrupt or truncated ({exc}). "
+            "Check that the whole file was sent."
+        ) from None
+
+
+def read(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode an image file, without reading more than the byte limit allows."""
+    return decode(read_bytes(path, max_bytes=max_bytes), max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+def read_bytes(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise ImageTooLarge(
+                f"{p} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB. Resize or recompress it."
+            )
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise InvalidImage(f"No such file: {p}") from None
+    except IsADirectoryError:
+        raise InvalidImage(f"{p} is a folder, not an image file.") from None
+    except PermissionError:
+        raise InvalidImage(f"{p} cannot be read (permission denied).") from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-/32-bit greyscale: scale to 8 bits by the range the format can hold.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        grey = np.clip(arr if arr.max() > 1.0 else arr * 255.0, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    rgb = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def _describe(data: bytes) -> str:
+    head = data[:16]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "it looks like text"
+    return f"{len(data)} bytes starting {head[:8].hex()}"
+
+
+def struct_error() -> type[Exception]:
+    import struct
+
+    return struct.error
