@@ -68,7 +68,7 @@ def decode(
         raise InvalidImage(
             f"The data is not a recognised image ({_describe(data)}). Send a {_SUPPORTED_TEXT} file."
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge(
             f"The image header claims more pixels than the limit of {max_pixels / 1e6:.0f} megapixels "
             "(a possible decompression bomb). Resize it."

@@ -1,0 +1,187 @@
+"""One database for gallery, policy and audit: SQLite (embedded default) or PostgreSQL.
+
+Gallery, policy and audit share one database so that one transaction can, for example, erase a
+subject's templates and write the audit record that says so. This module is the thin layer under
+all three: connections per thread, transactions, named locks that serialise writers across
+*processes* (SQLite: ``BEGIN IMMEDIATE``, which locks the whole file; PostgreSQL: transaction-scoped
+advisory locks), and versioned migrations per component. SQL is written once with ``?``
+placeholders; DDL that differs between dialects is given as ``{"sqlite": ..., "postgresql": ...}``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence, Union
+
+from .errors import StorageError
+
+Migration = Union[str, Mapping[str, str]]
+
+
+class Tx:
+    """A cursor inside one transaction; ``?`` placeholders work on both dialects."""
+
+    def __init__(self, cursor: Any, dialect: str) -> None:
+        self._cur = cursor
+        self.dialect = dialect
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._cur.execute(self._sql(sql), tuple(params))
+        return self._cur
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return list(self.execute(sql, params).fetchall())
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+
+class Database:
+    """A connection factory plus transactions and migrations for one database URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            self.dialect = "sqlite"
+            self.path = Path(url[len("sqlite:///") :])
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif url.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgresql"
+            self.path = None
+        else:
+            raise StorageError(f"Unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
+
+    # ---- connections -------------------------------------------------------------------------
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _connect(self) -> Any:
+        if self.dialect == "sqlite":
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # acknowledged = on disk, also on power loss
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            return conn
+        try:
+            import psycopg
+            from pgvector.psycopg import register_vector
+        except ImportError as exc:  # pragma: no cover
+            raise StorageError("PostgreSQL needs psycopg and pgvector (pip install facewarden).") from exc
+        try:
+            conn = psycopg.connect(self.url, autocommit=True)
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+        except psycopg.Error as exc:
+            raise StorageError(f"Cannot connect to PostgreSQL: {exc}") from None
+        return conn
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    # ---- transactions ------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, lock: str | None = None, write: bool = True) -> Iterator[Tx]:
+        """A transaction; ``lock`` names a lock that serialises it with others across processes.
+
+        On SQLite every write transaction takes the database's write lock at BEGIN (IMMEDIATE),
+        which serialises all writers of all processes; on PostgreSQL a named lock is an
+        advisory lock held until commit.
+        """
+        conn = self._connection()
+        if self.dialect == "sqlite":
+            cur = conn.cursor()
+            for attempt in range(200):
+                try:
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise StorageError(f"SQLite error: {exc}") from None
+                    time.sleep(0.05)
+            else:
+                raise StorageError("The database stayed locked by another process; try again.")
+            try:
+                yield Tx(cur, "sqlite")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+            return
+        with conn.transaction():
+            cur = conn.cursor()
+            tx = Tx(cur, "postgresql")
+            if lock:
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(lock),))
+            yield tx
+
+    def read(self) -> Any:
+        return self.transaction(write=False)
+
+    # ---- migrations --------------------------------------------------------------------------
+    def migrate(self, component: str, migrations: Sequence[Migration]) -> None:
+        """Apply the component's migrations not yet applied (version = position + 1), in order."""
+        with self.transaction(lock="migrations") as tx:
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " component TEXT NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL,"
+                " PRIMARY KEY (component, version))"
+            )
+            done = {r[0] for r in tx.all("SELECT version FROM schema_migrations WHERE component = ?", (component,))}
+            for version, migration in enumerate(migrations, start=1):
+                if version in done:
+                    continue
+                sql = migration if isinstance(migration, str) else migration[self.dialect]
+                for statement in _statements(sql):
+                    tx.execute(statement)
+                tx.execute(
+                    "INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)",
+                    (component, version, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                )
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a lock name."""
+    return zlib.crc32(name.encode()) | (0x5FACE << 32)
+
+
+def _statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
