@@ -1,0 +1,41 @@
+# facewarden — the two commands a new user needs: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8750
+export FACEWARDEN_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: serve test bench lint venv browser clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Headless Chromium for the web console's end-to-end test (Debian packages; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+serve: $(STAMP)
+	$(VENV)/bin/facewarden serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) browser
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0
+	$(PY) bench/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check facewarden tests bench
+	$(VENV)/bin/ruff format --check facewarden tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache
