@@ -1,0 +1,408 @@
+"""The audit log: append-only, hash-chained, signed; one record per decision.
+
+Each record is a flat JSON object (who, what, which collection, the decision and its rule, counts,
+matched face ids, the applied threshold, the policy hash), never an image or a template; data
+subjects appear only as keyed pseudonyms (:meth:`AuditLog.subject_ref`), so a subject can be
+erased while the log stays append-only.
+
+Integrity, from the inside out:
+
+* every field of a record has a SHA-256 digest; the record's hash is
+  ``SHA-256(previous hash + canonical JSON of the field digests)``, so the chain links every record
+  to all before it, and an edit names the field it touched;
+* every record hash is signed with the installation's Ed25519 key (``data_dir/keys``, outside the
+  database), so a record appended by someone with write access to the database but not the key
+  is caught even at the tail;
+* a signed checkpoint (sequence number + hash) is written every ``checkpoint_every`` records and at
+  shutdown, in the database and in ``data_dir/audit.head``; a log shorter than its checkpoint was
+  truncated.
+
+Appends are serialised across processes by one transaction under the lock "audit", so several
+service processes keep one linear chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..db import Database, Tx, lock_key
+from ..policy.keyfiles import keys_dir, load_or_create
+
+GENESIS = "0" * 64
+
+#: The fields of a record, in the order they are documented.
+FIELDS = (
+    "seq",
+    "time",
+    "org",
+    "sector",
+    "key",
+    "purpose",
+    "operation",
+    "collection",
+    "decision",
+    "rule",
+    "reason",
+    "counts",
+    "matched_face_ids",
+    "applied_threshold",
+    "subjects",
+    "details",
+    "policy_hash",
+)
+#: Columns duplicated from the record for queries; verify checks they agree with it.
+COLUMNS = ("operation", "decision", "org")
+
+MIGRATIONS = [
+    """
+    CREATE TABLE audit_log (
+        seq BIGINT PRIMARY KEY,
+        ts DOUBLE PRECISION NOT NULL,
+        operation TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        org TEXT,
+        record TEXT NOT NULL,
+        digests TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        sig TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_operation ON audit_log(operation, seq);
+    CREATE TABLE audit_checkpoints (
+        seq BIGINT PRIMARY KEY,
+        hash TEXT NOT NULL,
+        time TEXT NOT NULL,
+        sig TEXT NOT NULL
+    )
+    """,
+]
+
+
+def canonical(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def digests_of(record: dict[str, Any]) -> dict[str, str]:
+    return {k: hashlib.sha256(canonical(v).encode()).hexdigest() for k, v in record.items()}
+
+
+def chain_hash(prev_hash: str, digests_text: str) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{digests_text}".encode()).hexdigest()
+
+
+def iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _checkpoint_message(seq: int, hash_: str, time_: str) -> bytes:
+    return f"facewarden-audit-checkpoint\n{seq}\n{hash_}\n{time_}".encode()
+
+
+def _record_message(hash_: str) -> bytes:
+    return f"facewarden-audit-record\n{hash_}".encode()
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    records: int = 0
+    checkpoints: int = 0
+    #: The first sequence number that is wrong (missing, edited, out of place, forged, cut off).
+    first_bad_seq: int | None = None
+    #: edited | deleted | inserted | reordered | forged | truncated | checkpoint
+    kind: str | None = None
+    problem: str = ""
+    fields: list[str] = field(default_factory=list)
+    last_checkpoint: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "Ok": self.ok,
+            "Records": self.records,
+            "Checkpoints": self.checkpoints,
+            "LastCheckpoint": self.last_checkpoint,
+            "FirstBadSequence": self.first_bad_seq,
+            "Kind": self.kind,
+            "Problem": self.problem,
+            "Fields": self.fields,
+        }
+
+
+class AuditLog:
+    def __init__(
+        self,
+        db: Database,
+        data_dir: Path,
+        clock: Callable[[], float],
+        *,
+        checkpoint_every: int = 100,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.checkpoint_every = max(1, int(checkpoint_every))
+        kdir = keys_dir(data_dir)
+        pem = load_or_create(
+            kdir / "audit_ed25519.pem",
+            lambda: Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+        key = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        self._key = key
+        self.public_key: Ed25519PublicKey = key.public_key()
+        pub = kdir / "audit_ed25519.pub"
+        if not pub.exists():
+            pub.write_bytes(
+                self.public_key.public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+        self._pseudonym_key = load_or_create(kdir / "audit_pseudonym.key", lambda: os.urandom(32))
+        self.head_path = Path(data_dir) / "audit.head"
+        db.migrate("audit", MIGRATIONS)
+
+    # ---- writing -----------------------------------------------------------------------------
+    def subject_ref(self, subject: str) -> str:
+        """A keyed pseudonym of a data subject (ExternalImageId / UserId): the log never holds the id."""
+        mac = hmac.new(self._pseudonym_key, f"subject\n{subject}".encode(), hashlib.sha256)
+        return "subj-" + mac.hexdigest()[:32]
+
+    def append(self, entry: dict[str, Any], tx: Tx | None = None) -> dict[str, Any]:
+        """Append one record (fields as in FIELDS, ``seq`` and ``time`` are set here); returns it.
+
+        With ``tx``, the record is written inside the caller's transaction (so that, e.g., an
+        erasure and the record that says so commit together).
+        """
+        if tx is not None:
+            record, cp = self._append_tx(tx, entry)
+        else:
+            with self.db.transaction(lock="audit") as own:
+                record, cp = self._append_tx(own, entry)
+        if cp is not None:
+            self._write_head(cp)
+        return record
+
+    def _lock(self, tx: Tx) -> None:
+        if tx.dialect == "postgresql":
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("audit"),))
+
+    def _append_tx(self, tx: Tx, entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        self._lock(tx)
+        last = tx.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
+        now = self.clock()
+        record = {f: None for f in FIELDS}
+        record.update({k: v for k, v in entry.items() if k in FIELDS})
+        unknown = set(entry) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown audit fields: {sorted(unknown)}")
+        record["seq"] = seq
+        record["time"] = iso(now)
+        for k in ("counts", "details"):
+            record[k] = record[k] or {}
+        for k in ("matched_face_ids", "subjects"):
+            record[k] = list(record[k] or [])
+        record_text = canonical(record)
+        record = json.loads(record_text)  # exactly what is stored (e.g. tuples -> lists)
+        digests_text = canonical(digests_of(record))
+        h = chain_hash(prev, digests_text)
+        sig = self._key.sign(_record_message(h)).hex()
+        tx.execute(
+            "INSERT INTO audit_log (seq, ts, operation, decision, org, record, digests, prev_hash, hash, sig)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, now, record["operation"] or "", record["decision"] or "", record["org"], record_text,
+             digests_text, prev, h, sig),
+        )  # fmt: skip
+        cp = self._checkpoint_tx(tx, seq, h) if seq % self.checkpoint_every == 0 else None
+        return record, cp
+
+    def _checkpoint_tx(self, tx: Tx, seq: int, h: str) -> dict[str, Any]:
+        t = iso(self.clock())
+        sig = self._key.sign(_checkpoint_message(seq, h, t)).hex()
+        if tx.one("SELECT 1 FROM audit_checkpoints WHERE seq = ?", (seq,)) is None:
+            tx.execute("INSERT INTO audit_checkpoints (seq, hash, time, sig) VALUES (?, ?, ?, ?)", (seq, h, t, sig))
+        return {"seq": seq, "hash": h, "time": t, "sig": sig}
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """Sign the current end of the log (called every N records and at shutdown)."""
+        with self.db.transaction(lock="audit") as tx:
+            self._lock(tx)
+            last = tx.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            if last is None:
+                return None
+            cp = self._checkpoint_tx(tx, int(last[0]), str(last[1]))
+        self._write_head(cp)
+        return cp
+
+    def _write_head(self, cp: dict[str, Any]) -> None:
+        current = self._read_head()
+        if current is not None and int(current.get("seq", 0)) >= cp["seq"]:
+            return
+        tmp = self.head_path.with_name(f".audit.head.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cp) + "\n")
+        os.replace(tmp, self.head_path)
+
+    def _read_head(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.head_path.read_text())
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    # ---- reading -----------------------------------------------------------------------------
+    def last_record(self, operation: str | None = None) -> dict[str, Any] | None:
+        with self.db.read() as tx:
+            if operation:
+                text = tx.scalar(
+                    "SELECT record FROM audit_log WHERE operation = ? ORDER BY seq DESC LIMIT 1", (operation,)
+                )
+            else:
+                text = tx.scalar("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1")
+        return json.loads(text) if text else None
+
+    def count(self) -> int:
+        with self.db.read() as tx:
+            return int(tx.scalar("SELECT COUNT(*) FROM audit_log") or 0)
+
+    def records(
+        self, *, since: float | None = None, after_seq: int = 0, batch: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Records in sequence order (optionally from a time on)."""
+        seq = after_seq
+        while True:
+            with self.db.read() as tx:
+                rows = tx.all(
+                    "SELECT seq, record, ts FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (seq, batch)
+                )
+            if not rows:
+                return
+            for s, text, ts in rows:
+                seq = int(s)
+                if since is None or ts >= since:
+                    yield json.loads(text)
+
+    def export(self, *, since: float | None = None, subject: str | None = None) -> Iterator[str]:
+        """The log as JSON lines: each line the record plus its chain hash and signature."""
+        ref = self.subject_ref(subject) if subject is not None else None
+        seq = 0
+        while True:
+            with self.db.read() as tx:
+                rows = tx.all(
+                    "SELECT seq, ts, record, prev_hash, hash, sig FROM audit_log WHERE seq > ? ORDER BY seq LIMIT 1000",
+                    (seq,),
+                )
+            if not rows:
+                return
+            for s, ts, text, prev, h, sig in rows:
+                seq = int(s)
+                if since is not None and ts < since:
+                    continue
+                record = json.loads(text)
+                if ref is not None and ref not in (record.get("subjects") or []):
+                    continue
+                yield canonical({"record": record, "prev_hash": prev, "hash": h, "sig": sig})
+
+    # ---- verification ------------------------------------------------------------------------
+    def verify(self) -> VerifyResult:
+        """Check the whole log: chain, field digests, signatures, checkpoints. Reports the first problem."""
+        with self.db.read() as tx:
+            rows = tx.all(
+                "SELECT seq, operation, decision, org, record, digests, prev_hash, hash, sig FROM audit_log ORDER BY seq"
+            )
+            cps = tx.all("SELECT seq, hash, time, sig FROM audit_checkpoints ORDER BY seq")
+        res = VerifyResult(ok=True, records=len(rows), checkpoints=len(cps))
+        by_hash = {str(r[7]): int(r[0]) for r in rows}
+        prev, expected = GENESIS, 1
+        seen_seqs: set[int] = set()
+
+        def bad(seq: int, kind: str, problem: str, fields: list[str] | None = None) -> VerifyResult:
+            res.ok, res.first_bad_seq, res.kind, res.problem = False, seq, kind, problem
+            res.fields = fields or []
+            return res
+
+        for seq, op, decision, org, text, digests_text, prev_hash, h, sig in rows:
+            seq = int(seq)
+            if seq != expected:
+                gap = f"{expected}" if seq == expected + 1 else f"{expected} to {seq - 1}"
+                return bad(expected, "deleted", f"Record {gap} is missing: deleted from the log.")
+            try:
+                record = json.loads(text)
+                stored = json.loads(digests_text)
+                assert isinstance(record, dict) and isinstance(stored, dict)
+            except (ValueError, AssertionError):
+                return bad(seq, "edited", f"Record {seq} is not valid JSON any more: it was edited.")
+            computed = digests_of(record)
+            rec_seq = record.get("seq")
+            if rec_seq != seq and computed.get("seq") == stored.get("seq"):
+                if isinstance(rec_seq, int) and rec_seq in seen_seqs:
+                    return bad(seq, "inserted", f"Position {seq} holds a copy of record {rec_seq}: a record was inserted.")
+                return bad(seq, "reordered", f"Position {seq} holds record {rec_seq}: records were reordered.")
+            changed = sorted(set(computed) ^ set(stored) | {k for k in computed if computed[k] != stored.get(k)})
+            if changed:
+                return bad(
+                    seq, "edited", f"Record {seq} was edited: field(s) {', '.join(changed)} no longer match "
+                    "the digests its hash covers.", changed,
+                )  # fmt: skip
+            columns = {"operation": op, "decision": decision, "org": org}
+            col_changed = [c for c in COLUMNS if (record.get(c) or ("" if c != "org" else None)) != columns[c]]
+            if col_changed:
+                return bad(seq, "edited", f"Record {seq} was edited: column(s) {', '.join(col_changed)} "
+                           "disagree with the signed record.", col_changed)  # fmt: skip
+            if chain_hash(str(prev_hash), str(digests_text)) != h:
+                return bad(seq, "edited", f"Record {seq} was edited: its hash does not match its content.")
+            try:
+                self.public_key.verify(bytes.fromhex(str(sig)), _record_message(str(h)))
+            except (InvalidSignature, ValueError):
+                return bad(
+                    seq, "forged", f"Record {seq} is not signed by this installation's audit key: it was "
+                    "forged (inserted or appended by someone without the key) or rewritten.",
+                )  # fmt: skip
+            if prev_hash != prev:
+                other = by_hash.get(str(prev_hash))
+                if other is not None:
+                    return bad(seq, "reordered", f"Record {seq} follows record {other} in the chain, not "
+                               f"record {seq - 1}: records were reordered.")  # fmt: skip
+                return bad(seq, "deleted", f"Record {seq} does not follow record {seq - 1} in the chain: a "
+                           "record before it was deleted or replaced.")  # fmt: skip
+            prev, expected = str(h), seq + 1
+            seen_seqs.add(seq)
+
+        last_seq = expected - 1
+        hashes = {int(r[0]): str(r[7]) for r in rows}
+        head = self._read_head()
+        checkpoints = [(int(s), str(hh), str(t), str(sg), "database") for s, hh, t, sg in cps]
+        if head and {"seq", "hash", "time", "sig"} <= set(head):
+            checkpoints.append((int(head["seq"]), str(head["hash"]), str(head["time"]), str(head["sig"]), "audit.head"))
+        for cseq, chash, ctime, csig, where in checkpoints:
+            try:
+                self.public_key.verify(bytes.fromhex(csig), _checkpoint_message(cseq, chash, ctime))
+            except (InvalidSignature, ValueError):
+                return bad(min(cseq, last_seq + 1), "checkpoint",
+                           f"The checkpoint at record {cseq} ({where}) has an invalid signature: it was forged.")  # fmt: skip
+            if cseq > last_seq:
+                return bad(
+                    last_seq + 1, "truncated", f"The log ends at record {last_seq}, but a signed checkpoint "
+                    f"({where}, {ctime}) says record {cseq} existed: the tail was truncated.",
+                )  # fmt: skip
+            if hashes.get(cseq) != chash:
+                return bad(cseq, "edited", f"Record {cseq}'s hash differs from the one its signed checkpoint "
+                           f"({where}) recorded: the log was rewritten.")  # fmt: skip
+            res.last_checkpoint = max(res.last_checkpoint or 0, cseq)
+        res.problem = (
+            f"{res.records} records, chain and signatures intact; {len(checkpoints)} checkpoints agree"
+            + (f" (last at record {res.last_checkpoint})." if res.last_checkpoint else ".")
+        )
+        return res

@@ -1,0 +1,171 @@
+"""The command line: one command per user task, each a thin translation onto the service.
+
+Exit codes: 0 success, 1 internal error, 2 usage error, 3 bad input (the error on stderr),
+4 denied by policy or quota (the rule id and reason on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import images
+from .config import Settings
+from .errors import FacewardenError
+
+EXIT_BAD_INPUT = 3
+EXIT_DENIED = 4
+
+
+class App:
+    """What every command shares: settings, one service (models loaded once), the principal."""
+
+    def __init__(self, data_dir: str | None, as_json: bool, key: str | None) -> None:
+        self.settings = Settings.from_env(data_dir=data_dir)
+        self.json = as_json
+        self.key = key
+        self._service: Any = None
+
+    @property
+    def service(self) -> Any:
+        if self._service is None:
+            from .service import Service
+
+            self._service = Service(self.settings)
+        return self._service
+
+    @property
+    def principal(self) -> Any:
+        """The owner's principal, or the one of ``--key``; nobody bypasses policy."""
+        svc = self.service
+        if self.key:
+            return svc.principal_for_key(self.key)
+        owner = getattr(svc, "owner_principal", None)
+        return owner() if owner else None
+
+    def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        return self.service.call(operation, request, self.principal)
+
+    def emit(self, obj: Any, human: Callable[[Any], None] | None = None) -> None:
+        if self.json or human is None:
+            click.echo(json.dumps(obj, default=_json_default))
+        else:
+            human(obj)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (bytes, bytearray)):
+        return None
+    if hasattr(o, "isoformat"):
+        return o.isoformat()
+    return str(o)
+
+
+def fail(exc: FacewardenError) -> "click.exceptions.Exit":
+    click.echo(f"error: {exc.aws_code}: {exc.message}", err=True)
+    return click.exceptions.Exit(exc.exit_code)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class Group(click.Group):
+    """Maps facewarden's errors to exit codes and clear messages, once for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FacewardenError as exc:
+            raise fail(exc) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", envvar="FACEWARDEN_DATA_DIR", type=click.Path(file_okay=False), help="Where facewarden keeps its data.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per line).")
+@click.option("--key", "key", metavar="KEY_ID", help="Act as this key's principal instead of the owner.")
+@click.version_option(package_name="facewarden")
+@click.pass_context
+def main(ctx: click.Context, data_dir: str | None, as_json: bool, key: str | None) -> None:
+    """facewarden: face recognition that keeps its promises in code."""
+    ctx.obj = App(data_dir, as_json, key)
+
+
+def image_request(path: str, app: App) -> dict[str, Any]:
+    return {"Bytes": images.read_bytes(path, max_bytes=app.settings.max_image_bytes)}
+
+
+# ---- faces in images ---------------------------------------------------------------------------
+@main.command()
+@click.argument("images_", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--detector", type=click.Choice(["hog", "cnn"]), default=None, help="Face detector (default: hog).")
+@click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT")
+@pass_app
+def detect(app: App, images_: tuple[str, ...], detector: str | None, attributes: str) -> None:
+    """Find the faces in each IMAGE (DetectFaces): boxes, landmarks, pose, quality."""
+    worst = 0
+    for path in images_:
+        try:
+            request = {"Image": image_request(path, app), "Attributes": [attributes.upper()]}
+            if detector:
+                request["Detector"] = detector
+            result = app.call("DetectFaces", request)
+        except FacewardenError as exc:
+            click.echo(f"error: {path}: {exc.aws_code}: {exc.message}", err=True)
+            if app.json:
+                click.echo(json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path}))
+            worst = max(worst, exc.exit_code)
+            continue
+        app.emit(result, lambda r, p=path: _print_faces(p, r))
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _print_faces(path: str, result: dict[str, Any]) -> None:
+    faces = result["FaceDetails"]
+    click.echo(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
+    for i, f in enumerate(faces, 1):
+        b, p, q = f["BoundingBox"], f["Pose"], f["Quality"]
+        click.echo(
+            f"  {i:>3}  box left={b['Left']:.3f} top={b['Top']:.3f} width={b['Width']:.3f} height={b['Height']:.3f}"
+            f"  confidence={f['Confidence']:.1f}  roll={p['Roll']:+.0f} yaw={p['Yaw']:+.0f} pitch={p['Pitch']:+.0f}"
+            f"  brightness={q['Brightness']:.0f} sharpness={q['Sharpness']:.0f}"
+        )
+
+
+@main.command()
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--threshold", type=click.FloatRange(0, 100), default=None, help="Similarity threshold (default 80: 1 false match in 1,000).")
+@click.option("--detector", type=click.Choice(["hog", "cnn"]), default=None)
+@pass_app
+def compare(app: App, source: str, target: str, threshold: float | None, detector: str | None) -> None:
+    """Is the largest face in SOURCE among the faces in TARGET? (CompareFaces)"""
+    request: dict[str, Any] = {"SourceImage": image_request(source, app), "TargetImage": image_request(target, app)}
+    if threshold is not None:
+        request["SimilarityThreshold"] = threshold
+    if detector:
+        request["Detector"] = detector
+    app.emit(app.call("CompareFaces", request), _print_compare)
+
+
+def _print_compare(result: dict[str, Any]) -> None:
+    thr = result["AppliedThreshold"]["Similarity"]
+    matches = result["FaceMatches"]
+    others = result["UnmatchedFaces"]
+    if matches:
+        best = matches[0]["Similarity"]
+        click.echo(f"MATCH  similarity {best:.1f} >= threshold {thr:g}  ({len(matches)} matching face(s) in target)")
+    else:
+        click.echo(f"NO MATCH  threshold {thr:g}; {len(others)} face(s) in target, none similar enough")
+    for m in matches:
+        click.echo(f"  match     similarity {m['Similarity']:.1f}")
+    for _ in others:
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,31 @@
+"""Accuracy and bias audit: labelled pairs, 1:N galleries, ROC/DET, per-group differentials, calibration.
+
+Plain functions, called by the CLI and usable from Python:
+
+- :func:`evaluate_pairs` — 1:1 verification on a PAIRS.tsv, overall and per group, with a report.
+- :func:`evaluate_gallery` — 1:N search (the ACLU-style test): false matches vs ``N x FMR``, rank-1.
+- :func:`calibrate` — build a model's calibration table from a labelled folder.
+- :mod:`.metrics` — the pure metric functions (ROC/DET, EER, FNMR at FMR, Wilson intervals, ...).
+
+Images are embedded once each (cached by content under ``<data_dir>/cache``), in parallel processes.
+"""
+
+from __future__ import annotations
+
+from . import metrics
+from .calibrate import calibrate
+from .embed import Embedded, embed_images
+from .gallery import evaluate_gallery
+from .pairs import PairScores, build_report, evaluate_pairs, score_pairs
+
+__all__ = [
+    "evaluate_pairs",
+    "evaluate_gallery",
+    "calibrate",
+    "score_pairs",
+    "build_report",
+    "embed_images",
+    "Embedded",
+    "PairScores",
+    "metrics",
+]

@@ -1,0 +1,671 @@
+"""The SQL both gallery backends share: collections, faces, users, erasure and retention.
+
+Backends subclass :class:`SqlStore` and supply how a template is written and read
+(``_template_param`` / ``_template_value``), how the nearest templates are found (``_nearest``)
+and, optionally, what happens after a commit changed a collection's faces (``_committed``: the
+SQLite backend updates its in-process vector index there).
+
+Writers of one collection serialise on the named lock ``gallery:<collection_id>`` (see
+:meth:`facewarden.db.Database.transaction`), which holds across processes on both backends: face
+counts, the per-user face limit and the collection's ``generation`` are always consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..db import Database, Tx
+from ..errors import InvalidInput, ModelMismatch, ResourceAlreadyExists, ResourceNotFound, ServiceQuotaExceeded
+from .store import MAX_FACES_PER_USER, Association, Collection, Face, Match, NewFace, User, bbox_to_json
+
+COLLECTION_COLS = (
+    "collection_id, arn, model_version, dim, created_at, consent_mode, retention_days, owner_org, uid,"
+    " generation, face_count"
+)
+FACE_COLS = (
+    "seq, face_id, collection_id, external_image_id, image_id, image_sha256, bbox, confidence,"
+    " model_version, user_id, indexed_at"
+)
+ARN_PREFIX = "aws:rekognition:local:000000000000:collection/"
+CHUNK = 500
+
+
+def _collection(row: tuple) -> Collection:
+    return Collection(
+        collection_id=row[0],
+        arn=row[1],
+        model_version=row[2],
+        dim=int(row[3]),
+        created_at=float(row[4]),
+        consent_mode=row[5],
+        retention_days=int(row[6]),
+        owner_org=row[7],
+        uid=row[8],
+        generation=int(row[9]),
+        face_count=int(row[10]),
+    )
+
+
+def _face(row: tuple) -> Face:
+    return Face(
+        seq=int(row[0]),
+        face_id=row[1],
+        collection_id=row[2],
+        external_image_id=row[3],
+        image_id=row[4],
+        image_sha256=row[5],
+        bbox=json.loads(row[6]),
+        confidence=float(row[7]),
+        model_version=row[8],
+        user_id=row[9],
+        indexed_at=float(row[10]),
+    )
+
+
+def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def lock_name(collection_id: str) -> str:
+    return f"gallery:{collection_id}"
+
+
+class SqlStore:
+    """Everything but template storage and nearest-neighbour search."""
+
+    dialect = ""
+
+    def __init__(self, db: Database, settings: Any = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = time.time
+        db.migrate("gallery", self.migrations())
+
+    # ---- backend hooks -----------------------------------------------------------------------
+    def migrations(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _template_param(self, template: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def _template_value(self, value: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _nearest(self, col: Collection, probe: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """``(seq, inner product)`` of up to ``k`` nearest faces of the collection, best first."""
+        raise NotImplementedError
+
+    def _committed(
+        self, col: Collection, generation: int, added: list[tuple[int, np.ndarray]], removed: list[int]
+    ) -> None:
+        """Called after a commit moved ``col`` from ``generation - 1`` to ``generation``."""
+
+    def _dropped(self, collection_id: str) -> None:
+        """Called after a collection was deleted."""
+
+    def _lock(self, tx: Tx, collection_id: str) -> None:
+        """Inside a caller's transaction, take the collection's writer lock."""
+        if tx.dialect == "postgresql":
+            from ..db import lock_key
+
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(lock_name(collection_id)),))
+
+    # ---- collections -------------------------------------------------------------------------
+    def create_collection(
+        self,
+        collection_id: str,
+        model_version: str,
+        dim: int,
+        *,
+        consent_mode: str = "required",
+        retention_days: int = 365,
+        owner_org: str | None = None,
+    ) -> Collection:
+        with self.db.transaction(lock=lock_name(collection_id)) as tx:
+            if tx.one("SELECT 1 FROM gallery_collections WHERE collection_id = ?", (collection_id,)):
+                raise ResourceAlreadyExists(
+                    f"Collection {collection_id!r} already exists. Choose another CollectionId or delete it first."
+                )
+            tx.execute(
+                f"INSERT INTO gallery_collections ({COLLECTION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                (
+                    collection_id,
+                    ARN_PREFIX + collection_id,
+                    model_version,
+                    int(dim),
+                    self.clock(),
+                    consent_mode,
+                    int(retention_days),
+                    owner_org,
+                    uuid.uuid4().hex,
+                ),
+            )
+            row = tx.one(f"SELECT {COLLECTION_COLS} FROM gallery_collections WHERE collection_id = ?", (collection_id,))
+        assert row is not None
+        return _collection(row)
+
+    def get_collection(self, collection_id: str, tx: Tx | None = None) -> Collection:
+        sql = f"SELECT {COLLECTION_COLS} FROM gallery_collections WHERE collection_id = ?"
+        if tx is not None:
+            row = tx.one(sql, (collection_id,))
+        else:
+            with self.db.read() as rtx:
+                row = rtx.one(sql, (collection_id,))
+        if row is None:
+            raise ResourceNotFound(
+                f"Collection {collection_id!r} does not exist. Create it with CreateCollection, or list the "
+                "existing ones with ListCollections."
+            )
+        return _collection(row)
+
+    def list_collections(self, after: str | None = None, limit: int = 1000) -> list[Collection]:
+        with self.db.read() as tx:
+            rows = tx.all(
+                f"SELECT {COLLECTION_COLS} FROM gallery_collections WHERE collection_id > ?"
+                " ORDER BY collection_id LIMIT ?",
+                (after or "", int(limit)),
+            )
+        return [_collection(r) for r in rows]
+
+    def delete_collection(self, collection_id: str) -> None:
+        with self.db.transaction(lock=lock_name(collection_id)) as tx:
+            self.get_collection(collection_id, tx)
+            tx.execute("DELETE FROM gallery_faces WHERE collection_id = ?", (collection_id,))
+            tx.execute("DELETE FROM gallery_users WHERE collection_id = ?", (collection_id,))
+            tx.execute("DELETE FROM gallery_collections WHERE collection_id = ?", (collection_id,))
+        self._dropped(collection_id)
+
+    # ---- faces -------------------------------------------------------------------------------
+    def add_faces(
+        self,
+        collection_id: str,
+        faces: Sequence[NewFace],
+        model_version: str,
+        *,
+        skip_known_image: bool = False,
+    ) -> list[Face]:
+        """Store faces of one image (or a batch); returns them as stored, with their face ids.
+
+        With ``skip_known_image`` nothing is stored when a face of the same image (by SHA-256) is
+        already in the collection: the check and the insert are one transaction, so concurrent
+        indexers never store an image twice.
+        """
+        now = self.clock()
+        with self.db.transaction(lock=lock_name(collection_id)) as tx:
+            col = self.get_collection(collection_id, tx)
+            if model_version != col.model_version:
+                raise ModelMismatch(
+                    f"Collection {collection_id!r} holds templates of model {col.model_version}; these were "
+                    f"made with {model_version}, and templates of different models cannot be compared. "
+                    f"Index into a collection created for {model_version}, or re-index with {col.model_version}."
+                )
+            if not faces:
+                return []
+            if skip_known_image:
+                shas = sorted({f.image_sha256 for f in faces if f.image_sha256})
+                for part in _chunks(shas):
+                    if tx.one(
+                        f"SELECT 1 FROM gallery_faces WHERE collection_id = ? AND image_sha256 IN ({_marks(len(part))})"
+                        " LIMIT 1",
+                        (collection_id, *part),
+                    ):
+                        return []
+            rows, templates = [], []
+            default_image = str(uuid.uuid4())
+            for f in faces:
+                t = np.asarray(f.template, dtype=np.float32).reshape(-1)
+                if t.shape[0] != col.dim:
+                    raise ModelMismatch(
+                        f"A template has {t.shape[0]} values but collection {collection_id!r} holds "
+                        f"{col.dim}-value templates of model {col.model_version}."
+                    )
+                templates.append(t)
+                rows.append(
+                    (
+                        f.face_id or str(uuid.uuid4()),
+                        collection_id,
+                        f.external_image_id,
+                        f.image_id or default_image,
+                        f.image_sha256,
+                        bbox_to_json(f.bbox),
+                        float(f.confidence),
+                        self._template_param(t),
+                        col.dim,
+                        model_version,
+                        now,
+                    )
+                )
+            tx.executemany(
+                "INSERT INTO gallery_faces (face_id, collection_id, external_image_id, image_id, image_sha256, bbox,"
+                " confidence, template, dim, model_version, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            ids = [r[0] for r in rows]
+            seq_of: dict[str, int] = {}
+            for part in _chunks(ids):
+                for seq, fid in tx.all(
+                    f"SELECT seq, face_id FROM gallery_faces WHERE face_id IN ({_marks(len(part))})", part
+                ):
+                    seq_of[fid] = int(seq)
+            generation = self._bump(tx, collection_id, len(rows))
+        stored = [
+            Face(
+                face_id=r[0],
+                collection_id=collection_id,
+                external_image_id=r[2],
+                image_id=r[3],
+                image_sha256=r[4],
+                bbox=json.loads(r[5]),
+                confidence=r[6],
+                model_version=model_version,
+                user_id=None,
+                indexed_at=now,
+                seq=seq_of[r[0]],
+            )
+            for r in rows
+        ]
+        self._committed(col, generation, [(f.seq, t) for f, t in zip(stored, templates)], [])
+        return stored
+
+    def _bump(self, tx: Tx, collection_id: str, face_delta: int) -> int:
+        tx.execute(
+            "UPDATE gallery_collections SET generation = generation + 1, face_count = face_count + ?"
+            " WHERE collection_id = ?",
+            (face_delta, collection_id),
+        )
+        return int(tx.scalar("SELECT generation FROM gallery_collections WHERE collection_id = ?", (collection_id,)))
+
+    def get_faces(self, collection_id: str, face_ids: Iterable[str], tx: Tx | None = None) -> dict[str, Face]:
+        ids = list(dict.fromkeys(face_ids))
+        out: dict[str, Face] = {}
+
+        def run(t: Tx) -> None:
+            for part in _chunks(ids):
+                for row in t.all(
+                    f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND face_id IN ({_marks(len(part))})",
+                    (collection_id, *part),
+                ):
+                    out[row[1]] = _face(row)
+
+        if tx is not None:
+            run(tx)
+        else:
+            with self.db.read() as rtx:
+                run(rtx)
+        return out
+
+    def _faces_by_seq(self, tx: Tx, seqs: Sequence[int]) -> dict[int, Face]:
+        out: dict[int, Face] = {}
+        for part in _chunks(list(seqs)):
+            for row in tx.all(f"SELECT {FACE_COLS} FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part):
+                out[int(row[0])] = _face(row)
+        return out
+
+    def list_faces(
+        self,
+        collection_id: str,
+        after: str | None = None,
+        limit: int = 1000,
+        *,
+        user_id: str | None = None,
+        face_ids: Sequence[str] | None = None,
+    ) -> list[Face]:
+        """Faces ordered by face id, starting after ``after`` (keyset pagination: each face once)."""
+        where, params = ["collection_id = ?", "face_id > ?"], [collection_id, after or ""]
+        if user_id is not None:
+            where.append("user_id = ?")
+            params.append(user_id)
+        if face_ids is not None:
+            if not face_ids:
+                return []
+            where.append(f"face_id IN ({_marks(len(face_ids))})")
+            params.extend(face_ids)
+        with self.db.read() as tx:
+            self.get_collection(collection_id, tx)
+            rows = tx.all(
+                f"SELECT {FACE_COLS} FROM gallery_faces WHERE {' AND '.join(where)} ORDER BY face_id LIMIT ?",
+                (*params, int(limit)),
+            )
+        return [_face(r) for r in rows]
+
+    def delete_faces(
+        self, collection_id: str, face_ids: Sequence[str], *, force: bool = False
+    ) -> tuple[list[str], dict[str, tuple[str, str | None]]]:
+        """Delete faces; a face associated with a user is kept (and reported) unless ``force``."""
+        failed: dict[str, tuple[str, str | None]] = {}
+        with self.db.transaction(lock=lock_name(collection_id)) as tx:
+            col = self.get_collection(collection_id, tx)
+            found = self.get_faces(collection_id, face_ids, tx)
+            doomed: list[Face] = []
+            for fid in dict.fromkeys(face_ids):
+                face = found.get(fid)
+                if face is None:
+                    failed[fid] = ("FACE_NOT_FOUND", None)
+                elif face.user_id is not None and not force:
+                    failed[fid] = ("ASSOCIATED_TO_AN_EXISTING_USER", face.user_id)
+                else:
+                    doomed.append(face)
+            generation = self._delete_rows(tx, collection_id, doomed)
+        if doomed:
+            self._committed(col, generation, [], [f.seq for f in doomed])
+        return [f.face_id for f in doomed], failed
+
+    def _delete_rows(self, tx: Tx, collection_id: str, faces: Sequence[Face]) -> int:
+        if not faces:
+            return -1
+        for part in _chunks([f.seq for f in faces]):
+            tx.execute(f"DELETE FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part)
+        users = {f.user_id for f in faces if f.user_id}
+        for uid in users:
+            self._refresh_user_status(tx, collection_id, uid)
+        return self._bump(tx, collection_id, -len(faces))
+
+    def templates(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Templates of the given faces (biometric data: callers must not log or return them)."""
+        out: dict[str, np.ndarray] = {}
+        ids = list(dict.fromkeys(face_ids))
+        with self.db.read() as tx:
+            for part in _chunks(ids):
+                for fid, value in tx.all(
+                    f"SELECT face_id, template FROM gallery_faces WHERE collection_id = ? AND face_id IN"
+                    f" ({_marks(len(part))})",
+                    (collection_id, *part),
+                ):
+                    out[fid] = self._template_value(value)
+        return out
+
+    def count_faces(self, collection_id: str) -> int:
+        return self.get_collection(collection_id).face_count
+
+    def has_image(self, collection_id: str, sha256: str) -> bool:
+        with self.db.read() as tx:
+            return (
+                tx.one(
+                    "SELECT 1 FROM gallery_faces WHERE collection_id = ? AND image_sha256 = ? LIMIT 1",
+                    (collection_id, sha256),
+                )
+                is not None
+            )
+
+    def search(self, collection_id: str, probe: np.ndarray, k: int, *, exclude: Sequence[str] = ()) -> list[Match]:
+        """The ``k`` faces nearest to ``probe`` (by inner product of normalised templates), best first."""
+        col = self.get_collection(collection_id)
+        p = np.asarray(probe, dtype=np.float32).reshape(-1)
+        if p.shape[0] != col.dim:
+            raise ModelMismatch(
+                f"The probe template has {p.shape[0]} values; collection {collection_id!r} holds {col.dim}-value "
+                f"templates of model {col.model_version}."
+            )
+        if col.face_count == 0 or k <= 0:
+            return []
+        excluded = set(exclude)
+        want = k + len(excluded)
+        nearest = self._nearest(col, p, want)
+        if not nearest:
+            return []
+        with self.db.read() as tx:
+            faces = self._faces_by_seq(tx, [s for s, _ in nearest])
+        out = []
+        for seq, inner in nearest:
+            face = faces.get(seq)  # None: deleted after the index answered
+            if face is None or face.face_id in excluded or face.collection_id != collection_id:
+                continue
+            out.append(Match(face, float(inner)))
+        out.sort(key=lambda m: -m.inner)
+        return out[:k]
+
+    # ---- users -------------------------------------------------------------------------------
+    def create_user(self, collection_id: str, user_id: str) -> User:
+        now = self.clock()
+        with self.db.transaction(lock=lock_name(collection_id)) as tx:
+            self.get_collection(collection_id, tx)
+            if tx.one(
+                "SELECT 1 FROM gallery_users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+            ):
+                raise ResourceAlreadyExists(f"User {user_id!r} already exists in collection {collection_id!r}.")
+            tx.execute(
+                "INSERT INTO gallery_users (collection_id, user_id, status, created_at) VALUES (?, ?, 'CREATED', ?)",
+                (collection_id, user_id, now),
+            )
+        return User(collection_id, user_id, "CREATED", now, 0)
+
+    def get_user(self, collection_id: str, user_id: str, tx: Tx | None = None) -> User:
+        def run(t: Tx) -> User:
+            self.get_collection(collection_id, t)
+            row = t.one(
+                "SELECT status, created_at FROM gallery_users WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            )
+            if row is None:
+                raise ResourceNotFound(
+                    f"User {user_id!r} does not exist in collection {collection_id!r}. Create it with CreateUser."
+                )
+            n = t.scalar(
+                "SELECT COUNT(*) FROM gallery_faces WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+            )
+            return User(collection_id, user_id, row[0], float(row[1]), int(n))
+
+        if tx is not None:
+            return run(tx)
+        with self.db.read() as rtx:
+            return run(rtx)
+
+    def delete_user(self, collection_id: str, user_id: str) -> list[str]:
+        """Delete a user; its faces stay in the collection, disassociated. Returns their ids."""
+        with self.db.transaction(lock=lock_name(collection_id)) as tx:
+            self.get_user(collection_id, user_id, tx)
+            ids = [
+                r[0]
+                for r in tx.all(
+                    "SELECT face_id FROM gallery_faces WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+                )
+            ]
+            tx.execute(
+                "UPDATE gallery_faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            )
+            tx.execute("DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
+        return ids
+
+    def list_users(self, collection_id: str, after: str | None = None, limit: int = 100) -> list[User]:
+        with self.db.read() as tx:
+            self.get_collection(collection_id, tx)
+            rows = tx.all(
+                "SELECT user_id, status, created_at FROM gallery_users WHERE collection_id = ? AND user_id > ?"
+                " ORDER BY user_id LIMIT ?",
+                (collection_id, after or "", int(limit)),
+            )
+        return [User(collection_id, r[0], r[1], float(r[2])) for r in rows]
+
+    def users_status(self, collection_id: str, user_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(user_ids))
+        out: dict[str, str] = {}
+        with self.db.read() as tx:
+            for part in _chunks(ids):
+                for uid, status in tx.all(
+                    f"SELECT user_id, status FROM gallery_users WHERE collection_id = ? AND user_id IN"
+                    f" ({_marks(len(part))})",
+                    (collection_id, *part),
+                ):
+                    out[uid] = status
+        return out
+
+    def count_users(self, collection_id: str) -> int:
+        with self.db.read() as tx:
+            return int(tx.scalar("SELECT COUNT(*) FROM gallery_users WHERE collection_id = ?", (collection_id,)))
+
+    def _refresh_user_status(self, tx: Tx, collection_id: str, user_id: str) -> str:
+        n = tx.scalar(
+            "SELECT COUNT(*) FROM gallery_faces WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+        )
+        status = "ACTIVE" if n else "CREATED"
+        tx.execute(
+            "UPDATE gallery_users SET status = ? WHERE collection_id = ? AND user_id = ?",
+            (status, collection_id, user_id),
+        )
+        return status
+
+    def associate_faces(
+        self, collection_id: str, user_id: str, face_ids: Sequence[str], *, limit: int = MAX_FACES_PER_USER
+    ) -> Association:
+        result = Association()
+        with self.db.transaction(lock=lock_name(collection_id)) as tx:
+            user = self.get_user(collection_id, user_id, tx)
+            found = self.get_faces(collection_id, face_ids, tx)
+            new: list[str] = []
+            for fid in dict.fromkeys(face_ids):
+                face = found.get(fid)
+                if face is None:
+                    result.failed[fid] = ("FACE_NOT_FOUND", None)
+                elif face.user_id is not None and face.user_id != user_id:
+                    result.failed[fid] = ("ASSOCIATED_TO_A_DIFFERENT_USER", face.user_id)
+                elif face.user_id == user_id:
+                    result.associated.append(fid)
+                else:
+                    new.append(fid)
+            if user.face_count + len(new) > limit:
+                raise ServiceQuotaExceeded(
+                    f"User {user_id!r} has {user.face_count} faces; associating {len(new)} more would exceed the "
+                    f"limit of {limit} faces per user. Disassociate faces first."
+                )
+            for part in _chunks(new):
+                tx.execute(
+                    f"UPDATE gallery_faces SET user_id = ? WHERE collection_id = ? AND face_id IN ({_marks(len(part))})",
+                    (user_id, collection_id, *part),
+                )
+            result.associated.extend(new)
+            result.status = self._refresh_user_status(tx, collection_id, user_id)
+        return result
+
+    def disassociate_faces(self, collection_id: str, user_id: str, face_ids: Sequence[str]) -> Association:
+        result = Association()
+        with self.db.transaction(lock=lock_name(collection_id)) as tx:
+            self.get_user(collection_id, user_id, tx)
+            found = self.get_faces(collection_id, face_ids, tx)
+            mine: list[str] = []
+            for fid in dict.fromkeys(face_ids):
+                face = found.get(fid)
+                if face is None:
+                    result.failed[fid] = ("FACE_NOT_FOUND", None)
+                elif face.user_id != user_id:
+                    result.failed[fid] = ("ASSOCIATED_TO_A_DIFFERENT_USER", face.user_id)
+                else:
+                    mine.append(fid)
+            for part in _chunks(mine):
+                tx.execute(
+                    f"UPDATE gallery_faces SET user_id = NULL WHERE collection_id = ? AND face_id IN ({_marks(len(part))})",
+                    (collection_id, *part),
+                )
+            result.associated = mine
+            result.status = self._refresh_user_status(tx, collection_id, user_id)
+        return result
+
+    # ---- data protection ---------------------------------------------------------------------
+    def erase_faces(
+        self,
+        collection_id: str | None = None,
+        *,
+        external_image_id: str | None = None,
+        user_id: str | None = None,
+        tx: Tx | None = None,
+    ) -> list[str]:
+        """Erase a data subject's faces: by ``external_image_id`` and/or ``user_id`` (and with a
+        ``user_id`` the user record too), in one collection or in all. Returns the removed face ids.
+
+        All of it happens in one transaction: the caller's ``tx`` when given (so that, e.g., the audit
+        record of the erasure commits with it), else a new one. Vector indexes follow.
+        """
+        if external_image_id is None and user_id is None:
+            raise InvalidInput("Erasure needs an external image id or a user id; refusing to erase everything.")
+        if tx is not None:
+            return self._erase(tx, collection_id, external_image_id, user_id)
+        with self.db.transaction(lock=lock_name(collection_id) if collection_id else "gallery:*") as own:
+            removed = self._erase(own, collection_id, external_image_id, user_id)
+        return removed
+
+    def _erase(self, tx: Tx, collection_id: str | None, external_image_id: str | None, user_id: str | None) -> list[str]:
+        where, params = [], []
+        if collection_id is not None:
+            where.append("collection_id = ?")
+            params.append(collection_id)
+        subject = []
+        if external_image_id is not None:
+            subject.append("external_image_id = ?")
+            params.append(external_image_id)
+        if user_id is not None:
+            subject.append("user_id = ?")
+            params.append(user_id)
+        where.append("(" + " OR ".join(subject) + ")")
+        sql_where = " AND ".join(where)
+        collections = sorted(
+            {r[0] for r in tx.all(f"SELECT DISTINCT collection_id FROM gallery_faces WHERE {sql_where}", params)}
+        )
+        if user_id is not None:
+            ucond = "user_id = ?" + (" AND collection_id = ?" if collection_id is not None else "")
+            uparams = [user_id] + ([collection_id] if collection_id is not None else [])
+            collections = sorted(
+                set(collections)
+                | {r[0] for r in tx.all(f"SELECT collection_id FROM gallery_users WHERE {ucond}", uparams)}
+            )
+        removed: list[str] = []
+        for cid in collections:
+            self._lock(tx, cid)
+            rows = tx.all(f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND {where[-1]}",
+                          (cid, *params[1 if collection_id is not None else 0 :]))
+            faces = [_face(r) for r in rows]
+            for part in _chunks([f.seq for f in faces]):
+                tx.execute(f"DELETE FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part)
+            if faces:
+                self._bump(tx, cid, -len(faces))
+            if user_id is not None:
+                tx.execute("DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (cid, user_id))
+            for other in {f.user_id for f in faces if f.user_id and f.user_id != user_id}:
+                self._refresh_user_status(tx, cid, other)
+            removed.extend(f.face_id for f in faces)
+        # Indexes notice the generation change and reconcile with the store on their next search.
+        return removed
+
+    def purge_before(self, collection_id: str, cutoff: float, *, tx: Tx | None = None) -> list[str]:
+        """Delete the collection's faces indexed before ``cutoff`` (epoch seconds): retention."""
+
+        def run(t: Tx) -> list[str]:
+            self._lock(t, collection_id)
+            rows = t.all(
+                f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND indexed_at < ?",
+                (collection_id, float(cutoff)),
+            )
+            faces = [_face(r) for r in rows]
+            if faces:
+                self._delete_rows(t, collection_id, faces)
+            return [f.face_id for f in faces]
+
+        if tx is not None:
+            return run(tx)
+        with self.db.transaction(lock=lock_name(collection_id)) as own:
+            return run(own)
+
+    # ---- index upkeep (backends with an external index override these) -----------------------
+    def sync_index(self, collection_id: str) -> None:
+        self.get_collection(collection_id)
+
+    def index_face_ids(self, collection_id: str) -> set[str]:
+        """The face ids the vector index would return for this collection."""
+        with self.db.read() as tx:
+            return {r[0] for r in tx.all("SELECT face_id FROM gallery_faces WHERE collection_id = ?", (collection_id,))}
+
+    def store_face_ids(self, collection_id: str) -> set[str]:
+        with self.db.read() as tx:
+            return {r[0] for r in tx.all("SELECT face_id FROM gallery_faces WHERE collection_id = ?", (collection_id,))}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,246 @@
+"""The SQLite gallery: templates as float32 blobs, searched through an in-process vector index.
+
+The database is the truth; the index (:class:`~facewarden.gallery.vindex.VectorIndex`, exact or
+FAISS IVF, saved under ``data_dir/index/``) is a cache of it. Every write to a collection's faces
+bumps the collection's ``generation`` in the same transaction. After its own commits a process
+updates its index in place (when no other writer came between); before every search it compares the
+index's generation with the database's and, when they differ (another process wrote, a crash lost
+the index file, the file is old), reconciles: it adds the faces the index lacks and drops those the
+store no longer has, or rebuilds from the store when much changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..db import Database
+from ..errors import ResourceNotFound
+from .sql import CHUNK, SqlStore, _marks
+from .store import Collection, register_backend
+from .vindex import VectorIndex
+
+DEFAULT_ANN_THRESHOLD = 50_000
+
+MIGRATIONS = [
+    """
+    CREATE TABLE gallery_collections (
+        collection_id TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        consent_mode TEXT NOT NULL DEFAULT 'required',
+        retention_days INTEGER NOT NULL DEFAULT 365,
+        owner_org TEXT NULL,
+        uid TEXT NOT NULL,
+        generation INTEGER NOT NULL DEFAULT 0,
+        face_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE gallery_faces (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        face_id TEXT NOT NULL UNIQUE,
+        collection_id TEXT NOT NULL REFERENCES gallery_collections(collection_id) ON DELETE CASCADE,
+        external_image_id TEXT NULL,
+        image_id TEXT NOT NULL,
+        image_sha256 TEXT NULL,
+        bbox TEXT NOT NULL,
+        confidence REAL NOT NULL,
+        template BLOB NOT NULL,
+        dim INTEGER NOT NULL,
+        model_version TEXT NOT NULL,
+        user_id TEXT NULL,
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX gallery_faces_by_collection ON gallery_faces (collection_id, face_id);
+    CREATE INDEX gallery_faces_by_external ON gallery_faces (collection_id, external_image_id);
+    CREATE INDEX gallery_faces_by_user ON gallery_faces (collection_id, user_id);
+    CREATE INDEX gallery_faces_by_image ON gallery_faces (collection_id, image_sha256);
+    CREATE INDEX gallery_faces_by_time ON gallery_faces (collection_id, indexed_at);
+    CREATE TABLE gallery_users (
+        collection_id TEXT NOT NULL REFERENCES gallery_collections(collection_id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (collection_id, user_id)
+    );
+    """,
+]
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Any = None,
+        *,
+        index_dir: str | Path | None = None,
+        ann_threshold: int | None = None,
+    ) -> None:
+        super().__init__(db, settings)
+        data_dir = getattr(settings, "data_dir", None) or (db.path.parent if db.path else Path("."))
+        self.index_dir = Path(index_dir) if index_dir else Path(data_dir) / "index"
+        self.ann_threshold = int(
+            ann_threshold
+            or getattr(settings, "gallery_ann_threshold", 0)
+            or os.environ.get("FACEWARDEN_GALLERY_ANN_THRESHOLD", DEFAULT_ANN_THRESHOLD)
+        )
+        self._indexes: dict[str, VectorIndex] = {}
+        self._guard = threading.Lock()
+
+    def migrations(self) -> list[Any]:
+        return MIGRATIONS
+
+    def _template_param(self, template: np.ndarray) -> Any:
+        return np.asarray(template, dtype="<f4").tobytes()
+
+    def _template_value(self, value: Any) -> np.ndarray:
+        return np.frombuffer(value, dtype="<f4").astype(np.float32)
+
+    # ---- the index ---------------------------------------------------------------------------
+    def index_path(self, collection_id: str) -> Path:
+        return self.index_dir / (hashlib.sha256(collection_id.encode()).hexdigest()[:32] + ".npz")
+
+    def _index(self, col: Collection) -> VectorIndex:
+        with self._guard:
+            idx = self._indexes.get(col.collection_id)
+            if idx is None or idx.uid != col.uid or idx.dim != col.dim:
+                idx = VectorIndex.load(self.index_path(col.collection_id), ann_threshold=self.ann_threshold)
+                if idx is None or idx.uid != col.uid or idx.dim != col.dim:
+                    idx = VectorIndex(col.dim, col.uid, ann_threshold=self.ann_threshold)
+                self._indexes[col.collection_id] = idx
+            return idx
+
+    def _save_due(self, idx: VectorIndex) -> bool:
+        return idx.mode == "ivf" and idx.changes_since_save >= max(5000, len(idx) // 10)
+
+    def _sync(self, col: Collection, idx: VectorIndex) -> None:
+        """Bring ``idx`` (lock held) to the store's current generation."""
+        if idx.generation == col.generation and not idx.needs_rebuild():
+            return
+        rebuilt = False
+        with self.db.read() as tx:
+            gen = tx.scalar(
+                "SELECT generation FROM gallery_collections WHERE collection_id = ? AND uid = ?",
+                (col.collection_id, col.uid),
+            )
+            if gen is None:
+                raise ResourceNotFound(f"Collection {col.collection_id!r} was deleted.")
+            gen = int(gen)
+            if gen == idx.generation and not idx.needs_rebuild():
+                return
+            seqs = np.fromiter(
+                (r[0] for r in tx.all("SELECT seq FROM gallery_faces WHERE collection_id = ?", (col.collection_id,))),
+                dtype=np.int64,
+            )
+            live = idx.live_ids()
+            missing = np.setdiff1d(seqs, live)
+            extra = np.setdiff1d(live, seqs)
+            full = idx.generation < 0 or idx.needs_rebuild() or len(missing) + len(extra) > max(1000, len(seqs) // 3)
+            if full:
+                rows = tx.all("SELECT seq, template FROM gallery_faces WHERE collection_id = ?", (col.collection_id,))
+                ids, mat = self._unpack(rows, col.dim)
+                idx.rebuild(ids, mat)
+                # needs_rebuild() may still say yes for a collection shrunk below the threshold: exact now.
+                rebuilt = True
+            else:
+                idx.remove(extra)
+                rows = []
+                for i in range(0, len(missing), CHUNK):
+                    part = [int(s) for s in missing[i : i + CHUNK]]
+                    rows.extend(tx.all(f"SELECT seq, template FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part))
+                ids, mat = self._unpack(rows, col.dim)
+                idx.add(ids, mat)
+            idx.generation = gen
+        if idx.mode == "ivf" and (rebuilt or self._save_due(idx)):
+            idx.save(self.index_path(col.collection_id))
+
+    @staticmethod
+    def _unpack(rows: list[tuple], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+        return ids, mat.astype(np.float32)
+
+    def _nearest(self, col: Collection, probe: np.ndarray, k: int) -> list[tuple[int, float]]:
+        idx = self._index(col)
+        with idx.lock:
+            self._sync(col, idx)
+            return idx.search(probe, k)
+
+    def _committed(
+        self, col: Collection, generation: int, added: list[tuple[int, np.ndarray]], removed: list[int]
+    ) -> None:
+        idx = self._indexes.get(col.collection_id)
+        if idx is None or idx.uid != col.uid:
+            return  # not loaded in this process: the next search loads and reconciles
+        with idx.lock:
+            if idx.generation != generation - 1:
+                return  # another writer came between: stale, reconciled on the next search
+            idx.remove(np.asarray(removed, np.int64))
+            if added:
+                idx.add(np.asarray([s for s, _ in added], np.int64), np.stack([t for _, t in added]))
+            idx.generation = generation
+            if self._save_due(idx):
+                idx.save(self.index_path(col.collection_id))
+
+    def _dropped(self, collection_id: str) -> None:
+        with self._guard:
+            self._indexes.pop(collection_id, None)
+        try:
+            self.index_path(collection_id).unlink()
+        except FileNotFoundError:
+            pass
+
+    # ---- upkeep ------------------------------------------------------------------------------
+    def sync_index(self, collection_id: str) -> None:
+        col = self.get_collection(collection_id)
+        idx = self._index(col)
+        with idx.lock:
+            self._sync(col, idx)
+
+    def index_face_ids(self, collection_id: str) -> set[str]:
+        """The face ids in this process's index (ids the store lacks show as ``seq:N``)."""
+        col = self.get_collection(collection_id)
+        idx = self._index(col)
+        with idx.lock:
+            live = [int(s) for s in idx.live_ids()]
+        out: set[str] = set()
+        found: dict[int, str] = {}
+        with self.db.read() as tx:
+            for i in range(0, len(live), CHUNK):
+                part = live[i : i + CHUNK]
+                for seq, fid in tx.all(
+                    f"SELECT seq, face_id FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part
+                ):
+                    found[int(seq)] = fid
+        for s in live:
+            out.add(found.get(s, f"seq:{s}"))
+        return out
+
+    def index_info(self, collection_id: str) -> dict[str, Any]:
+        col = self.get_collection(collection_id)
+        idx = self._index(col)
+        return {"mode": idx.mode, "size": len(idx), "generation": idx.generation, "store_generation": col.generation}
+
+    def close(self) -> None:
+        with self._guard:
+            indexes = list(self._indexes.items())
+        for cid, idx in indexes:
+            with idx.lock:
+                if idx.mode == "ivf" and idx.changes_since_save:
+                    try:
+                        idx.save(self.index_path(cid))
+                    except OSError:
+                        pass
+
+
+register_backend("sqlite", lambda db, settings: SqliteStore(db, settings))

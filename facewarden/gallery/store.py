@@ -1,0 +1,218 @@
+"""The gallery's data model and the :class:`Store` protocol every storage backend implements.
+
+A *collection* holds *faces* (one template each, bound to the collection's model version) and
+*users* (subjects) that faces can be associated with, as Rekognition defines them. A backend is
+registered under the scheme of its database URL (``sqlite``, ``postgresql``) and opened with
+:func:`open_store`; both backends share the SQL of :mod:`facewarden.gallery.sql` and differ only
+in how templates are stored and searched (SQLite: blobs plus an in-process exact/FAISS index kept
+in step with the database; PostgreSQL: a pgvector column with an HNSW index).
+
+Tables (created by versioned migrations of the component ``gallery``):
+
+* ``gallery_collections`` (collection_id, arn, model_version, dim, created_at, consent_mode,
+  retention_days, owner_org, uid, generation, face_count)
+* ``gallery_faces`` (seq, face_id, collection_id, external_image_id, image_id, image_sha256,
+  bbox JSON, confidence, template, dim, model_version, user_id, indexed_at)
+* ``gallery_users`` (collection_id, user_id, status, created_at)
+
+Every write that changes a collection's faces bumps its ``generation`` in the same transaction,
+under the collection's named lock; vector indexes compare generations to know they are stale.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from ..db import Database, Tx
+from ..errors import StorageError
+
+#: Most faces one user can be associated with (Rekognition's limit).
+MAX_FACES_PER_USER = 100
+
+
+@dataclass(frozen=True)
+class Collection:
+    collection_id: str
+    arn: str
+    model_version: str
+    dim: int
+    created_at: float
+    consent_mode: str = "required"
+    retention_days: int = 365
+    owner_org: str | None = None
+    uid: str = ""
+    generation: int = 0
+    face_count: int = 0
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """A face about to be stored: what IndexFaces computed for it."""
+
+    template: np.ndarray
+    bbox: dict[str, float]
+    confidence: float
+    external_image_id: str | None = None
+    image_id: str | None = None
+    image_sha256: str | None = None
+    face_id: str | None = None  # assigned by the store when None
+
+
+@dataclass(frozen=True)
+class Face:
+    """A stored face (without its template; ask :meth:`Store.templates` for those)."""
+
+    face_id: str
+    collection_id: str
+    external_image_id: str | None
+    image_id: str
+    image_sha256: str | None
+    bbox: dict[str, float]
+    confidence: float
+    model_version: str
+    user_id: str | None
+    indexed_at: float
+    seq: int = 0
+
+    def to_rekognition(self) -> dict[str, Any]:
+        """Rekognition's ``Face`` shape."""
+        out: dict[str, Any] = {
+            "FaceId": self.face_id,
+            "BoundingBox": dict(self.bbox),
+            "ImageId": self.image_id,
+            "Confidence": float(self.confidence),
+            "IndexFacesModelVersion": self.model_version,
+        }
+        if self.external_image_id is not None:
+            out["ExternalImageId"] = self.external_image_id
+        if self.user_id is not None:
+            out["UserId"] = self.user_id
+        return out
+
+
+@dataclass(frozen=True)
+class User:
+    collection_id: str
+    user_id: str
+    status: str
+    created_at: float
+    face_count: int = 0
+
+
+@dataclass
+class Association:
+    """What :meth:`Store.associate_faces` did, per face."""
+
+    associated: list[str] = field(default_factory=list)
+    #: face_id -> (reason, user_id the face belongs to or None)
+    failed: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    status: str = "CREATED"
+
+
+@dataclass(frozen=True)
+class Match:
+    face: Face
+    #: Inner product of the probe and the face's template (both L2-normalised): 1 - d^2 / 2.
+    inner: float
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the service needs from a gallery backend. All methods are thread-safe."""
+
+    db: Database
+
+    # collections
+    def create_collection(
+        self,
+        collection_id: str,
+        model_version: str,
+        dim: int,
+        *,
+        consent_mode: str = "required",
+        retention_days: int = 365,
+        owner_org: str | None = None,
+    ) -> Collection: ...
+    def get_collection(self, collection_id: str) -> Collection: ...
+    def list_collections(self, after: str | None = None, limit: int = 1000) -> list[Collection]: ...
+    def delete_collection(self, collection_id: str) -> None: ...
+
+    # faces
+    def add_faces(
+        self, collection_id: str, faces: Sequence[NewFace], model_version: str, *, skip_known_image: bool = False
+    ) -> list[Face]: ...
+    def get_faces(self, collection_id: str, face_ids: Iterable[str]) -> dict[str, Face]: ...
+    def list_faces(
+        self,
+        collection_id: str,
+        after: str | None = None,
+        limit: int = 1000,
+        *,
+        user_id: str | None = None,
+        face_ids: Sequence[str] | None = None,
+    ) -> list[Face]: ...
+    def delete_faces(
+        self, collection_id: str, face_ids: Sequence[str], *, force: bool = False
+    ) -> tuple[list[str], dict[str, tuple[str, str | None]]]: ...
+    def templates(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def count_faces(self, collection_id: str) -> int: ...
+    def has_image(self, collection_id: str, sha256: str) -> bool: ...
+    def search(
+        self, collection_id: str, probe: np.ndarray, k: int, *, exclude: Sequence[str] = ()
+    ) -> list[Match]: ...
+
+    # users
+    def create_user(self, collection_id: str, user_id: str) -> User: ...
+    def get_user(self, collection_id: str, user_id: str) -> User: ...
+    def delete_user(self, collection_id: str, user_id: str) -> list[str]: ...
+    def list_users(self, collection_id: str, after: str | None = None, limit: int = 100) -> list[User]: ...
+    def count_users(self, collection_id: str) -> int: ...
+    def users_status(self, collection_id: str, user_ids: Iterable[str]) -> dict[str, str]: ...
+    def associate_faces(
+        self, collection_id: str, user_id: str, face_ids: Sequence[str], *, limit: int = MAX_FACES_PER_USER
+    ) -> Association: ...
+    def disassociate_faces(self, collection_id: str, user_id: str, face_ids: Sequence[str]) -> Association: ...
+
+    # data protection (used by policy: erasure, retention)
+    def erase_faces(
+        self,
+        collection_id: str | None = None,
+        *,
+        external_image_id: str | None = None,
+        user_id: str | None = None,
+        tx: Tx | None = None,
+    ) -> list[str]: ...
+    def purge_before(self, collection_id: str, cutoff: float, *, tx: Tx | None = None) -> list[str]: ...
+
+    # index upkeep
+    def sync_index(self, collection_id: str) -> None: ...
+    def index_face_ids(self, collection_id: str) -> set[str]: ...
+    def close(self) -> None: ...
+
+
+# ---- backends by URL scheme ------------------------------------------------------------------
+StoreFactory = Callable[[Database, Any], Store]
+_BACKENDS: dict[str, StoreFactory] = {}
+
+
+def register_backend(dialect: str, factory: StoreFactory) -> None:
+    """Register a Store implementation for a database dialect (the URL's scheme family)."""
+    _BACKENDS[dialect] = factory
+
+
+def open_store(db: Database, settings: Any = None) -> Store:
+    """The gallery store for ``db`` (its dialect picks the backend); migrations are applied."""
+    from . import postgres, sqlite  # noqa: F401  (register the built-in backends)
+
+    factory = _BACKENDS.get(db.dialect)
+    if factory is None:
+        raise StorageError(f"No gallery backend for {db.dialect!r} databases; known: {', '.join(sorted(_BACKENDS))}.")
+    return factory(db, settings)
+
+
+def bbox_to_json(bbox: dict[str, float]) -> str:
+    return json.dumps({k: float(bbox[k]) for k in ("Width", "Height", "Left", "Top")})

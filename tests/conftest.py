@@ -1,0 +1,227 @@
+"""Shared fixtures: the photos of ../shared/faces, a real PostgreSQL (pgserver), a cached engine.
+
+* ``faces_dir``: ``shared/faces`` beside the repository (never copied into it).
+* ``pg_url``: a PostgreSQL server with pgvector started from the ``pgserver`` package for the
+  session. In CI (``CI=true``) it must start; elsewhere the tests that need it are skipped, loudly,
+  only when it cannot.
+* ``engine_cache`` / ``cached_engine``: embedding costs ~0.1 s per face on a small machine, so each
+  photo is analysed once per session (and kept on disk in pytest's cache, keyed by the photo's
+  content, the model version and the engine's source) and every service in the tests reuses the
+  results. The operations still run their whole path; only the pixels -> faces step is memoised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FACES = REPO.parent / "shared" / "faces"
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+# ---- photos ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    if not SHARED_FACES.is_dir():
+        pytest.fail(
+            f"The test photos are missing: expected the folder {SHARED_FACES} (shared/faces beside the "
+            "repository, with one sub-folder per identity). Put it there; tests never copy photos into the repo.",
+            pytrace=False,
+        )
+    return SHARED_FACES
+
+
+def identity_photos(faces_dir: Path) -> dict[str, list[Path]]:
+    """identity -> its single-person photos (group/ and noface/ excluded), sorted."""
+    out: dict[str, list[Path]] = {}
+    for d in sorted(p for p in faces_dir.iterdir() if p.is_dir()):
+        if d.name in ("group", "noface"):
+            continue
+        photos = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if photos:
+            out[d.name] = photos
+    return out
+
+
+# ---- PostgreSQL --------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The URI of a session-wide PostgreSQL server with pgvector (from the pgserver package)."""
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    try:
+        import pgserver
+
+        root = tmp_path_factory.mktemp("pg")
+        server = pgserver.get_server(str(root / "data"), cleanup_mode="stop")
+        uri = server.get_uri()
+        import psycopg
+
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except Exception as exc:  # noqa: BLE001 - reported below
+        if in_ci:
+            pytest.fail(f"PostgreSQL (pgserver) did not start in CI: {exc!r}", pytrace=False)
+        import warnings
+
+        warnings.warn(f"SKIPPING PostgreSQL tests: pgserver could not start a server here: {exc!r}", stacklevel=1)
+        pytest.skip(f"PostgreSQL tests skipped: pgserver could not start a server ({exc!r})")
+    yield uri
+    try:
+        server.cleanup()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def fresh_pg_database(pg_url: str) -> str:
+    """A new, empty database on the session's server; returns its URL."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    base, _, query = pg_url.partition("?")
+    base = base.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+# ---- a memoising engine ----------------------------------------------------------------------
+def _engine_source_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted((REPO / "facewarden" / "engine").glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class EngineCache:
+    """pixels -> detected faces and (pixels, box) -> template, shared by the session's services."""
+
+    def __init__(self, engine: Any, disk: Path | None) -> None:
+        self.engine = engine
+        self.disk = disk
+        self.lock = threading.Lock()
+        self.detections: dict[str, list[Any]] = {}
+        self.templates: dict[tuple, np.ndarray] = {}
+        self.misses = 0
+        self._salt = f"{engine.model_version}:{_engine_source_hash()}"
+        if disk is not None and (disk / f"{self._salt}.pkl").exists():
+            try:
+                self.detections, self.templates = pickle.loads((disk / f"{self._salt}.pkl").read_bytes())
+            except Exception:  # noqa: BLE001 - a broken cache is just recomputed
+                pass
+        self._dirty = False
+
+    def key(self, image: np.ndarray, detector: str, attributes: str) -> str:
+        h = hashlib.sha1(np.ascontiguousarray(image).data)
+        return f"{h.hexdigest()}:{image.shape}:{detector}:{attributes}"
+
+    @staticmethod
+    def box_key(pixels_key: str, face: Any) -> tuple:
+        b = face.box
+        return (pixels_key.split(":")[0], round(b.left, 2), round(b.top, 2), round(b.right, 2), round(b.bottom, 2))
+
+    def save(self) -> None:
+        if self.disk is None or not self._dirty:
+            return
+        self.disk.mkdir(parents=True, exist_ok=True)
+        tmp = self.disk / f".{self._salt}.{os.getpid()}.tmp"
+        with self.lock:
+            tmp.write_bytes(pickle.dumps((self.detections, self.templates)))
+        tmp.replace(self.disk / f"{self._salt}.pkl")
+
+
+class CachedEngine:
+    """An Engine whose detect/embed are memoised in an :class:`EngineCache`."""
+
+    def __init__(self, cache: EngineCache) -> None:
+        self._cache = cache
+        self._engine = cache.engine
+        self._live: dict[str, list[Any]] = {}  # pixels key -> faces with landmark shapes (for embed misses)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def detect(self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT") -> list[Any]:
+        detector = detector or self._engine.settings.detector
+        key = self._cache.key(image, detector, attributes)
+        with self._cache.lock:
+            hit = self._cache.detections.get(key)
+        if hit is None:
+            faces = self._engine.detect(image, detector, attributes)
+            with self._cache.lock:
+                self._cache.misses += 1
+                self._cache.detections[key] = [dataclasses.replace(f, shape=None) for f in faces]
+                self._cache._dirty = True
+            self._live[key.split(":")[0]] = faces
+            hit = self._cache.detections[key]
+        return [dataclasses.replace(f) for f in hit]
+
+    def embed(self, image: np.ndarray, faces: list[Any]) -> np.ndarray:
+        if not faces:
+            return np.zeros((0, self._engine.spec.dim), np.float32)
+        rows: list[np.ndarray | None] = []
+        pk = hashlib.sha1(np.ascontiguousarray(image).data).hexdigest()
+        for f in faces:
+            with self._cache.lock:
+                rows.append(self._cache.templates.get(EngineCache.box_key(pk, f)))
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            live = self._live.get(pk)
+            if live is None:
+                live = self._engine.detect(image)
+                self._live[pk] = live
+            by_box = {EngineCache.box_key(pk, f): f for f in live}
+            todo = [by_box[EngineCache.box_key(pk, faces[i])] for i in missing]
+            computed = self._engine.embed(image, todo)
+            with self._cache.lock:
+                for i, t in zip(missing, computed):
+                    self._cache.templates[EngineCache.box_key(pk, faces[i])] = t
+                    rows[i] = t
+                self._cache._dirty = True
+        return np.stack(rows).astype(np.float32)
+
+    def analyse(self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT") -> list[Any]:
+        from facewarden.engine import FaceTemplate
+
+        faces = self.detect(image, detector, attributes)
+        return [FaceTemplate(f, t, self._engine.model_version) for f, t in zip(faces, self.embed(image, faces))]
+
+
+@pytest.fixture(scope="session")
+def engine_cache(request: pytest.FixtureRequest) -> Any:
+    from facewarden.config import Settings
+    from facewarden.engine import Engine
+
+    engine = Engine(Settings(data_dir=Path(request.config.cache.makedir("facewarden_data"))))
+    cache = EngineCache(engine, Path(request.config.cache.makedir("facewarden_templates")))
+    yield cache
+    cache.save()
+
+
+@pytest.fixture(scope="session")
+def photo_templates(engine_cache: EngineCache, faces_dir: Path) -> dict[Path, tuple[Any, np.ndarray]]:
+    """Every single-person photo -> (its largest face, that face's template), computed once."""
+    from facewarden import images
+
+    engine = CachedEngine(engine_cache)
+    out: dict[Path, tuple[Any, np.ndarray]] = {}
+    for photos in identity_photos(faces_dir).values():
+        for p in photos:
+            pixels = images.decode(p.read_bytes())
+            faces = engine.detect(pixels)
+            if not faces:
+                continue
+            face = max(faces, key=lambda f: f.box.area)
+            out[p] = (face, engine.embed(pixels, [face])[0])
+    engine_cache.save()
+    return out
