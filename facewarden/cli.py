@@ -163,8 +163,27 @@ def _print_compare(result: dict[str, Any]) -> None:
         click.echo(f"NO MATCH  threshold {thr:g}; {len(others)} face(s) in target, none similar enough")
     for m in matches:
         click.echo(f"  match     similarity {m['Similarity']:.1f}")
-    for _ in others:
-        pass
+
+
+# ---- setting up ----------------------------------------------------------------------------------
+@main.command()
+@click.option("--org-name", "--org", "org", required=True, help="Your organisation's name.")
+@click.option("--sector", required=True, help="Your organisation's declared sector (commercial, research, law_enforcement, ...).")
+@click.option("--purpose", default="administration", show_default=True, help="Declared purpose of the owner key.")
+@pass_app
+def init(app: App, org: str, sector: str, purpose: str) -> None:
+    """Create the data directory, the owner organisation and its key (the secret is shown once)."""
+    principal, secret = app.service.init_owner(org, sector, purpose=purpose)
+    key_file = app.settings.data_dir / "owner-key.json"
+    key = {"AccessKeyId": principal.key_id, "SecretAccessKey": secret}
+    key_file.write_text(json.dumps(key) + "\n")
+    key_file.chmod(0o600)
+    if app.json:
+        click.echo(json.dumps(key))
+    else:
+        click.echo(f"Initialised {app.settings.data_dir} for {org} (sector: {sector}).")
+        click.echo(f"Owner key: AccessKeyId={key['AccessKeyId']}  SecretAccessKey={secret}")
+        click.echo(f"The secret is shown once; a copy readable only by you is in {key_file}.")
 
 
 if __name__ == "__main__":  # pragma: no cover
