@@ -5,6 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8750
+# The owner organisation created on the first `make serve` (its sector is declared, not assumed:
+# e.g. `make serve ORG=acme SECTOR=education`).
+ORG    ?= my-organisation
+SECTOR ?= commercial
 export FACEWARDEN_DATA_DIR ?= $(CURDIR)/data
 
 .PHONY: serve test bench lint venv browser clean
@@ -24,7 +28,7 @@ browser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 serve: $(STAMP)
-	$(VENV)/bin/facewarden serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/facewarden serve --host $(HOST) --port $(PORT) --init-org $(ORG) --init-sector $(SECTOR)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q

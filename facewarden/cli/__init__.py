@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from . import images
-from .config import Settings
-from .errors import FacewardenError
+from .. import images
+from ..config import Settings
+from ..errors import FacewardenError
 
 EXIT_BAD_INPUT = 3
 EXIT_DENIED = 4
@@ -33,7 +34,7 @@ class App:
     @property
     def service(self) -> Any:
         if self._service is None:
-            from .service import Service
+            from ..service import Service
 
             self._service = Service(self.settings)
         return self._service
@@ -65,7 +66,7 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def fail(exc: FacewardenError) -> "click.exceptions.Exit":
+def fail(exc: FacewardenError) -> click.exceptions.Exit:
     click.echo(f"error: {exc.aws_code}: {exc.message}", err=True)
     return click.exceptions.Exit(exc.exit_code)
 
@@ -186,5 +187,4 @@ def init(app: App, org: str, sector: str, purpose: str) -> None:
         click.echo(f"The secret is shown once; a copy readable only by you is in {key_file}.")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+from . import admin, evaluate, gallery, serve  # noqa: F401  (register their commands)

@@ -1,0 +1,95 @@
+"""The accuracy and bias audit: evaluate pairs, evaluate gallery, calibrate."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from . import App, main, pass_app
+
+HEADLINE = ("pairs", "genuine", "impostor", "detection_failures", "threshold_default", "accuracy_at_default",
+            "fmr_at", "fnmr_at", "eer", "groups")
+
+
+@main.group("evaluate")
+def evaluate_group() -> None:
+    """Measure accuracy and demographic differentials on your own labelled photos."""
+
+
+@evaluate_group.command("pairs")
+@click.argument("pairs_tsv", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--groups", "groups_tsv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TSV: path or identity -> group label (any labels you choose).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write report.json and report.html here.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@pass_app
+def evaluate_pairs(app: App, pairs_tsv: str, images_dir: str, groups_tsv: str | None, out_dir: str | None, workers: int | None) -> None:
+    """1:1 verification on PAIRS_TSV (path_a, path_b, same): ROC/DET, EER, FMR/FNMR per group."""
+    from ..evaluate import evaluate_pairs as run
+
+    floors = _policy_floors(app)
+    report = run(pairs_tsv, images_dir, groups_tsv=groups_tsv, out_dir=out_dir, settings=app.settings,
+                 workers=workers, policy_floors=floors, progress=False if app.json else None)
+    if app.json:
+        click.echo(json.dumps({k: report[k] for k in HEADLINE if k in report} | {"report_files": report.get("report_files")}))
+        return
+    click.echo(f"pairs {report['pairs']} (genuine {report['genuine']}, impostor {report['impostor']}), "
+               f"detection failures {report['detection_failures']}")
+    click.echo(f"accuracy at {report['threshold_default']:g}: {report['accuracy_at_default']:.4f}   EER: {report['eer']}")
+    for t in sorted(report["fmr_at"], key=float):
+        click.echo(f"  similarity {t:>5}: FMR {_fmt(report['fmr_at'][t])}  FNMR {_fmt(report['fnmr_at'][t])}")
+    for g, fig in (report.get("groups") or {}).items():
+        click.echo(f"  group {g}: FMR@80 {_fmt(fig['fmr_at'].get('80'))}  FNMR@80 {_fmt(fig['fnmr_at'].get('80'))}")
+    if report.get("report_files"):
+        click.echo(f"report: {report['report_files']}")
+
+
+@evaluate_group.command("gallery")
+@click.option("--gallery", "gallery_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--probes", "probes_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--threshold", "thresholds", type=click.FloatRange(50, 100), multiple=True, help="Repeatable; default 80 90 95 99.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@pass_app
+def evaluate_gallery(app: App, gallery_dir: str, probes_dir: str, thresholds: tuple[float, ...], workers: int | None) -> None:
+    """1:N test in the ACLU's form: enrol the gallery, search every probe (identity = folder name)."""
+    from ..evaluate import evaluate_gallery as run
+
+    report = run(gallery_dir, probes_dir, thresholds=thresholds or (80, 90, 95, 99), settings=app.settings,
+                 workers=workers, progress=False if app.json else None)
+    report.pop("per_probe", None)
+    click.echo(json.dumps(report, indent=None if app.json else 1))
+
+
+@main.command()
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--identity-from", type=click.Choice(["folder", "filename"]), default="folder", show_default=True)
+@click.option("--face", "face_choice", type=click.Choice(["largest", "centre"]), default="largest", show_default=True,
+              help="Which face of a photo stands for its identity.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@pass_app
+def calibrate(app: App, images_dir: str, identity_from: str, face_choice: str, out_path: str, workers: int | None) -> None:
+    """Build a calibration table (similarity <-> false match rate) from every cross-identity pair."""
+    from ..evaluate import calibrate as run
+
+    table = run(images_dir, identity_from=identity_from, out_path=out_path, settings=app.settings, workers=workers,
+                face_choice=face_choice, progress=False if app.json else None)
+    meta = {k: table.meta.get(k) for k in ("impostor_pairs", "finest_fmr_resolved", "extrapolated_points", "tail")}
+    app.emit(meta, lambda m: click.echo(f"wrote {out_path}: " + ", ".join(f"{k} {v}" for k, v in m.items())))
+
+
+def _policy_floors(app: App) -> dict[str, float]:
+    try:
+        policy = app.service.policy
+        return {f"floor:{name}": float(policy.min_similarity(name)) for name in policy.purposes}
+    except Exception:  # noqa: BLE001 - floors are an extra; evaluation measures the model
+        return {}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, dict):
+        v = v.get("rate", v.get("value"))
+    return "n/a" if v is None else f"{v:.4g}"

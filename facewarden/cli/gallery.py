@@ -1,0 +1,265 @@
+"""Collections, faces, users, indexing folders, 1:N search and clustering."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import click
+
+from ..errors import FacewardenError
+from . import App, image_request, main, pass_app
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def _pages(app: App, operation: str, request: dict[str, Any], key: str) -> list[Any]:
+    """Every item of a paginated List* operation."""
+    items: list[Any] = []
+    token = None
+    while True:
+        page = app.call(operation, {**request, **({"NextToken": token} if token else {})})
+        items += page.get(key, [])
+        token = page.get("NextToken")
+        if not token:
+            return items
+
+
+# ---- collections ---------------------------------------------------------------------------------
+@main.group()
+def collection() -> None:
+    """Create, list, describe and delete collections."""
+
+
+@collection.command("create")
+@click.argument("name")
+@click.option("--consent", "consent_mode", type=click.Choice(["required", "household"]), default="required",
+              show_default=True, help="household: a personal photo library, usable only by your photo_organisation keys.")
+@click.option("--retention-days", type=click.IntRange(1, 36500), default=None, help="Purge templates older than this (default 365).")
+@pass_app
+def collection_create(app: App, name: str, consent_mode: str, retention_days: int | None) -> None:
+    """Create collection NAME."""
+    req: dict[str, Any] = {"CollectionId": name, "ConsentMode": consent_mode}
+    if retention_days is not None:
+        req["RetentionDays"] = retention_days
+    app.emit(app.call("CreateCollection", req), lambda r: click.echo(f"created {r['CollectionArn']} ({r['FaceModelVersion']})"))
+
+
+@collection.command("list")
+@pass_app
+def collection_list(app: App) -> None:
+    ids = _pages(app, "ListCollections", {}, "CollectionIds")
+    app.emit({"CollectionIds": ids}, lambda r: click.echo("\n".join(ids) if ids else "(no collections)"))
+
+
+@collection.command("describe")
+@click.argument("name")
+@pass_app
+def collection_describe(app: App, name: str) -> None:
+    def human(r: dict[str, Any]) -> None:
+        for k in ("CollectionARN", "FaceCount", "UserCount", "FaceModelVersion", "CreationTimestamp"):
+            click.echo(f"{k}: {r.get(k)}")
+
+    app.emit(app.call("DescribeCollection", {"CollectionId": name}), human)
+
+
+@collection.command("delete")
+@click.argument("name")
+@pass_app
+def collection_delete(app: App, name: str) -> None:
+    app.emit(app.call("DeleteCollection", {"CollectionId": name}), lambda r: click.echo(f"deleted {name}"))
+
+
+# ---- indexing and search ---------------------------------------------------------------------------
+@main.command()
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--collection", "collection_id", required=True)
+@click.option("--external-id-from", type=click.Choice(["filename", "folder"]), default="filename", show_default=True,
+              help="ExternalImageId of each face: the file name without extension, or the parent folder's name.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes (default: all cores).")
+@pass_app
+def index(app: App, paths: tuple[str, ...], collection_id: str, external_id_from: str, workers: int | None) -> None:
+    """Enrol the faces in PATH... (files or folders) into a collection; re-running skips done images."""
+    from ..gallery.indexing import index_paths
+
+    summary = index_paths(
+        app.service, list(paths), collection_id, external_id_from=external_id_from, workers=workers,
+        progress=not app.json, principal=app.principal,
+    )
+    app.emit(summary, lambda s: click.echo(", ".join(f"{k}: {v}" for k, v in s.items() if not isinstance(v, (list, dict)))))
+    if summary.get("errors"):
+        raise click.exceptions.Exit(3)
+
+
+@main.command()
+@click.argument("images_", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--collection", "collection_id", required=True)
+@click.option("--threshold", type=click.FloatRange(0, 100), default=None, help="Similarity threshold (policy may raise it).")
+@click.option("--max-faces", type=click.IntRange(1, 4096), default=None)
+@pass_app
+def search(app: App, images_: tuple[str, ...], collection_id: str, threshold: float | None, max_faces: int | None) -> None:
+    """Who is the largest face in each IMAGE? (SearchFacesByImage, one response per image)"""
+    worst = 0
+    for path in images_:
+        req: dict[str, Any] = {"CollectionId": collection_id}
+        if threshold is not None:
+            req["FaceMatchThreshold"] = threshold
+        if max_faces is not None:
+            req["MaxFaces"] = max_faces
+        try:
+            req["Image"] = image_request(path, app)
+            result = app.call("SearchFacesByImage", req)
+        except FacewardenError as exc:
+            if exc.exit_code == 4:
+                raise
+            click.echo(f"error: {path}: {exc.aws_code}: {exc.message}", err=True)
+            if app.json:
+                click.echo(json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path}))
+            worst = max(worst, exc.exit_code)
+            continue
+        app.emit(result, lambda r, p=path: _print_search(p, r))
+    if worst:
+        raise click.exceptions.Exit(worst)
+
+
+def _print_search(path: str, r: dict[str, Any]) -> None:
+    thr = r.get("AppliedThreshold", {})
+    matches = r.get("FaceMatches", [])
+    click.echo(f"{path}: {len(matches)} match(es) at similarity >= {thr.get('Similarity', '?'):g} ({thr.get('Source', '')})")
+    for m in matches:
+        f = m["Face"]
+        click.echo(f"  {m['Similarity']:6.1f}  {f.get('ExternalImageId', '')}  face {f['FaceId']}  user {f.get('UserId', '')}")
+
+
+# ---- faces ---------------------------------------------------------------------------------------------
+@main.group()
+def faces() -> None:
+    """List and delete enrolled faces."""
+
+
+@faces.command("list")
+@click.option("--collection", "collection_id", required=True)
+@click.option("--user-id", default=None)
+@pass_app
+def faces_list(app: App, collection_id: str, user_id: str | None) -> None:
+    req: dict[str, Any] = {"CollectionId": collection_id}
+    if user_id:
+        req["UserId"] = user_id
+    items = _pages(app, "ListFaces", req, "Faces")
+    app.emit({"Faces": items}, lambda r: _table(items, ["FaceId", "ExternalImageId", "UserId", "Confidence"]))
+
+
+@faces.command("delete")
+@click.argument("face_ids", nargs=-1, required=True)
+@click.option("--collection", "collection_id", required=True)
+@pass_app
+def faces_delete(app: App, face_ids: tuple[str, ...], collection_id: str) -> None:
+    r = app.call("DeleteFaces", {"CollectionId": collection_id, "FaceIds": list(face_ids)})
+    app.emit(r, lambda r: click.echo(f"deleted {len(r.get('DeletedFaces', []))} face(s)"))
+
+
+# ---- users -----------------------------------------------------------------------------------------------
+@main.group()
+def users() -> None:
+    """Users: a person's several faces searched as one."""
+
+
+@users.command("create")
+@click.argument("user_id")
+@click.option("--collection", "collection_id", required=True)
+@pass_app
+def users_create(app: App, user_id: str, collection_id: str) -> None:
+    app.emit(app.call("CreateUser", {"CollectionId": collection_id, "UserId": user_id}), lambda r: click.echo(f"created user {user_id}"))
+
+
+@users.command("associate")
+@click.argument("user_id")
+@click.argument("face_ids", nargs=-1, required=True)
+@click.option("--collection", "collection_id", required=True)
+@pass_app
+def users_associate(app: App, user_id: str, face_ids: tuple[str, ...], collection_id: str) -> None:
+    r = app.call("AssociateFaces", {"CollectionId": collection_id, "UserId": user_id, "FaceIds": list(face_ids)})
+    app.emit(r, lambda r: click.echo(f"associated {len(r.get('AssociatedFaces', []))} face(s); user {r.get('UserStatus')}"))
+
+
+@users.command("list")
+@click.option("--collection", "collection_id", required=True)
+@pass_app
+def users_list(app: App, collection_id: str) -> None:
+    items = _pages(app, "ListUsers", {"CollectionId": collection_id}, "Users")
+    app.emit({"Users": items}, lambda r: _table(items, ["UserId", "UserStatus"]))
+
+
+@users.command("search")
+@click.option("--collection", "collection_id", required=True)
+@click.option("--image", type=click.Path(dir_okay=False), default=None, help="Search by the largest face in this photo.")
+@click.option("--user-id", default=None, help="Search by an enrolled user.")
+@click.option("--threshold", type=click.FloatRange(0, 100), default=None)
+@pass_app
+def users_search(app: App, collection_id: str, image: str | None, user_id: str | None, threshold: float | None) -> None:
+    """Which users match a photo (SearchUsersByImage) or a user (SearchUsers)?"""
+    if bool(image) == bool(user_id):
+        raise click.UsageError("give exactly one of --image or --user-id")
+    req: dict[str, Any] = {"CollectionId": collection_id}
+    if threshold is not None:
+        req["UserMatchThreshold"] = threshold
+    if image:
+        req["Image"] = image_request(image, app)
+        r = app.call("SearchUsersByImage", req)
+    else:
+        req["UserId"] = user_id
+        r = app.call("SearchUsers", req)
+
+    def human(r: dict[str, Any]) -> None:
+        thr = r.get("AppliedThreshold", {})
+        click.echo(f"{len(r['UserMatches'])} user match(es) at similarity >= {thr.get('Similarity', '?')}")
+        for m in r["UserMatches"]:
+            click.echo(f"  {m['Similarity']:6.1f}  {m['User']['UserId']}")
+
+    app.emit(r, human)
+
+
+@users.command("delete")
+@click.argument("user_id")
+@click.option("--collection", "collection_id", required=True)
+@pass_app
+def users_delete(app: App, user_id: str, collection_id: str) -> None:
+    app.emit(app.call("DeleteUser", {"CollectionId": collection_id, "UserId": user_id}), lambda r: click.echo(f"deleted user {user_id}"))
+
+
+# ---- clustering --------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--collection", "collection_id", default=None, help="Enrol the faces here and turn each group into a user.")
+@click.option("--threshold", type=click.FloatRange(50, 100), default=None, help="Similarity that links two faces (default 80).")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@pass_app
+def cluster(app: App, paths: tuple[str, ...], collection_id: str | None, threshold: float | None, fmt: str, workers: int | None) -> None:
+    """Group the faces in PATH... by person (the photo-library job)."""
+    from ..gallery.indexing import cluster_paths
+
+    result = cluster_paths(
+        app.service, list(paths), collection_id=collection_id, threshold=threshold, workers=workers,
+        progress=not app.json, principal=app.principal,
+    )
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(["group", "path", "face_index", "face_id"])
+        for g in result["Groups"]:
+            for f in g["Faces"]:
+                w.writerow([g["Group"], f["Path"], f.get("FaceIndex", ""), f.get("FaceId", "")])
+        click.echo(out.getvalue(), nl=False)
+    else:
+        click.echo(json.dumps(result))
