@@ -1,12 +1,14 @@
 """The accuracy and bias audit (facewarden.evaluate): metrics, pairs, groups, reports, 1:N, calibration.
 
 Uses the labelled photos in ``../shared/faces`` (relative to the repository root). Every image is
-embedded once per test session (the template cache lives in a session folder), in two processes.
+embedded once, in two processes; the template cache is kept in pytest's cache folder under a key
+of the engine's source code, so a later run with the same engine embeds nothing.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -46,8 +48,17 @@ def faces() -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("evaluate-data"), runtime="dlib")
+def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings whose data folder (and so the template cache) survives between runs of the same engine."""
+    h = hashlib.sha256()
+    for src in sorted(
+        [*(REPO / "facewarden" / "engine").glob("*.py"), REPO / "facewarden" / "evaluate" / "embed.py"]
+    ):
+        h.update(src.name.encode() + src.read_bytes())
+    cache = getattr(request.config, "cache", None)
+    name = f"facewarden_evaluate_{h.hexdigest()[:16]}"
+    data_dir = Path(cache.mkdir(name)) if cache is not None else tmp_path_factory.mktemp(name)
+    return Settings(data_dir=data_dir, runtime="dlib")
 
 
 @pytest.fixture(scope="session")
@@ -171,9 +182,7 @@ def test_eer_and_fnmr_at_fmr():
 
 
 def test_differential_never_treats_missing_as_zero():
-    d = metrics.differential(
-        {"a": metrics.Rate(2, 100), "b": metrics.Rate(1, 200), "c": metrics.Rate(0, 0)}
-    )
+    d = metrics.differential({"a": metrics.Rate(2, 100), "b": metrics.Rate(1, 200), "c": metrics.Rate(0, 0)})
     assert d["max"]["group"] == "a" and d["min"]["group"] == "b" and d["ratio"] == pytest.approx(4.0)
     assert d["undefined_groups"] == ["c"]
     d = metrics.differential({"a": metrics.Rate(2, 100), "b": metrics.Rate(0, 50)})
@@ -193,7 +202,7 @@ def test_headline_keys_and_counts(pairs_report, faces):
     assert report["threshold_default"] == 80
     for t in THRESHOLDS:
         assert t in report["fmr_at"] and t in report["fnmr_at"]
-    json.dumps(report)  # the CLI prints it with --json
+    json.dumps(report, allow_nan=False)  # the CLI prints it with --json: strict JSON, no Infinity
 
 
 def test_figures_match_an_independent_computation(pairs_report):
@@ -231,7 +240,10 @@ def test_similarities_match_the_engine(pairs_report, faces, settings, calibratio
 
     _, full, _ = pairs_report
     engine = Engine(settings)
-    picks = [next(p for p in full["per_pair"] if p["same"]), next(p for p in full["per_pair"] if not p["same"])]
+    picks = [
+        next(p for p in full["per_pair"] if p["same"]),
+        next(p for p in full["per_pair"] if not p["same"]),
+    ]
     for p in picks:
         tpl = []
         for rel in (p["path_a"], p["path_b"]):
@@ -245,7 +257,7 @@ def test_curves_are_monotonic(pairs_report):
     _, full, _ = pairs_report
     gen = metrics.as_scores([p["similarity"] for p in full["per_pair"] if p["same"]])
     imp = metrics.as_scores([p["similarity"] for p in full["per_pair"] if not p["same"]])
-    fmr, fnmr, t = metrics.det_points(gen, imp)
+    fmr, fnmr, _ = metrics.det_points(gen, imp)
     assert np.all(np.diff(fmr) >= 0) and np.all(np.diff(fnmr) <= 0)
     report = pairs_report[0]
     fmr_series = [report["fmr_at"][k] for k in sorted(report["fmr_at"], key=float)]
@@ -355,7 +367,9 @@ def test_detection_failures_are_errors_and_listed(faces, settings, calibration, 
         "amy/dog.jpg\tother/o1.jpg\t0\n"
         "amy/a1.png\tother/o1.jpg\t0\n"
     )
-    report = evaluate_pairs(pairs, imgs, settings=settings, workers=1, calibration=calibration, progress=False)
+    report = evaluate_pairs(
+        pairs, imgs, settings=settings, workers=1, calibration=calibration, progress=False
+    )
     assert report["detection_failures"] == 2
     listed = {f["path"]: f["status"] for f in report["detection_failure_images"]}
     assert listed == {"amy/dog.jpg": "no_face", "amy/broken.jpg": "invalid_image"}
@@ -376,11 +390,28 @@ def test_templates_are_cached_by_content(faces, settings, pairs_report, monkeypa
         raise AssertionError("embedded again despite the cache")
 
     monkeypatch.setattr(embed_mod, "embed_file", boom)
-    out = embed_mod.embed_images([link, faces / "angelina" / "angelina_1.jpg"], settings, workers=1, progress=False)
+    out = embed_mod.embed_images(
+        [link, faces / "angelina" / "angelina_1.jpg"], settings, workers=1, progress=False
+    )
     assert all(e.ok and e.template.shape == (128,) for e in out.values())
     assert abs(float(np.linalg.norm(out[str(link)].template)) - 1.0) < 1e-4
     cache = embed_mod.cache_path(settings, "dlib-resnet-v1")
     assert cache.is_file() and oct(cache.stat().st_mode & 0o777) == "0o600"
+
+
+def test_parallel_embedding_matches_in_process(faces, settings, pairs_report, tmp_path):
+    """Two worker processes (a fresh cache) give the session's templates (centre face = only face)."""
+    photos = [faces / "amy" / "amy_1.png", faces / "penny" / "penny_1.png", faces / "noface" / "dlib_dog.jpg"]
+    fresh = embed_mod.embed_images(
+        photos, settings, workers=2, face_choice="centre", progress=False, cache_dir=tmp_path
+    )
+    cached = embed_mod.embed_images(photos, settings, workers=1, progress=False)
+    assert (tmp_path / "templates-dlib-resnet-v1.npz").is_file()
+    for p in map(str, photos[:2]):
+        assert fresh[p].ok and fresh[p].faces == 1
+        np.testing.assert_allclose(fresh[p].template, cached[p].template, atol=1e-5)
+    dog = fresh[str(photos[2])]
+    assert not dog.ok and dog.status == "no_face" and dog.template is None
 
 
 # ---- 1:N gallery mode ------------------------------------------------------------------------------
@@ -398,7 +429,12 @@ def gallery_run(identity_tree, settings, calibration, tmp_path_factory):
             (root / role / ident).mkdir(parents=True, exist_ok=True)
             (root / role / ident / photo.name).symlink_to(os.readlink(photo))
     result = evaluate_gallery(
-        root / "gallery", root / "probes", settings=settings, workers=1, calibration=calibration, progress=False
+        root / "gallery",
+        root / "probes",
+        settings=settings,
+        workers=1,
+        calibration=calibration,
+        progress=False,
     )
     return root, enrolled, result
 
@@ -413,8 +449,12 @@ def test_gallery_counts(gallery_run):
     for t, r in g["thresholds"].items():
         nm = r["non_mated"]
         assert nm["comparisons"] == g["non_mated_probes"] * g["gallery_faces"]  # every face was found
-        assert nm["expected_false_match_pairs"] == pytest.approx(nm["comparisons"] * fmr_for_similarity(float(t)))
-        assert nm["expected_false_matches_per_probe"] == pytest.approx(g["gallery_faces"] * fmr_for_similarity(float(t)))
+        assert nm["expected_false_match_pairs"] == pytest.approx(
+            nm["comparisons"] * fmr_for_similarity(float(t))
+        )
+        assert nm["expected_false_matches_per_probe"] == pytest.approx(
+            g["gallery_faces"] * fmr_for_similarity(float(t))
+        )
         assert nm["probes_with_false_match"] <= nm["false_match_pairs"]
         assert r["mated"]["correct_first_above_threshold"] <= g["rank1"]["count"]
     ids = [r["mated"]["correct_first_above_threshold"] for r in g["thresholds"].values()]
@@ -426,7 +466,7 @@ def test_gallery_consistent_with_pairs_mode(gallery_run, settings, calibration):
     root, enrolled, g = gallery_run
     gallery = sorted(p.relative_to(root).as_posix() for p in (root / "gallery").rglob("*.*"))
     probes = sorted(p.relative_to(root).as_posix() for p in (root / "probes").rglob("*.*"))
-    ident = lambda rel: rel.split("/")[1]  # noqa: E731
+    ident = lambda rel: rel.split("/")[1]
     tsv = root / "all-pairs.tsv"
     tsv.write_text(
         "path_a\tpath_b\tsame\n"
@@ -468,7 +508,7 @@ def test_calibrate_from_a_labelled_folder(identity_tree, settings, pairs_report,
     flat.mkdir()
     chosen = _identities(FACES)[:16]
     for ident in chosen:
-        photo = sorted((identity_tree / ident).iterdir())[0]
+        photo = min((identity_tree / ident).iterdir())
         (flat / f"{ident}_0001{photo.suffix}").symlink_to(os.readlink(photo))
     cal = calibrate(flat, "filename", None, settings, workers=1, progress=False)
     assert cal.meta["source"]["identities"] == 16 and cal.meta["source"]["identity_from"] == "filename"

@@ -19,13 +19,13 @@ from .gallery import evaluate_gallery
 from .pairs import PairScores, build_report, evaluate_pairs, score_pairs
 
 __all__ = [
-    "evaluate_pairs",
-    "evaluate_gallery",
-    "calibrate",
-    "score_pairs",
-    "build_report",
-    "embed_images",
     "Embedded",
     "PairScores",
+    "build_report",
+    "calibrate",
+    "embed_images",
+    "evaluate_gallery",
+    "evaluate_pairs",
     "metrics",
+    "score_pairs",
 ]

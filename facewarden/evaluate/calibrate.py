@@ -59,7 +59,9 @@ def calibrate(
     ok = [p for p in files if emb[str(p)].ok]
     failed = [p for p in files if not emb[str(p)].ok]
     if len({labels[p] for p in ok}) < 2:
-        raise InvalidInput(f"Calibration needs photos of at least two identities with a face; {root} has fewer.")
+        raise InvalidInput(
+            f"Calibration needs photos of at least two identities with a face; {root} has fewer."
+        )
     templates = np.stack([emb[str(p)].template for p in ok]).astype(np.float32)
     identities = [labels[p] for p in ok]
     distances = impostor_distances(templates, identities)

@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import threading
+import zipfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -95,8 +96,14 @@ class TemplateCache:
             return {}
         try:
             with np.load(self.path, allow_pickle=False) as z:
-                keys, tpl, status, msg, faces = z["keys"], z["templates"], z["status"], z["message"], z["faces"]
-        except Exception as exc:  # a damaged cache is only a cache: start again
+                keys, tpl, status, msg, faces = (
+                    z["keys"],
+                    z["templates"],
+                    z["status"],
+                    z["message"],
+                    z["faces"],
+                )
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a damaged cache: start again
             log.warning("ignoring unreadable template cache %s: %s", self.path, exc)
             return {}
         if tpl.ndim != 2 or tpl.shape[1] != self.dim:
@@ -114,7 +121,12 @@ class TemplateCache:
 
     def put(self, key: str, template: np.ndarray | None, status: str, message: str, faces: int) -> None:
         with self._lock:
-            self._rows[key] = (None if template is None else np.asarray(template, np.float32), status, message, faces)
+            self._rows[key] = (
+                None if template is None else np.asarray(template, np.float32),
+                status,
+                message,
+                faces,
+            )
             self._dirty = True
 
     def save(self) -> None:
@@ -157,12 +169,13 @@ _worker_engine: Any = None
 
 def _init_worker(settings: Settings) -> None:
     global _worker_engine
+    # one process per core: keep ONNX Runtime / BLAS / OpenMP in each worker to one thread, or the
+    # workers oversubscribe the cores (set before the engine loads its models, which it does lazily)
+    for var in ("FACEWARDEN_ONNX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     from ..engine import Engine
 
     _worker_engine = Engine(settings)
-    # two worker processes on a small machine: keep BLAS/OpenMP from oversubscribing the cores
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
 
 
 def _embed_in_worker(path: str, face_choice: str) -> tuple[np.ndarray | None, str, str, int]:
@@ -176,11 +189,14 @@ def choose_face(faces: Sequence[Any], face_choice: str, image_size: tuple[int, i
     w, h = image_size
     cx, cy = w / 2.0, h / 2.0
     return min(
-        faces, key=lambda f: ((f.box.left + f.box.right) / 2 - cx) ** 2 + ((f.box.top + f.box.bottom) / 2 - cy) ** 2
+        faces,
+        key=lambda f: ((f.box.left + f.box.right) / 2 - cx) ** 2 + ((f.box.top + f.box.bottom) / 2 - cy) ** 2,
     )
 
 
-def embed_file(engine: Any, path: str | Path, face_choice: str = "largest") -> tuple[np.ndarray | None, str, str, int]:
+def embed_file(
+    engine: Any, path: str | Path, face_choice: str = "largest"
+) -> tuple[np.ndarray | None, str, str, int]:
     """``(template or None, status, message, number of faces)`` for one image file."""
     s = engine.settings
     try:
@@ -245,7 +261,11 @@ def embed_images(
     settings = settings or Settings.from_env()
     engine = Engine(settings)  # resolves the model spec; loads no weights
     spec = engine.spec
-    cfile = (Path(cache_dir) / f"templates-{spec.version}.npz") if cache_dir else cache_path(settings, spec.version)
+    cfile = (
+        (Path(cache_dir) / f"templates-{spec.version}.npz")
+        if cache_dir
+        else cache_path(settings, spec.version)
+    )
     cache = TemplateCache(cfile, spec.dim)
     tag = f"{settings.detector}|{settings.runtime}|{face_choice}"
 
@@ -307,7 +327,8 @@ def embed_images(
                         if key is not None:
                             pending[pool.submit(_embed_in_worker, first_path[key], face_choice)] = key
 
-                    for _ in range(n_workers * 4):  # a bounded queue: results stream back in order of completion
+                    # a bounded queue: results stream back in order of completion
+                    for _ in range(n_workers * 4):
                         submit_next()
                     while pending:
                         finished, _ = wait(pending, return_when=FIRST_COMPLETED)

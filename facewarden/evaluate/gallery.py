@@ -12,7 +12,8 @@ search with numpy). Each probe is searched against all of them:
   and at each threshold the rate at which the right identity is returned first and at or above it.
 
 A probe without a detectable face is a miss (never a match); a gallery image without one is not
-enrolled. Both are listed.
+enrolled. Both are listed. A probe that is byte-for-byte a gallery photo is counted
+(``probes_identical_to_a_gallery_image``): it inflates rank-1 and should not be in a fair test.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def evaluate_gallery(
                 "claim_inside_ci": bool(obs.ci and obs.ci[0] <= fmr_claim <= obs.ci[1]),
                 "probes_with_false_match": probes_fm,
                 "probes_with_false_match_rate": nm_probe_rate.to_dict("non-mated probes"),
-                "expected_probes_with_false_match": int(non_ok.sum()) * (1.0 - (1.0 - fmr_claim) ** n_gallery),
+                "expected_probes_with_false_match": int(non_ok.sum())
+                * (1.0 - (1.0 - fmr_claim) ** n_gallery),
             },
             "mated": {
                 "correct_first_above_threshold": mated_correct,
@@ -137,6 +139,8 @@ def evaluate_gallery(
         }
 
     rank1 = int((correct_top & mated).sum())
+    gallery_shas = {emb[str(p)].sha256 for p, _ in g_ok}
+    same_photo = sum(1 for p in p_paths if emb[str(p)].ok and emb[str(p)].sha256 in gallery_shas)
     failures = [
         {"path": str(p), "role": role, "status": emb[str(p)].status, "reason": emb[str(p)].message}
         for role, paths in (("gallery", g_fail), ("probe", [p for p, ok in zip(p_paths, p_ok) if not ok]))
@@ -151,6 +155,7 @@ def evaluate_gallery(
         "probes": len(probes),
         "mated_probes": n_mated,
         "non_mated_probes": n_non,
+        "probes_identical_to_a_gallery_image": same_photo,
         "detection_failures": len(failures),
         "detection_failure_images": failures,
         "rank1": metrics.Rate(rank1, n_mated).to_dict("mated probes"),

@@ -187,7 +187,7 @@ def fnmr_at_fmr(genuine: np.ndarray, impostor: np.ndarray, target: float) -> dic
             "reason": f"not resolved: {n_imp} impostor pairs resolve FMR down to "
             f"{(1.0 / n_imp) if n_imp else float('nan'):.3g}; FMR {target:g} needs at least {need}",
         }
-    allowed = int(math.floor(target * n_imp + 1e-9))  # false matches allowed
+    allowed = math.floor(target * n_imp + 1e-9)  # false matches allowed
     desc = np.sort(imp)[::-1]
     if allowed >= n_imp or not np.isfinite(desc[allowed]):
         # every scored impostor pair may match: the threshold is the lowest finite score
@@ -257,5 +257,8 @@ def differential(values: dict[str, Rate]) -> dict[str, Any]:
     if lo.value == 0:
         if hi.value == 0:
             return out | {"ratio": 1.0}
-        return out | {"ratio": None, "reason": f"lowest rate is 0 of {lo.trials} ({lo_g}); the ratio is unbounded"}
+        return out | {
+            "ratio": None,
+            "reason": f"lowest rate is 0 of {lo.trials} ({lo_g}); the ratio is unbounded",
+        }
     return out | {"ratio": float(hi.value / lo.value)}  # type: ignore[operator]

@@ -32,7 +32,8 @@ HEADLINE_THRESHOLDS = (80.0, 90.0, 95.0, 99.0)
 FMR_TARGETS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 ALWAYS_REPORTED_TARGETS = (1e-2, 1e-3, 1e-4)  # finer targets appear only where the data resolves them
 CALIBRATION_GRID = tuple(float(s) for s in range(50, 101, 5))
-UNGROUPED = None
+_KEY_HEADERS = ("path", "identity", "key", "name", "subject")
+_GROUP_HEADERS = ("group", "label", "group_label")
 
 
 def tkey(threshold: float) -> str:
@@ -55,7 +56,7 @@ class PairScores:
     def __len__(self) -> int:
         return len(self.same)
 
-    def subset(self, mask: np.ndarray) -> "PairScores":
+    def subset(self, mask: np.ndarray) -> PairScores:
         idx = np.flatnonzero(mask)
         return PairScores(
             [self.path_a[i] for i in idx],
@@ -64,7 +65,11 @@ class PairScores:
             self.similarity[idx],
             self.distance[idx],
             [self.group[i] for i in idx],
-            {p: e for p, e in self.failures.items() if any(p in (self.path_a[i], self.path_b[i]) for i in idx)},
+            {
+                p: e
+                for p, e in self.failures.items()
+                if any(p in (self.path_a[i], self.path_b[i]) for i in idx)
+            },
         )
 
     @property
@@ -129,11 +134,7 @@ def read_groups(groups_tsv: str | Path) -> dict[str, str]:
         cells = [c.strip() for c in line.split("\t")]
         if len(cells) < 2 or not cells[0] or not cells[1]:
             raise InvalidInput(f"{path} line {n}: expected 'path-or-identity<TAB>group'.")
-        if n == 1 and cells[0].lower() in ("path", "identity", "key", "name", "subject") and cells[1].lower() in (
-            "group",
-            "label",
-            "group_label",
-        ):
+        if n == 1 and cells[0].lower() in _KEY_HEADERS and cells[1].lower() in _GROUP_HEADERS:
             continue
         out[cells[0]] = cells[1]
     return out
@@ -177,7 +178,11 @@ def score_pairs(
     cal = calibration or Engine(settings).calibration
     rels = sorted({p for a, b, _ in pairs for p in (a, b)})
     embedded = embed_images(
-        [_resolve(images_root, r) for r in rels], settings, workers, face_choice=face_choice, progress=progress
+        [_resolve(images_root, r) for r in rels],
+        settings,
+        workers,
+        face_choice=face_choice,
+        progress=progress,
     )
     by_rel = {r: embedded[str(_resolve(images_root, r))] for r in rels}
     n = len(pairs)
@@ -332,9 +337,20 @@ def build_report(
         diffs = {}
         for name, t in [("default", float(default_threshold)), *floors.items()]:
             k = tkey(t)
-            fm = {g: metrics.Rate(r["rates"][k]["fmr"]["count"], r["rates"][k]["fmr"]["trials"]) for g, r in per_group.items()}
-            fnm = {g: metrics.Rate(r["rates"][k]["fnmr"]["count"], r["rates"][k]["fnmr"]["trials"]) for g, r in per_group.items()}
-            diffs[k] = {"name": name, "threshold": t, "fmr": metrics.differential(fm), "fnmr": metrics.differential(fnm)}
+            fm = {
+                g: metrics.Rate(r["rates"][k]["fmr"]["count"], r["rates"][k]["fmr"]["trials"])
+                for g, r in per_group.items()
+            }
+            fnm = {
+                g: metrics.Rate(r["rates"][k]["fnmr"]["count"], r["rates"][k]["fnmr"]["trials"])
+                for g, r in per_group.items()
+            }
+            diffs[k] = {
+                "name": name,
+                "threshold": t,
+                "fmr": metrics.differential(fm),
+                "fnmr": metrics.differential(fnm),
+            }
         report["differentials"] = diffs
     return report
 

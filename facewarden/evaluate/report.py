@@ -62,7 +62,7 @@ def write_json(data: dict[str, Any], path: Path) -> None:
 
 
 # ---- plots -------------------------------------------------------------------------------------
-def _det_series(scores: "PairScores") -> tuple[np.ndarray, np.ndarray] | None:
+def _det_series(scores: PairScores) -> tuple[np.ndarray, np.ndarray] | None:
     gen, imp = -scores.distance[scores.same], -scores.distance[~scores.same]
     if not len(gen) or not len(imp):
         return None
@@ -70,7 +70,7 @@ def _det_series(scores: "PairScores") -> tuple[np.ndarray, np.ndarray] | None:
     return fmr, fnmr
 
 
-def plot_det(scores: "PairScores", groups: list[str], path: Path, roc: bool = False) -> None:
+def plot_det(scores: PairScores, groups: list[str], path: Path, roc: bool = False) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
     series = [("all pairs", scores)]
@@ -86,7 +86,13 @@ def plot_det(scores: "PairScores", groups: list[str], path: Path, roc: bool = Fa
         floor = 0.5 / n_imp  # zero rates drawn half a pair below the finest resolvable rate
         x = np.maximum(fmr, floor)
         if roc:
-            ax.step(x, 1 - fnmr, where="post", label=f"{label} ({n_imp} imp.)", lw=2 if label == "all pairs" else 1)
+            ax.step(
+                x,
+                1 - fnmr,
+                where="post",
+                label=f"{label} ({n_imp} imp.)",
+                lw=2 if label == "all pairs" else 1,
+            )
         else:
             y = np.maximum(fnmr, 0.5 / max(1, int(sub.same.sum())))
             ax.step(x, y, where="post", label=f"{label} ({n_imp} imp.)", lw=2 if label == "all pairs" else 1)
@@ -108,7 +114,7 @@ def plot_det(scores: "PairScores", groups: list[str], path: Path, roc: bool = Fa
     plt.close(fig)
 
 
-def plot_histogram(scores: "PairScores", path: Path) -> None:
+def plot_histogram(scores: PairScores, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     bins = np.linspace(50, 100, 51)
@@ -170,7 +176,9 @@ def _rate_cell(r: dict[str, Any]) -> str:
     if r["value"] is None:
         return f"<td class='na'>n/a ({html.escape(r.get('reason', 'undefined'))})</td>"
     lo, hi = r["ci95"]
-    return f"<td>{_pct(r['value'])} <small>({r['count']}/{r['trials']}; CI {_pct(lo)}–{_pct(hi)})</small></td>"
+    return (
+        f"<td>{_pct(r['value'])} <small>({r['count']}/{r['trials']}; CI {_pct(lo)}–{_pct(hi)})</small></td>"
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -228,11 +236,15 @@ def render_html(report: dict[str, Any], files: dict[str, str]) -> str:
         ("equal error rate", _pct(report["eer"]) if report["eer"] is not None
          else f"n/a ({report['eer_detail'].get('reason', '')})"),
     ]  # fmt: skip
-    out += [f"<tr><th>{e(k)}</th><td>{_fmt(v) if not isinstance(v, str) else e(v)}</td></tr>" for k, v in rows]
+    out += [
+        f"<tr><th>{e(k)}</th><td>{_fmt(v) if not isinstance(v, str) else e(v)}</td></tr>" for k, v in rows
+    ]
     out.append("</table>")
 
     out.append("<h2>FMR and FNMR at similarity thresholds</h2>")
-    out.append("<table><tr><th>threshold</th><th>claimed FMR</th><th>FMR</th><th>FNMR</th><th>accuracy</th></tr>")
+    out.append(
+        "<table><tr><th>threshold</th><th>claimed FMR</th><th>FMR</th><th>FNMR</th><th>accuracy</th></tr>"
+    )
     floors = {f"{v['threshold']:g}": k for k, v in report.get("policy_floors", {}).items()}
     for k in thresholds:
         r = report["rates"][k]
@@ -245,10 +257,14 @@ def render_html(report: dict[str, Any], files: dict[str, str]) -> str:
         )
     out.append("</table>")
 
-    out.append("<h2>FNMR at a fixed FMR</h2><table><tr><th>target FMR</th><th>FNMR</th><th>similarity threshold</th></tr>")
+    out.append(
+        "<h2>FNMR at a fixed FMR</h2><table><tr><th>target FMR</th><th>FNMR</th><th>similarity threshold</th></tr>"
+    )
     for k, r in report["fnmr_at_fmr"].items():
         if r["resolved"]:
-            out.append(f"<tr><td>{e(k)}</td>{_rate_cell(r['fnmr'])}<td>{_fmt(r.get('similarity_threshold'))}</td></tr>")
+            out.append(
+                f"<tr><td>{e(k)}</td>{_rate_cell(r['fnmr'])}<td>{_fmt(r.get('similarity_threshold'))}</td></tr>"
+            )
         else:
             out.append(f"<tr><td>{e(k)}</td><td class='na' colspan='2'>{e(r['reason'])}</td></tr>")
     out.append("</table>")
@@ -270,7 +286,9 @@ def render_html(report: dict[str, Any], files: dict[str, str]) -> str:
             )
         out.append("</table>")
         cg = report.get("cross_group_pairs", {})
-        out.append(f"<p class='note'>{e(str(cg.get('pairs', 0)))} pairs span two groups (or none); {e(cg.get('note', ''))}.</p>")
+        out.append(
+            f"<p class='note'>{e(str(cg.get('pairs', 0)))} pairs span two groups (or none); {e(cg.get('note', ''))}.</p>"
+        )
         out.append("<h3>Differentials across groups</h3><table><tr><th>threshold</th><th>rate</th><th>highest</th>"
                    "<th>lowest</th><th>max / min</th><th>groups without trials</th></tr>")  # fmt: skip
         for k, d in report.get("differentials", {}).items():
@@ -278,7 +296,9 @@ def render_html(report: dict[str, Any], files: dict[str, str]) -> str:
                 x = d[rate]
                 hi = f"{e(x['max']['group'])}: {_pct(x['max']['value'])}" if x.get("max") else "n/a"
                 lo = f"{e(x['min']['group'])}: {_pct(x['min']['value'])}" if x.get("min") else "n/a"
-                ratio = f"{x['ratio']:.3g}" if x.get("ratio") is not None else f"n/a ({e(x.get('reason', ''))})"
+                ratio = (
+                    f"{x['ratio']:.3g}" if x.get("ratio") is not None else f"n/a ({e(x.get('reason', ''))})"
+                )
                 out.append(
                     f"<tr><td>{e(k)} ({e(d['name'])})</td><td>{rate.upper()}</td><td>{hi}</td><td>{lo}</td>"
                     f"<td>{ratio}</td><td>{e(', '.join(x['undefined_groups']) or '-')}</td></tr>"
@@ -296,7 +316,11 @@ def render_html(report: dict[str, Any], files: dict[str, str]) -> str:
                "<th>resolved</th><th>claim inside CI</th></tr>")  # fmt: skip
     for p in cal["points"]:
         ci = f"{p['ci95'][0]:.2g}–{p['ci95'][1]:.2g}" if p["ci95"] else "n/a"
-        obs = f"{p['observed_fmr']:.3g} ({p['false_matches']}/{p['impostor_pairs']})" if p["observed_fmr"] is not None else "n/a"
+        obs = (
+            f"{p['observed_fmr']:.3g} ({p['false_matches']}/{p['impostor_pairs']})"
+            if p["observed_fmr"] is not None
+            else "n/a"
+        )
         out.append(
             f"<tr><td>{p['similarity']:g}</td><td>{p['claimed_fmr']:.2g}</td><td>{obs}</td><td>{ci}</td>"
             f"<td>{'yes' if p['resolved'] else 'no'}</td><td>{'yes' if p['consistent'] else 'no'}</td></tr>"
@@ -314,12 +338,14 @@ def render_html(report: dict[str, Any], files: dict[str, str]) -> str:
                      ("histogram", "genuine and impostor similarity histograms"),
                      ("calibration", "claimed vs observed FMR")):  # fmt: skip
         if key in files:
-            out.append(f"<figure><img src='{e(files[key])}' alt='{e(alt)}'><figcaption>{e(alt)}</figcaption></figure>")
+            out.append(
+                f"<figure><img src='{e(files[key])}' alt='{e(alt)}'><figcaption>{e(alt)}</figcaption></figure>"
+            )
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
-def write_pairs_report(report: dict[str, Any], scores: "PairScores", out_dir: Path) -> dict[str, str]:
+def write_pairs_report(report: dict[str, Any], scores: PairScores, out_dir: Path) -> dict[str, str]:
     """Write the plots, ``report.html`` and ``report.json`` (with per-pair similarities) to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = sorted(report.get("groups", {}))
