@@ -1,6 +1,6 @@
 """dlib's 128-D ResNet face embedder (``dlib_face_recognition_resnet_model_v1.dat``).
 
-The default model. Weights: Davis King, Boost Software License, shipped by face_recognition_models.
+The default model. Weights: Davis E. King, CC0 1.0 (public domain dedication), shipped by face_recognition_models.
 It runs on dlib or, with identical descriptors, on ONNX Runtime (``onnx_resnet.py``); the model
 version is the same on both, so templates stay compatible.
 """
@@ -41,6 +41,6 @@ SPEC = models.register(
         factory=_factory,
         runtimes=("onnx", "dlib"),
         calibration_file=models.CALIBRATION_DIR / f"{VERSION}.json",
-        licence="dlib face recognition ResNet model v1 by Davis E. King, Boost Software License 1.0",
+        licence="dlib face recognition ResNet model v1 by Davis E. King, CC0 1.0",
     )
 )
