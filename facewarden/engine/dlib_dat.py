@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ModelError
 
-__all__ = ["LayerSpec", "Layer", "Network", "RESNET_V1", "MMOD_V1", "read_network", "parse_network"]
+__all__ = ["MMOD_V1", "RESNET_V1", "Layer", "LayerSpec", "Network", "parse_network", "read_network"]
 
 
 # ---- network types ---------------------------------------------------------------------------
@@ -38,13 +38,17 @@ __all__ = ["LayerSpec", "Layer", "Network", "RESNET_V1", "MMOD_V1", "read_networ
 class LayerSpec:
     """One layer of a dlib network type: its kind and what the file must say about it."""
 
-    kind: str  # loss_metric, loss_mmod, fc, avg_pool, max_pool, con, affine, relu, add_prev, tag, skip, input_*
+    kind: (
+        str  # loss_metric, loss_mmod, fc, avg_pool, max_pool, con, affine, relu, add_prev, tag, skip, input_*
+    )
     expect: tuple[tuple[str, Any], ...] = ()
     tag: int = 0  # tag / skip / add_prev: the tag id
 
 
 def _con(n: int, k: int, s: int) -> LayerSpec:
-    return LayerSpec("con", (("num_filters", n), ("nr", k), ("nc", k), ("stride", s), ("padding", 0 if s != 1 else k // 2)))
+    return LayerSpec(
+        "con", (("num_filters", n), ("nr", k), ("nc", k), ("stride", s), ("padding", 0 if s != 1 else k // 2))
+    )
 
 
 def _pool(kind: str, k: int, s: int) -> LayerSpec:
@@ -81,20 +85,41 @@ def _resnet_v1() -> tuple[LayerSpec, ...]:
             *block(n, 2, [_tag(1), *sub]),
         ]
 
-    net = [_pool("max_pool", 3, 2), _RELU, _AFFINE, _con(32, 7, 2), LayerSpec("input_rgb_image_sized", (("nr", 150), ("nc", 150)))]
+    net = [
+        _pool("max_pool", 3, 2),
+        _RELU,
+        _AFFINE,
+        _con(32, 7, 2),
+        LayerSpec("input_rgb_image_sized", (("nr", 150), ("nc", 150))),
+    ]
     for _ in range(3):
         net = ares(32, net)  # alevel4
     net = ares(64, ares(64, ares(64, ares_down(64, net))))  # alevel3
     net = ares(128, ares(128, ares_down(128, net)))  # alevel2
     net = ares(256, ares(256, ares_down(256, net)))  # alevel1
     net = ares_down(256, net)  # alevel0
-    return (LayerSpec("loss_metric"), LayerSpec("fc", (("num_outputs", 128), ("bias", False))), _pool("avg_pool", 0, 1), *net)
+    return (
+        LayerSpec("loss_metric"),
+        LayerSpec("fc", (("num_outputs", 128), ("bias", False))),
+        _pool("avg_pool", 0, 1),
+        *net,
+    )
 
 
 def _mmod_v1() -> tuple[LayerSpec, ...]:
     """``net_type`` of dlib's cnn_face_detector.cpp, outermost layer first."""
     rcon5 = [_RELU, _AFFINE, _con(45, 5, 1)]
-    downsampler = [_RELU, _AFFINE, _con(32, 5, 2), _RELU, _AFFINE, _con(32, 5, 2), _RELU, _AFFINE, _con(16, 5, 2)]
+    downsampler = [
+        _RELU,
+        _AFFINE,
+        _con(32, 5, 2),
+        _RELU,
+        _AFFINE,
+        _con(32, 5, 2),
+        _RELU,
+        _AFFINE,
+        _con(16, 5, 2),
+    ]
     return (
         LayerSpec("loss_mmod"),
         _con(1, 9, 1),
@@ -289,7 +314,12 @@ def _con_details(r: _Reader) -> Layer:
     py, px = r.int("con_ padding_y"), r.int("con_ padding_x")
     fshape = r.alias("con_ filters shape")
     bshape = r.alias("con_ biases shape")
-    for what in ("learning_rate_multiplier", "weight_decay_multiplier", "bias_learning_rate_multiplier", "bias_weight_decay_multiplier"):
+    for what in (
+        "learning_rate_multiplier",
+        "weight_decay_multiplier",
+        "bias_learning_rate_multiplier",
+        "bias_weight_decay_multiplier",
+    ):
         r.float(f"con_ {what}")
     use_bias = r.bool("con_ use_bias") if version in ("con_5", "con_6") else True
     use_relu = r.bool("con_ use_relu") if version == "con_6" else False
@@ -301,7 +331,17 @@ def _con_details(r: _Reader) -> Layer:
     if use_bias and params.size > int(np.prod(fshape)):
         shapes.append((num_filters,))
     parts = _split(params, shapes, r, "con_")
-    layer = Layer("con", attrs=dict(num_filters=num_filters, nr=nr, nc=nc, stride=sy, padding=py, use_relu=use_relu))
+    layer = Layer(
+        "con",
+        attrs={
+            "num_filters": num_filters,
+            "nr": nr,
+            "nc": nc,
+            "stride": sy,
+            "padding": py,
+            "use_relu": use_relu,
+        },
+    )
     layer.params["filters"] = parts[0]
     layer.params["biases"] = parts[1] if len(parts) > 1 else np.zeros(num_filters, np.float32)
     del bshape
@@ -320,7 +360,12 @@ def _affine_details(r: _Reader) -> Layer:
         running_vars = r.tensor("bn_ running_variances").reshape(-1)
         r.int("bn_ num_updates", signed=False)
         r.int("bn_ running_stats_window_size", signed=False)
-        for what in ("learning_rate_multiplier", "weight_decay_multiplier", "bias_learning_rate_multiplier", "bias_weight_decay_multiplier"):
+        for what in (
+            "learning_rate_multiplier",
+            "weight_decay_multiplier",
+            "bias_learning_rate_multiplier",
+            "bias_weight_decay_multiplier",
+        ):
             r.float(f"bn_ {what}")
         eps = r.float("bn_ eps")
         g, b = _split(params, [gshape, gshape], r, version)
@@ -329,10 +374,14 @@ def _affine_details(r: _Reader) -> Layer:
         shift = (b.reshape(-1) - scale * running_means).astype(np.float32)
         del means
         mode = 1 if version == "bn_con2" else 0
-        return Layer("affine", attrs=dict(mode=mode, disabled=False, converted_from="bn"), params=dict(gamma=scale, beta=shift))
+        return Layer(
+            "affine",
+            attrs={"mode": mode, "disabled": False, "converted_from": "bn"},
+            params={"gamma": scale, "beta": shift},
+        )
     mode = r.int("affine_ mode")
     disabled = r.bool("affine_ disabled") if version == "affine_2" else False
-    layer = Layer("affine", attrs=dict(mode=mode, disabled=disabled))
+    layer = Layer("affine", attrs={"mode": mode, "disabled": disabled})
     if not disabled and params.size:
         g, b = _split(params, [gshape, gshape], r, "affine_")
         layer.params.update(gamma=g.reshape(-1), beta=b.reshape(-1))
@@ -342,7 +391,7 @@ def _affine_details(r: _Reader) -> Layer:
 def _relu_details(r: _Reader) -> Layer:
     version = r.name("a relu_ layer", ("relu_", "relu_2"))
     disabled = r.bool("relu_ disabled") if version == "relu_2" else False
-    return Layer("relu", attrs=dict(disabled=disabled))
+    return Layer("relu", attrs={"disabled": disabled})
 
 
 def _pool_details(r: _Reader, kind: str) -> Layer:
@@ -352,7 +401,7 @@ def _pool_details(r: _Reader, kind: str) -> Layer:
     py, px = r.int(f"{kind} padding_y"), r.int(f"{kind} padding_x")
     if nr != nc or sy != sx or py != px:
         raise r.foreign(f"a square {kind}", (nr, nc, sy, sx, py, px))
-    return Layer(kind, attrs=dict(nr=nr, nc=nc, stride=sy, padding=py))
+    return Layer(kind, attrs={"nr": nr, "nc": nc, "stride": sy, "padding": py})
 
 
 def _fc_details(r: _Reader) -> Layer:
@@ -363,7 +412,12 @@ def _fc_details(r: _Reader) -> Layer:
     wshape = r.alias("fc_ weights shape")
     r.alias("fc_ biases shape")
     bias_mode = r.int("fc_ bias mode")
-    for what in ("learning_rate_multiplier", "weight_decay_multiplier", "bias_learning_rate_multiplier", "bias_weight_decay_multiplier"):
+    for what in (
+        "learning_rate_multiplier",
+        "weight_decay_multiplier",
+        "bias_learning_rate_multiplier",
+        "bias_weight_decay_multiplier",
+    ):
         r.float(f"fc_ {what}")
     use_bias = r.bool("fc_ use_bias") if version == "fc_3" else True
     has_bias = bias_mode == 0 and use_bias
@@ -373,7 +427,7 @@ def _fc_details(r: _Reader) -> Layer:
     if int(np.prod(wshape)) != num_inputs * num_outputs:
         raise r.foreign(f"fc_ weights of {num_inputs}x{num_outputs}", wshape)
     parts = _split(params, shapes, r, "fc_")
-    layer = Layer("fc", attrs=dict(num_outputs=num_outputs, num_inputs=num_inputs, bias=has_bias))
+    layer = Layer("fc", attrs={"num_outputs": num_outputs, "num_inputs": num_inputs, "bias": has_bias})
     layer.params["weights"] = parts[0]  # inputs x outputs
     if has_bias:
         layer.params["biases"] = parts[1]
@@ -385,22 +439,24 @@ def _input_details(r: _Reader, kind: str) -> Layer:
         r.name("the input layer", ("input_rgb_image_sized",))
         avg = [r.float("input avg_red"), r.float("input avg_green"), r.float("input avg_blue")]
         nr, nc = r.int("input nr", signed=False), r.int("input nc", signed=False)
-        return Layer(kind, attrs=dict(avg=avg, nr=nr, nc=nc))
+        return Layer(kind, attrs={"avg": avg, "nr": nr, "nc": nc})
     version = r.name("the input layer", ("input_rgb_image_pyramid", "input_rgb_image_pyramid2"))
     avg = [r.float("input avg_red"), r.float("input avg_green"), r.float("input avg_blue")]
     padding, outer = 10, 11
     if version == "input_rgb_image_pyramid2":
         padding = r.int("input pyramid_padding", signed=False)
         outer = r.int("input pyramid_outer_padding", signed=False)
-    return Layer(kind, attrs=dict(avg=avg, pyramid_padding=padding, pyramid_outer_padding=outer))
+    return Layer(kind, attrs={"avg": avg, "pyramid_padding": padding, "pyramid_outer_padding": outer})
 
 
 def _loss_details(r: _Reader, kind: str) -> Layer:
     if kind == "loss_metric":
         version = r.name("the loss layer", ("loss_metric_", "loss_metric_2"))
-        attrs: dict[str, Any] = dict(margin=0.1, dist_thresh=0.75)
+        attrs: dict[str, Any] = {"margin": 0.1, "dist_thresh": 0.75}
         if version == "loss_metric_2":
-            attrs.update(margin=r.float("loss_metric_ margin"), dist_thresh=r.float("loss_metric_ dist_thresh"))
+            attrs.update(
+                margin=r.float("loss_metric_ margin"), dist_thresh=r.float("loss_metric_ dist_thresh")
+            )
         return Layer(kind, attrs=attrs)
     r.name("the loss layer", ("loss_mmod_",))
     v = r.version("mmod_options version", (1, 2, 3, 4))
@@ -416,7 +472,7 @@ def _loss_details(r: _Reader, kind: str) -> Layer:
             w, h = r.int("window width", signed=False), r.int("window height", signed=False)
             label = r.string("window label") if wv == 2 else ""
             windows.append((w, h, label))
-    attrs = dict(detector_windows=windows)
+    attrs = {"detector_windows": windows}
     attrs["loss_per_false_alarm"] = r.float("loss_per_false_alarm")
     attrs["loss_per_missed_target"] = r.float("loss_per_missed_target")
     attrs["truth_match_iou_threshold"] = r.float("truth_match_iou_threshold")
@@ -504,7 +560,9 @@ def _parse(r: _Reader, net_type: tuple[LayerSpec, ...]) -> list[Layer]:
     return [layer for layer in out if layer is not None]
 
 
-def parse_network(data: bytes, net_type: tuple[LayerSpec, ...], name: str = "<bytes>", what: str = "a dlib network") -> Network:
+def parse_network(
+    data: bytes, net_type: tuple[LayerSpec, ...], name: str = "<bytes>", what: str = "a dlib network"
+) -> Network:
     """Parse the bytes of a ``.dat`` file written by dlib for the network type ``net_type``."""
     r = _Reader(data, name, what)
     try:

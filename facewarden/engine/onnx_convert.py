@@ -26,15 +26,16 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
 from . import dlib_dat, runtime
-from .dlib_dat import Layer, Network
+from .dlib_dat import Network
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,17 @@ def _build_layers(net: Network, image: _Value, g: _Graph) -> str:
                 continue
             flush()
             if gamma.size != cur.channels:
-                raise ModelError(f"{net.path}: an affine layer in FC mode after a non-convolution is not supported.")
+                raise ModelError(
+                    f"{net.path}: an affine layer in FC mode after a non-convolution is not supported."
+                )
             shape = (1, cur.channels, 1, 1)
             mul = g.op("Mul", [cur.name, g.const("gamma", gamma.astype(np.float32).reshape(shape))])
-            cur = _Value(g.op("Add", [mul, g.const("beta", beta.astype(np.float32).reshape(shape))]), cur.channels, cur.rows, cur.cols)
+            cur = _Value(
+                g.op("Add", [mul, g.const("beta", beta.astype(np.float32).reshape(shape))]),
+                cur.channels,
+                cur.rows,
+                cur.cols,
+            )
             continue
         flush()
         if raw and kind != "tag":
@@ -175,12 +183,19 @@ def _build_layers(net: Network, image: _Value, g: _Graph) -> str:
         elif kind in ("max_pool", "avg_pool"):
             k, s, pad = a["nr"], a["stride"], a["padding"]
             if k == 0:  # pool everything
-                cur = _Value(g.op("GlobalAveragePool" if kind == "avg_pool" else "GlobalMaxPool", [cur.name]), cur.channels, 1, 1)
+                cur = _Value(
+                    g.op("GlobalAveragePool" if kind == "avg_pool" else "GlobalMaxPool", [cur.name]),
+                    cur.channels,
+                    1,
+                    1,
+                )
             else:
                 op = "AveragePool" if kind == "avg_pool" else "MaxPool"
                 extra = {"count_include_pad": 0} if kind == "avg_pool" else {}
                 name = g.op(op, [cur.name], kernel_shape=[k, k], strides=[s, s], pads=[pad] * 4, **extra)
-                cur = _Value(name, cur.channels, _out_size(cur.rows, k, s, pad), _out_size(cur.cols, k, s, pad))
+                cur = _Value(
+                    name, cur.channels, _out_size(cur.rows, k, s, pad), _out_size(cur.cols, k, s, pad)
+                )
         elif kind == "tag":
             tags[layer.tag] = cur
         elif kind == "skip":
@@ -384,5 +399,7 @@ def converted_path(key: str, cache_dir: Path | None = None, source: Path | None 
         try:
             return convert(key, target, source, digest)
         except OSError as exc:
-            raise ModelError(f"Cannot write the converted model to {target}: {exc.strerror or exc}. "
-                             "Set FACEWARDEN_DATA_DIR to a writable directory.") from exc
+            raise ModelError(
+                f"Cannot write the converted model to {target}: {exc.strerror or exc}. "
+                "Set FACEWARDEN_DATA_DIR to a writable directory."
+            ) from exc

@@ -1,4 +1,4 @@
-"""dlib's CNN (mmod) face detector on ONNX Runtime: dlib's boxes, about 20x faster.
+"""dlib's CNN (mmod) face detector on ONNX Runtime: dlib's boxes, 10x faster or more.
 
 Reproduces ``dlib.cnn_face_detection_model_v1(path)(image, 0)``:
 
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput
-from .faces import Box
-from .onnx_resnet import _session  # noqa: F401  (also raises ImportError without onnxruntime)
 from . import onnx_convert
+from .faces import Box
+from .onnx_resnet import _session
 from .runtime import load_once
 
 Rect = tuple[int, int, int, int]  # dlib rectangle: left, top, right, bottom, all inclusive
@@ -57,7 +57,7 @@ def _is_empty(r: Rect) -> bool:
 
 def _lround(x: float) -> int:
     """C's lround: halves away from zero."""
-    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
+    return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
 
 
 def tiled_pyramid_rects(nr: int, nc: int, padding: int, outer_padding: int) -> tuple[list[Rect], int, int]:
@@ -127,7 +127,7 @@ def _point_up(x: float, y: float, levels: int) -> tuple[float, float]:
 def tensor_rect_to_image(rects: list[Rect], l: float, t: float, r: float, b: float) -> Rect:
     """``tiled_pyramid_to_image<pyramid_down<6>>`` then dlib's drectangle -> rectangle rounding."""
     cx, cy = (l + r) / 2, (t + b) / 2
-    idx = _nearest_rect(rects, int(math.floor(cx + 0.5)), int(math.floor(cy + 0.5)))
+    idx = _nearest_rect(rects, math.floor(cx + 0.5), math.floor(cy + 0.5))
     ox, oy = rects[idx][0], rects[idx][1]
     x1, y1 = _point_up(l - ox, t - oy, idx)
     x2, y2 = _point_up(r - ox, b - oy, idx)
@@ -140,7 +140,9 @@ def boxes_overlap(a: Rect, b: Rect, iou_thresh: float, covered_thresh: float) ->
     if inner == 0:
         return False
     outer = _area((min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])))
-    return inner / outer > iou_thresh or inner / _area(a) > covered_thresh or inner / _area(b) > covered_thresh
+    return (
+        inner / outer > iou_thresh or inner / _area(a) > covered_thresh or inner / _area(b) > covered_thresh
+    )
 
 
 # ---- the pyramid -----------------------------------------------------------------------------
@@ -150,9 +152,10 @@ def _resize_bilinear(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """dlib's float ``resize_image`` (bilinear, corners aligned), (c, h, w) -> (c, out_h, out_w).
 
     Sample positions are computed as dlib computes them (rows in double; columns four at a time
-    in float32, accumulated, then a double-precision tail), so the same source pixels are used.
+    in float32, accumulated, then a double-precision tail), so the same source pixels and weights
+    are used.
     """
-    c, in_h, in_w = src.shape
+    _c, in_h, in_w = src.shape
     xs = (in_w - 1) / max(out_w - 1, 1)
     ys = (in_h - 1) / max(out_h - 1, 1)
     # rows: y += y_scale in double, starting at 0
@@ -178,28 +181,24 @@ def _resize_bilinear(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     xt = (-xs + n_simd * xs) + np.cumsum(np.full(len(tail_c), xs)) if len(tail_c) else np.zeros(0)
     lt = np.floor(xt).astype(np.int64)
 
-    T = src[:, top, :]
-    B = src[:, bottom, :]
-    out = np.empty((c, out_h, out_w), np.float32)
-    if n_simd:
-        right = left + 1
-        tbf = tb.astype(np.float32)[:, None]
-        itb = (1 - tb).astype(np.float32)[:, None]
-        ilr = (np.float32(1) - lr)[None, :]
-        lrf = lr[None, :]
-        tlf, trf, blf, brf = itb * ilr, itb * lrf, tbf * ilr, tbf * lrf
-        out[:, :, :n_simd] = tlf * T[:, :, left] + trf * T[:, :, right] + blf * B[:, :, left] + brf * B[:, :, right]
     if len(tail_c):
-        rt = np.minimum(lt + 1, in_w - 1)
-        lrt = (xt - lt).astype(np.float32)
-        ilt = np.float32(1) - lrt
-        top_mix = (ilt * T[:, :, lt] + lrt * T[:, :, rt]).astype(np.float64)
-        bot_mix = (ilt * B[:, :, lt] + lrt * B[:, :, rt]).astype(np.float64)
-        out[:, :, n_simd:] = ((1 - tb)[:, None] * top_mix + tb[:, None] * bot_mix).astype(np.float32)
+        left = np.concatenate([left, lt])
+        lr = np.concatenate([lr, (xt - lt).astype(np.float32)])
+    right = np.minimum(left + 1, in_w - 1)
+    # Separable: rows first (dlib mixes all four corners at once; same samples, same weights,
+    # float rounding differs by ~1e-7 relative).
+    tbf = tb.astype(np.float32)[None, :, None]
+    rows = src[:, top, :] * (1 - tbf)
+    rows += src[:, bottom, :] * tbf
+    out = np.take(rows, left, axis=2)
+    out *= 1 - lr
+    out += np.take(rows, right, axis=2) * lr
     return out
 
 
-def tiled_pyramid(image: np.ndarray, avg: np.ndarray, padding: int, outer_padding: int) -> tuple[np.ndarray, list[Rect]]:
+def tiled_pyramid(
+    image: np.ndarray, avg: np.ndarray, padding: int, outer_padding: int
+) -> tuple[np.ndarray, list[Rect]]:
     """The (3, NR, NC) float32 tiled pyramid of raw pixel values (empty space = the mean colour)."""
     h, w = image.shape[:2]
     rects, nr, nc = tiled_pyramid_rects(h, w, padding, outer_padding)
@@ -283,7 +282,9 @@ class OnnxCnnDetector:
         return self._boxes(scores, rects, info, threshold)
 
     @staticmethod
-    def _boxes(scores: np.ndarray, rects: list[Rect], info: _MmodInfo, threshold: float) -> list[tuple[Box, float]]:
+    def _boxes(
+        scores: np.ndarray, rects: list[Rect], info: _MmodInfo, threshold: float
+    ) -> list[tuple[Box, float]]:
         cands: list[tuple[float, Rect]] = []
         for k, (ww, wh) in enumerate(info.windows):
             rs, cs = np.nonzero(scores[k] > threshold)
@@ -309,7 +310,9 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidInput(f"The CNN detector takes an RGB or grayscale image, not an array of shape {image.shape}.")
+        raise InvalidInput(
+            f"The CNN detector takes an RGB or grayscale image, not an array of shape {image.shape}."
+        )
     if image.dtype != np.uint8:
         raise InvalidInput(f"The CNN detector takes 8-bit images, not {image.dtype}.")
     return image

@@ -27,8 +27,8 @@ from . import onnx_convert
 #: (onnxruntime-gpu lists CUDAExecutionProvider only when its CUDA libraries load.)
 PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
-#: Faces per ``run`` call. Measured on 2 vCPUs: 1 -> 3.5 ms/face, 8+ -> ~3.2 ms/face; larger
-#: batches gain nothing on CPU and cost memory (about 2 MB of activations per face).
+#: Faces per ``run`` call: batching helps up to ~8 faces (one thread: 9.3 ms/face alone, 5.6 in a
+#: batch of 8, measured under load); larger batches gain nothing on CPU and cost memory.
 BATCH = 32
 
 
@@ -37,22 +37,38 @@ def providers() -> list[str]:
     return [p for p in PROVIDERS if p in available] or ["CPUExecutionProvider"]
 
 
-def session_options(threads: int | None = None) -> Any:
-    """Session options chosen by measurement (bench/bench_engine.py) on a 2-vCPU machine.
+def default_threads() -> int:
+    """Intra-op threads: ``FACEWARDEN_ONNX_THREADS``, else 1 on machines with 2 CPUs or fewer,
+    else half the CPUs (at most 4).
 
-    * graph optimisation: ORT_ENABLE_ALL (NCHWc layout transforms: ~15 % faster than BASIC);
-    * intra-op threads: the CPU count, capped at 4 (``FACEWARDEN_ONNX_THREADS`` overrides);
-      a service running several workers should set 1;
-    * inter-op threads: 1 (the graph is a chain; parallel branches are tiny); sequential execution.
+    Measured on the 2-vCPU development machine, shared with other work (bench/bench_engine.py):
+    1 thread 6.2 ms/face and 129 ms per 640x446 CNN tile; 2 threads 10.9 ms/face and 248 ms
+    (9.6 ms / 184 ms without spinning) -- a second thread only helps on an otherwise idle machine,
+    and a service embeds faces of concurrent requests anyway.
+    """
+    env = os.environ.get("FACEWARDEN_ONNX_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cpus = os.cpu_count() or 1
+    return 1 if cpus <= 2 else min(4, cpus // 2)
+
+
+def session_options(threads: int | None = None) -> Any:
+    """Session options chosen by measurement (see :func:`default_threads`).
+
+    * graph optimisation ORT_ENABLE_ALL: layout transforms (NCHWc) make it ~2x faster than BASIC
+      or EXTENDED on this CPU (5.6 vs 11.4 ms/face, one thread, batch 8);
+    * sequential execution, one inter-op thread: the graph is a chain;
+    * no spinning of idle intra-op threads when there are several (spinning steals the CPU from
+      the other threads of a busy service).
     """
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    if threads is None:
-        env = os.environ.get("FACEWARDEN_ONNX_THREADS", "")
-        threads = int(env) if env.isdigit() and int(env) > 0 else min(4, os.cpu_count() or 1)
-    so.intra_op_num_threads = threads
+    so.intra_op_num_threads = threads or default_threads()
     so.inter_op_num_threads = 1
+    if so.intra_op_num_threads > 1:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     return so
 
@@ -101,5 +117,7 @@ class OnnxResnetEmbedder:
             chips = np.clip(np.rint(chips), 0, 255).astype(np.uint8)
         chips = np.ascontiguousarray(chips)
         s = self.session
-        out = [s.run(["descriptors"], {"chips": chips[i : i + BATCH]})[0] for i in range(0, len(chips), BATCH)]
+        out = [
+            s.run(["descriptors"], {"chips": chips[i : i + BATCH]})[0] for i in range(0, len(chips), BATCH)
+        ]
         return np.concatenate(out).astype(np.float32, copy=False)
