@@ -28,9 +28,10 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -233,7 +234,9 @@ class AuditLog:
         t = iso(self.clock())
         sig = self._key.sign(_checkpoint_message(seq, h, t)).hex()
         if tx.one("SELECT 1 FROM audit_checkpoints WHERE seq = ?", (seq,)) is None:
-            tx.execute("INSERT INTO audit_checkpoints (seq, hash, time, sig) VALUES (?, ?, ?, ?)", (seq, h, t, sig))
+            tx.execute(
+                "INSERT INTO audit_checkpoints (seq, hash, time, sig) VALUES (?, ?, ?, ?)", (seq, h, t, sig)
+            )
         return {"seq": seq, "hash": h, "time": t, "sig": sig}
 
     def checkpoint(self) -> dict[str, Any] | None:
@@ -348,16 +351,26 @@ class AuditLog:
             rec_seq = record.get("seq")
             if rec_seq != seq and computed.get("seq") == stored.get("seq"):
                 if isinstance(rec_seq, int) and rec_seq in seen_seqs:
-                    return bad(seq, "inserted", f"Position {seq} holds a copy of record {rec_seq}: a record was inserted.")
-                return bad(seq, "reordered", f"Position {seq} holds record {rec_seq}: records were reordered.")
-            changed = sorted(set(computed) ^ set(stored) | {k for k in computed if computed[k] != stored.get(k)})
+                    return bad(
+                        seq,
+                        "inserted",
+                        f"Position {seq} holds a copy of record {rec_seq}: a record was inserted.",
+                    )
+                return bad(
+                    seq, "reordered", f"Position {seq} holds record {rec_seq}: records were reordered."
+                )
+            changed = sorted(
+                set(computed) ^ set(stored) | {k for k in computed if computed[k] != stored.get(k)}
+            )
             if changed:
                 return bad(
                     seq, "edited", f"Record {seq} was edited: field(s) {', '.join(changed)} no longer match "
                     "the digests its hash covers.", changed,
                 )  # fmt: skip
             columns = {"operation": op, "decision": decision, "org": org}
-            col_changed = [c for c in COLUMNS if (record.get(c) or ("" if c != "org" else None)) != columns[c]]
+            col_changed = [
+                c for c in COLUMNS if (record.get(c) or ("" if c != "org" else None)) != columns[c]
+            ]
             if col_changed:
                 return bad(seq, "edited", f"Record {seq} was edited: column(s) {', '.join(col_changed)} "
                            "disagree with the signed record.", col_changed)  # fmt: skip
@@ -385,7 +398,9 @@ class AuditLog:
         head = self._read_head()
         checkpoints = [(int(s), str(hh), str(t), str(sg), "database") for s, hh, t, sg in cps]
         if head and {"seq", "hash", "time", "sig"} <= set(head):
-            checkpoints.append((int(head["seq"]), str(head["hash"]), str(head["time"]), str(head["sig"]), "audit.head"))
+            checkpoints.append(
+                (int(head["seq"]), str(head["hash"]), str(head["time"]), str(head["sig"]), "audit.head")
+            )
         for cseq, chash, ctime, csig, where in checkpoints:
             try:
                 self.public_key.verify(bytes.fromhex(csig), _checkpoint_message(cseq, chash, ctime))

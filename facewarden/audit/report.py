@@ -25,7 +25,9 @@ def transparency_report(audit: AuditLog, since: float | None = None) -> dict[str
         last = r["time"]
         op = r.get("operation") or ""
         if op == "PolicyChanged":
-            policy_changes.append({"Time": r["time"], "PolicyHash": r.get("policy_hash"), **(r.get("details") or {})})
+            policy_changes.append(
+                {"Time": r["time"], "PolicyHash": r.get("policy_hash"), **(r.get("details") or {})}
+            )
         if op in _INTERNAL:
             faces_erased += int((r.get("counts") or {}).get("faces_erased", 0))
             continue

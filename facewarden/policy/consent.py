@@ -11,8 +11,10 @@ collection the consent covered and no other active consent still covers, in one 
 
 from __future__ import annotations
 
+import logging
 import secrets
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..db import Database, Tx
 from ..errors import ConsentRequired, InvalidInput, ResourceNotFound
@@ -21,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..service.core import Context, Service
 
 ANY_COLLECTION = "*"
+log = logging.getLogger("facewarden.policy")
 
 MIGRATIONS = [
     """
@@ -110,7 +113,9 @@ class Consents:
             rows = tx.all(sql + " ORDER BY granted_at, consent_id", params)
         return [_row(r) for r in rows]
 
-    def active(self, subject: str, collection_id: str, owner_org: str | None, now: float, tx: Tx | None = None) -> bool:
+    def active(
+        self, subject: str, collection_id: str, owner_org: str | None, now: float, tx: Tx | None = None
+    ) -> bool:
         """Is there an active consent of ``subject`` covering ``collection_id``?"""
         sql = (
             "SELECT 1 FROM policy_consents WHERE subject = ? AND withdrawn_at IS NULL AND granted_at <= ?"
@@ -127,7 +132,7 @@ class Consents:
 
 
 # ---- used by the service's gallery operations ---------------------------------------------------
-def require_consent(service: "Service", ctx: "Context", collection_id: str, subject: str | None) -> None:
+def require_consent(service: Service, ctx: Context, collection_id: str, subject: str | None) -> None:
     """Raise ConsentRequired unless ``subject`` may be enrolled in ``collection_id`` now.
 
     Household collections need no per-face consent (policy already limits them to their owner's
@@ -156,7 +161,7 @@ def require_consent(service: "Service", ctx: "Context", collection_id: str, subj
 
 
 def erase_uncovered(
-    service: "Service", tx: Tx, subject: str, collections: list[str], now: float
+    service: Service, tx: Tx, subject: str, collections: list[str], now: float
 ) -> tuple[list[str], list[str]]:
     """Erase ``subject``'s faces from each of ``collections`` no active consent covers any more.
 
@@ -179,7 +184,7 @@ def erase_uncovered(
     return removed, touched
 
 
-def collections_in_scope(service: "Service", scope: str, org: str) -> list[str]:
+def collections_in_scope(service: Service, scope: str, org: str) -> list[str]:
     """The collections a consent scope covers: one collection, or all the organisation's."""
     if scope != ANY_COLLECTION:
         return [scope]
@@ -194,8 +199,8 @@ def collections_in_scope(service: "Service", scope: str, org: str) -> list[str]:
 
 
 def withdraw(
-    service: "Service",
-    ctx: "Context | None",
+    service: Service,
+    ctx: Context | None,
     org: str,
     subject: str,
     collection_id: str | None,
@@ -223,7 +228,9 @@ def withdraw(
     select = f"SELECT consent_id, collection_id FROM policy_consents WHERE {' AND '.join(where)}"
     # The collections in scope are listed before the write transaction (the store reads on its own).
     with service.db.read() as rtx:
-        scopes = sorted({r[1] for r in rtx.all(select, params)} | ({collection_id} if collection_id else set()))
+        scopes = sorted(
+            {r[1] for r in rtx.all(select, params)} | ({collection_id} if collection_id else set())
+        )
     collections: list[str] = []
     for scope in scopes:
         for cid in collections_in_scope(service, scope, org):
@@ -266,14 +273,16 @@ def _expiry(tx: Tx, consent_id: str) -> float | None:
     return tx.scalar("SELECT expires_at FROM policy_consents WHERE consent_id = ?", (consent_id,))
 
 
-def _sync(service: "Service", collection_id: str) -> None:
+def _sync(service: Service, collection_id: str) -> None:
     try:
         service.store.sync_index(collection_id)
-    except Exception:  # noqa: BLE001 - the index reconciles on its next search anyway
-        pass
+    except Exception:
+        log.warning(
+            "could not sync the index of collection %s after an erasure", collection_id, exc_info=True
+        )
 
 
-def expire(service: "Service", now: float) -> dict[str, int]:
+def expire(service: Service, now: float) -> dict[str, int]:
     """Treat every consent past its expiry as withdrawn: erase what it alone covered."""
     with service.db.read() as tx:
         rows = tx.all(
@@ -283,7 +292,9 @@ def expire(service: "Service", now: float) -> dict[str, int]:
         )
     consents = faces = 0
     for consent_id, org, subject, collection_id in rows:
-        r = withdraw(service, None, org, subject, collection_id, reason="expired", now=now, consent_ids=[consent_id])
+        r = withdraw(
+            service, None, org, subject, collection_id, reason="expired", now=now, consent_ids=[consent_id]
+        )
         consents += r["ConsentsWithdrawn"]
         faces += r["FacesErased"]
     return {"consents_expired": consents, "faces_erased": faces}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def keys_dir(data_dir: Path) -> Path:

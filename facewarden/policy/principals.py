@@ -16,9 +16,10 @@ import json
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -127,7 +128,9 @@ class Principals:
         db.migrate("policy_principals", MIGRATIONS)
 
     # ---- organisations -----------------------------------------------------------------------
-    def create_org(self, name: str, sector: str, *, owner: bool = False, description: str = "") -> dict[str, Any]:
+    def create_org(
+        self, name: str, sector: str, *, owner: bool = False, description: str = ""
+    ) -> dict[str, Any]:
         if not isinstance(name, str) or not _NAME.match(name):
             raise InvalidInput("Organization name must be 1-128 letters, digits, '_', '.' or '-'.")
         if sector not in SECTORS:
@@ -181,10 +184,13 @@ class Principals:
         """A new key for ``org`` bound to ``purpose``; returns the principal and the secret (shown once)."""
         if not isinstance(purpose, str) or not _PURPOSE.match(purpose):
             raise InvalidInput("Purpose must be a lower-case identifier such as photo_organisation.")
-        if collections is not None:
-            if not isinstance(collections, list) or not all(isinstance(c, str) and c for c in collections):
-                raise InvalidInput("Collections must be a list of collection ids.")
-        if expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, (int, float))):
+        if collections is not None and (
+            not isinstance(collections, list) or not all(isinstance(c, str) and c for c in collections)
+        ):
+            raise InvalidInput("Collections must be a list of collection ids.")
+        if expires_at is not None and (
+            isinstance(expires_at, bool) or not isinstance(expires_at, (int, float))
+        ):
             raise InvalidInput("ExpiresAt must be a Unix time in seconds.")
         self.get_org(org)
         secret = new_secret()
@@ -227,7 +233,9 @@ class Principals:
         with self.db.read() as tx:
             row = tx.one(_KEY_SELECT + " WHERE k.key_id = ?", (key_id,))
         if row is None:
-            raise UnrecognizedClient("The security token included in the request is invalid: unknown access key.")
+            raise UnrecognizedClient(
+                "The security token included in the request is invalid: unknown access key."
+            )
         return _principal(row)
 
     def lookup_secret(self, key_id: str) -> tuple[Principal, str]:

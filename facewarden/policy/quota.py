@@ -72,5 +72,7 @@ class Quotas:
     def usage(self, key_id: str, now: float) -> dict[str, int]:
         day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()
         with self.db.read() as tx:
-            rows = tx.all("SELECT quota_id, used FROM policy_quota_usage WHERE key_id = ? AND day = ?", (key_id, day))
+            rows = tx.all(
+                "SELECT quota_id, used FROM policy_quota_usage WHERE key_id = ? AND day = ?", (key_id, day)
+            )
         return {r[0]: int(r[1]) for r in rows}

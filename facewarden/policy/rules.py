@@ -31,11 +31,11 @@ class Decision:
     reason: str
 
     @classmethod
-    def allow(cls, rule_id: str = "allow", reason: str = "allowed by policy") -> "Decision":
+    def allow(cls, rule_id: str = "allow", reason: str = "allowed by policy") -> Decision:
         return cls(True, rule_id, reason)
 
     @classmethod
-    def deny(cls, rule_id: str, reason: str) -> "Decision":
+    def deny(cls, rule_id: str, reason: str) -> Decision:
         return cls(False, rule_id, reason)
 
 
@@ -100,7 +100,7 @@ class Policy:
 
     # ---- loading -----------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> "Policy":
+    def load(cls, path: str | Path) -> Policy:
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
@@ -109,11 +109,11 @@ class Policy:
         return cls.parse(text, source=str(p))
 
     @classmethod
-    def default(cls) -> "Policy":
+    def default(cls) -> Policy:
         return cls.load(DEFAULT_POLICY_PATH)
 
     @classmethod
-    def parse(cls, text: str, source: str = "<string>") -> "Policy":
+    def parse(cls, text: str, source: str = "<string>") -> Policy:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -261,7 +261,9 @@ class Policy:
                 "use the owner principal from `facewarden init` for the CLI and Python API.",
             )
         if p.revoked_at is not None:
-            return Decision.deny("key_revoked", f"Access key {p.key_id} was revoked; ask the operator for a new key.")
+            return Decision.deny(
+                "key_revoked", f"Access key {p.key_id} was revoked; ask the operator for a new key."
+            )
         if p.expires_at is not None and now >= p.expires_at:
             return Decision.deny(
                 "key_expired",
@@ -312,13 +314,16 @@ class Policy:
                 f"Access key {p.key_id} is limited to collections {', '.join(p.collections) or '(none)'}; "
                 f"it may not use collection {cid}.",
             )
-        if collection is not None and collection.consent_mode == "household":
-            if collection.owner_org != p.org or p.purpose not in self.household_purposes:
-                return Decision.deny(
-                    "household",
-                    f"Collection {collection.collection_id} is a household photo library: only its owner's "
-                    f"{'/'.join(self.household_purposes)} keys may use it, and nobody else may search or list it.",
-                )
+        if (
+            collection is not None
+            and collection.consent_mode == "household"
+            and (collection.owner_org != p.org or p.purpose not in self.household_purposes)
+        ):
+            return Decision.deny(
+                "household",
+                f"Collection {collection.collection_id} is a household photo library: only its owner's "
+                f"{'/'.join(self.household_purposes)} keys may use it, and nobody else may search or list it.",
+            )
         if (
             collection is not None
             and not self.cross_organisation
@@ -336,7 +341,9 @@ class Policy:
         """The lowest similarity at which N x FMR stays under the cap: 50 - 10 log10(cap / N)."""
         if gallery_size <= 0:
             return 0.0
-        return float(min(100.0, max(0.0, 50.0 - 10.0 * math.log10(self.max_expected_false_matches / gallery_size))))
+        return float(
+            min(100.0, max(0.0, 50.0 - 10.0 * math.log10(self.max_expected_false_matches / gallery_size)))
+        )
 
 
 def _strs(value: Any, where: str, fail: Any) -> list[str]:

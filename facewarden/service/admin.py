@@ -8,12 +8,15 @@ that enrol), then audited. Secrets are returned once, by CreateKey, and never lo
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from ..audit import transparency_report
 from ..errors import InvalidInput
 from ..policy import consent as consent_mod
 from .core import Context, Service, operation
+
+log = logging.getLogger("facewarden.service")
 
 
 def _text(req: dict[str, Any], name: str, *, required: bool = True) -> str | None:
@@ -35,11 +38,13 @@ def _time(value: Any, name: str) -> float | None:
         raise InvalidInput(f"{name} must be a Unix time or an ISO 8601 date.")
     if isinstance(value, (int, float)):
         return float(value)
-    if isinstance(value, (dt.date, dt.datetime)) or isinstance(value, str):
+    if isinstance(value, (dt.date, dt.datetime, str)):
         try:
             d = value if isinstance(value, (dt.date, dt.datetime)) else dt.datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidInput(f"{name} must be a Unix time or an ISO 8601 date such as 2025-01-31.") from None
+            raise InvalidInput(
+                f"{name} must be a Unix time or an ISO 8601 date such as 2025-01-31."
+            ) from None
         if not isinstance(d, dt.datetime):
             d = dt.datetime(d.year, d.month, d.day)
         if d.tzinfo is None:
@@ -68,7 +73,9 @@ def _key_view(p: Any, secret: str | None = None) -> dict[str, Any]:
 def create_organization(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
     org = self.principals.create_org(
-        _text(req, "Name") or "", _text(req, "Sector") or "", description=_text(req, "Description", required=False) or ""
+        _text(req, "Name") or "",
+        _text(req, "Sector") or "",
+        description=_text(req, "Description", required=False) or "",
     )
     ctx.details.update(organization=org["Name"], sector=org["Sector"])
     return {"Organization": org}
@@ -148,7 +155,9 @@ def grant_consent(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
     subject = _text(req, "Subject") or ""
     if ctx.principal.collections is not None and not ctx.collection_id:
-        raise InvalidInput("This key is limited to some collections: name the CollectionId the consent is for.")
+        raise InvalidInput(
+            "This key is limited to some collections: name the CollectionId the consent is for."
+        )
     ctx.subjects.append(subject)
     record = self.consents.grant(
         _consent_org(self, ctx),
@@ -207,6 +216,8 @@ def export_subject(self: Service, ctx: Context) -> dict[str, Any]:
     """Everything facewarden holds about a data subject; templates only with IncludeTemplates."""
     subject = _text(ctx.request, "Subject") or ""
     include = ctx.request.get("IncludeTemplates", False)
+    if isinstance(include, str) and include.lower() in ("true", "false"):  # a query parameter
+        include = include.lower() == "true"
     if not isinstance(include, bool):
         raise InvalidInput("IncludeTemplates must be true or false.")
     ctx.subjects.append(subject)
@@ -214,9 +225,13 @@ def export_subject(self: Service, ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {
         "Subject": subject,
         "SubjectRef": self.audit.subject_ref(subject),
-        "Faces": [{**f.to_rekognition(), "CollectionId": f.collection_id, "IndexedAt": f.indexed_at} for f in faces],
+        "Faces": [
+            {**f.to_rekognition(), "CollectionId": f.collection_id, "IndexedAt": f.indexed_at} for f in faces
+        ],
         "Consents": self.consents.list(subject=subject),
-        "AuditRecords": [r for r in self.audit.records() if self.audit.subject_ref(subject) in (r.get("subjects") or [])],
+        "AuditRecords": [
+            r for r in self.audit.records() if self.audit.subject_ref(subject) in (r.get("subjects") or [])
+        ],
     }
     if include:
         templates: dict[str, list[float]] = {}
@@ -248,8 +263,8 @@ def erase_subject(self: Service, ctx: Context) -> dict[str, Any]:
     for cid in collections:
         try:
             self.store.sync_index(cid)
-        except Exception:  # noqa: BLE001 - reconciles on next search
-            pass
+        except Exception:
+            log.warning("could not sync the index of collection %s after an erasure", cid, exc_info=True)
     return {"Subject": subject, "FacesErased": len(removed), "ConsentsErased": consents}
 
 

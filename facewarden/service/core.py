@@ -16,9 +16,10 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,9 @@ class Service:
         self.principals = Principals(self.db, self.settings.data_dir, self.clock)
         self.quotas = Quotas(self.db)
         self.consents = Consents(self.db, self.clock)
-        self.audit = AuditLog(self.db, self.settings.data_dir, self.clock, checkpoint_every=audit_checkpoint_every)
+        self.audit = AuditLog(
+            self.db, self.settings.data_dir, self.clock, checkpoint_every=audit_checkpoint_every
+        )
         self.policy_path = self._policy_path()
         self.policy = Policy.load(self.policy_path)
         self._policy_stat = _stat(self.policy_path)
@@ -117,7 +120,7 @@ class Service:
         if sweep_on_start:
             try:
                 self.sweep()
-            except Exception:  # noqa: BLE001 - a failed sweep must not stop the service; it retries
+            except Exception:
                 log.exception("retention sweep at start-up failed")
 
     def close(self) -> None:
@@ -127,13 +130,13 @@ class Service:
         self._closed = True
         try:
             self.audit.checkpoint()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not write the closing audit checkpoint")
         if self.__dict__.get("gallery_store") is not None:
             try:
                 self.__dict__["gallery_store"].close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception:
+                log.warning("could not close the gallery store", exc_info=True)
         self.db.close()
 
     # ---- the gallery store (opened on first use) ---------------------------------------------
@@ -149,7 +152,7 @@ class Service:
 
                     store = open_store(self.db, self.settings)
                     self.__dict__["gallery_store"] = store
-        if getattr(store, "clock", None) is not None and store.clock is not self.clock:
+        if getattr(store, "clock", None) is time.time and self.clock is not time.time:
             store.clock = self.clock  # one clock for indexing times, retention and consent expiry
         return store
 
@@ -162,8 +165,10 @@ class Service:
         if not collection_id or not isinstance(collection_id, str):
             return None
         try:
-            col = self.store.get_collection(collection_id, tx) if tx is not None else self.store.get_collection(
-                collection_id
+            col = (
+                self.store.get_collection(collection_id, tx)
+                if tx is not None
+                else self.store.get_collection(collection_id)
             )
         except ResourceNotFound:
             return None
@@ -177,7 +182,9 @@ class Service:
         )
 
     # ---- principals --------------------------------------------------------------------------
-    def init_owner(self, org: str, sector: str, *, purpose: str = "administration", description: str = "") -> tuple[Principal, str]:
+    def init_owner(
+        self, org: str, sector: str, *, purpose: str = "administration", description: str = ""
+    ) -> tuple[Principal, str]:
         """Create the owner organisation (its sector declared, not assumed) and its first key.
 
         Returns the owner principal and its secret (shown once). The owner is bound by policy
@@ -296,7 +303,7 @@ class Service:
 
     def apply_policy(self, text: str, principal: Principal | None = None) -> Policy:
         """Validate ``text``, make it the policy file in force and record its hash."""
-        policy = Policy.parse(text, source=str(self.policy_path))
+        Policy.parse(text, source=str(self.policy_path))  # validate before anything is written
         tmp = self.policy_path.with_name(f".{self.policy_path.name}.{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.policy_path)
@@ -311,11 +318,18 @@ class Service:
                 log.exception("the changed policy file is invalid; keeping the policy in force")
                 self._policy_stat = st
 
-    def decide(self, principal: Principal | None, operation_name: str, collection_id: str | None = None,
-               request: dict[str, Any] | None = None) -> Decision:
+    def decide(
+        self,
+        principal: Principal | None,
+        operation_name: str,
+        collection_id: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Decision:
         """The policy decision for a call, before anything is decoded (also usable on its own)."""
         info = self._collection_for(principal, operation_name, collection_id, request or {})
-        return self.policy.decide(principal, operation_name, info, collection_id=collection_id, now=self.clock())
+        return self.policy.decide(
+            principal, operation_name, info, collection_id=collection_id, now=self.clock()
+        )
 
     def _collection_for(
         self, principal: Principal | None, operation_name: str, collection_id: Any, request: dict[str, Any]
@@ -337,7 +351,9 @@ class Service:
             cid = collection
         else:
             cid = collection.collection_id
-            info = CollectionInfo(cid, collection.owner_org, collection.consent_mode, collection.retention_days)
+            info = CollectionInfo(
+                cid, collection.owner_org, collection.consent_mode, collection.retention_days
+            )
         d = self.policy.decide(ctx.principal, ctx.operation, info, collection_id=cid, now=self.clock())
         return d.allowed
 
@@ -367,6 +383,9 @@ class Service:
             "RequestedSimilarity": req,
             "PurposeFloor": floor,
             "MaxExpectedFalseMatches": self.policy.max_expected_false_matches,
+            # False when even similarity 100 (the finest calibrated point) cannot keep N x FMR under
+            # the cap: the gallery is too large for the cap; the response says so.
+            "CapMet": n * fmr <= self.policy.max_expected_false_matches * (1 + 1e-9),
         }
         ctx.applied_threshold = applied
         return applied
@@ -386,7 +405,9 @@ class Service:
             raise InvalidInput("principal must be a facewarden Principal (see Service.owner_principal).")
         self._maybe_reload_policy()
         self._maybe_sweep()
-        ctx = Context(operation_name, principal, request, collection_id=_str_or_none(request.get("CollectionId")))
+        ctx = Context(
+            operation_name, principal, request, collection_id=_str_or_none(request.get("CollectionId"))
+        )
         now = self.clock()
         policy = self.policy
         try:
@@ -444,7 +465,9 @@ class Service:
             "policy_hash": self.policy.sha256,
         }
 
-    def _audit(self, ctx: Context, decision: str, rule: str, reason: str, tx: Tx | None = None) -> dict[str, Any]:
+    def _audit(
+        self, ctx: Context, decision: str, rule: str, reason: str, tx: Tx | None = None
+    ) -> dict[str, Any]:
         ctx.audit_record = self.audit.append(self._entry(ctx, decision, rule, reason), tx=tx)
         return ctx.audit_record
 
@@ -492,7 +515,7 @@ class Service:
             return
         try:
             self.sweep()
-        except Exception:  # noqa: BLE001 - retried at the next interval
+        except Exception:
             log.exception("periodic retention sweep failed")
 
     def sweep(self, now: float | None = None) -> dict[str, int]:
@@ -528,8 +551,8 @@ class Service:
                     purged += len(removed)
                     try:
                         store.sync_index(col.collection_id)
-                    except Exception:  # noqa: BLE001
-                        pass
+                    except Exception:
+                        log.warning("could not sync the index of %s", col.collection_id, exc_info=True)
             after = page[-1].collection_id
         expired = consent_mod.expire(self, now)
         return {"faces_purged": purged, **expired}

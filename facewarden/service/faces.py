@@ -41,7 +41,9 @@ def detect_faces(self: Service, ctx: Context) -> dict[str, Any]:
 @operation("CompareFaces")
 def compare_faces(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
-    threshold = number(req.get("SimilarityThreshold", self.settings.match_threshold), "SimilarityThreshold", 0, 100)
+    requested = number(req.get("SimilarityThreshold", self.settings.match_threshold), "SimilarityThreshold", 0, 100)
+    # A 1:1 comparison is a "gallery" of one: only the purpose's floor can raise the threshold.
+    threshold = float(self.effective_threshold(ctx, requested, 1)["Similarity"])
     source = self.decode_image(req.get("SourceImage"), "SourceImage")
     target = self.decode_image(req.get("TargetImage"), "TargetImage")
     detector = self.detector_for(req)
@@ -60,7 +62,6 @@ def compare_faces(self: Service, ctx: Context) -> dict[str, Any]:
         else:
             unmatched.append(_compared_face(face))
     ctx.counts.update(target_faces=len(target_faces), matches=len(matches))
-    ctx.applied_threshold = {"Similarity": threshold, "Source": "requested"}
     return {
         "SourceImageFace": {
             "BoundingBox": probe_face.face_detail()["BoundingBox"],

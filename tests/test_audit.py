@@ -1,0 +1,248 @@
+"""The audit log cannot be quietly rewritten: every kind of tampering is caught, at the first bad record."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from facewarden.audit import AuditLog
+from facewarden.audit.log import _record_message, canonical, chain_hash, digests_of
+from facewarden.db import Database
+
+N = 8
+
+
+def open_log(data_dir: Path, every: int = 100) -> AuditLog:
+    db = Database(f"sqlite:///{data_dir}/gallery.sqlite3")
+    return AuditLog(db, data_dir, lambda: 1_750_000_000.0, checkpoint_every=every)
+
+
+def entry(i: int, decision: str = "allowed") -> dict[str, Any]:
+    return {
+        "org": "acme",
+        "sector": "commercial",
+        "key": "FWKEY",
+        "purpose": "access_control",
+        "operation": "SearchFacesByImage" if i % 2 else "CompareFaces",
+        "collection": "staff",
+        "decision": decision,
+        "rule": "purpose",
+        "reason": f"call {i}",
+        "counts": {"matches": i},
+        "matched_face_ids": [f"face-{i}"],
+        "applied_threshold": {"Similarity": 90.0, "Source": "floor"},
+        "policy_hash": "ab" * 32,
+    }
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> AuditLog:
+    a = open_log(tmp_path)
+    for i in range(1, N + 1):
+        a.append(entry(i, "denied" if i == 3 else "allowed"))
+    assert a.verify().ok
+    return a
+
+
+def sql(a: AuditLog, statement: str, params: tuple = ()) -> None:
+    with a.db.transaction() as tx:
+        tx.execute(statement, params)
+
+
+def row(a: AuditLog, seq: int) -> tuple:
+    with a.db.read() as tx:
+        r = tx.one("SELECT seq, ts, operation, decision, org, record, digests, prev_hash, hash, sig FROM audit_log"
+                   " WHERE seq = ?", (seq,))  # fmt: skip
+    assert r is not None
+    return r
+
+
+def test_intact_log_verifies(log: AuditLog) -> None:
+    res = log.verify()
+    assert res.ok and res.records == N and res.first_bad_seq is None
+    rec = log.last_record()
+    assert rec["seq"] == N and set(rec) >= {"time", "org", "sector", "key", "purpose", "operation", "collection",
+                                            "decision", "rule", "reason", "counts", "matched_face_ids",
+                                            "applied_threshold", "policy_hash"}  # fmt: skip
+
+
+def test_edited_field_is_named(log: AuditLog) -> None:
+    r = row(log, 3)
+    record = json.loads(r[5])
+    assert record["decision"] == "denied"
+    record["decision"] = "allowed"  # make a denial look allowed
+    sql(log, "UPDATE audit_log SET record = ?, decision = 'allowed' WHERE seq = 3", (canonical(record),))
+    res = log.verify()
+    assert not res.ok and res.first_bad_seq == 3 and res.kind == "edited" and res.fields == ["decision"]
+    assert "decision" in res.problem
+
+
+def test_edited_column_is_caught(log: AuditLog) -> None:
+    sql(log, "UPDATE audit_log SET org = 'someone-else' WHERE seq = 5")
+    res = log.verify()
+    assert (res.ok, res.first_bad_seq, res.kind, res.fields) == (False, 5, "edited", ["org"])
+
+
+def test_edit_with_recomputed_digests_and_hash_is_caught(log: AuditLog) -> None:
+    r = row(log, 4)
+    record = json.loads(r[5])
+    record["reason"] = "nothing to see"
+    digests = canonical(digests_of(record))
+    h = chain_hash(r[7], digests)
+    sql(
+        log,
+        "UPDATE audit_log SET record = ?, digests = ?, hash = ? WHERE seq = 4",
+        (canonical(record), digests, h),
+    )
+    res = log.verify()
+    assert not res.ok and res.first_bad_seq == 4 and res.kind == "forged"
+
+
+def test_deleted_record(log: AuditLog) -> None:
+    sql(log, "DELETE FROM audit_log WHERE seq = 3")
+    res = log.verify()
+    assert (res.ok, res.first_bad_seq, res.kind) == (False, 3, "deleted")
+    assert "missing" in res.problem
+
+
+def test_swapped_records(log: AuditLog) -> None:
+    r4, r5 = row(log, 4), row(log, 5)
+    with log.db.transaction() as tx:
+        for target, src in ((4, r5), (5, r4)):
+            tx.execute("UPDATE audit_log SET ts = ?, operation = ?, decision = ?, org = ?, record = ?, digests = ?,"
+                       " prev_hash = ?, hash = ?, sig = ? WHERE seq = ?", (*src[1:], target))  # fmt: skip
+    res = log.verify()
+    assert (res.ok, res.first_bad_seq, res.kind) == (False, 4, "reordered")
+
+
+def _forge(log: AuditLog, seq: int, prev: str, key: Ed25519PrivateKey | None) -> None:
+    record = {**{k: None for k in ("seq", "time")}, **entry(seq)}
+    record.update(seq=seq, time="2025-06-15T15:06:40.000Z", details={}, subjects=[])
+    digests = canonical(digests_of(record))
+    h = chain_hash(prev, digests)
+    sig = (key or Ed25519PrivateKey.generate()).sign(_record_message(h)).hex()
+    sql(log, "INSERT INTO audit_log (seq, ts, operation, decision, org, record, digests, prev_hash, hash, sig)"
+             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, 1.0, record["operation"], "allowed", "acme", canonical(record), digests, prev, h, sig))  # fmt: skip
+
+
+def test_forged_appended_record_with_a_perfect_chain(log: AuditLog) -> None:
+    # The forger has write access to the database and computes the chain right, but has no key.
+    _forge(log, N + 1, row(log, N)[8], None)
+    res = log.verify()
+    assert (res.ok, res.first_bad_seq, res.kind) == (False, N + 1, "forged")
+
+
+def test_forged_appended_record_off_the_chain(log: AuditLog) -> None:
+    _forge(log, N + 1, "f" * 64, log._key)  # even correctly signed, it does not follow record N
+    res = log.verify()
+    assert (res.ok, res.first_bad_seq) == (False, N + 1) and res.kind in ("deleted", "reordered")
+
+
+def test_inserted_record(log: AuditLog) -> None:
+    with log.db.transaction() as tx:  # make room after record 2, renumbering the rest
+        for s in range(N, 2, -1):
+            tx.execute("UPDATE audit_log SET seq = ? WHERE seq = ?", (s + 1, s))
+    _forge(log, 3, row(log, 2)[8], None)
+    res = log.verify()
+    assert not res.ok and res.first_bad_seq == 3 and res.kind == "forged"
+
+
+def test_truncated_tail(log: AuditLog) -> None:
+    cp = log.checkpoint()
+    assert cp is not None and cp["seq"] == N
+    sql(log, "DELETE FROM audit_log WHERE seq > ?", (N - 2,))
+    res = log.verify()
+    assert (res.ok, res.first_bad_seq, res.kind) == (False, N - 1, "truncated")
+    # Deleting the checkpoints too does not help: audit.head (outside the database) still says N.
+    sql(log, "DELETE FROM audit_checkpoints")
+    res = log.verify()
+    assert (res.ok, res.first_bad_seq, res.kind) == (False, N - 1, "truncated")
+    assert "audit.head" in res.problem
+
+
+def test_forged_checkpoint(log: AuditLog) -> None:
+    log.checkpoint()
+    sql(log, "UPDATE audit_checkpoints SET seq = ? WHERE seq = ?", (N + 5, N))
+    res = log.verify()
+    assert not res.ok and res.kind == "checkpoint"
+
+
+def test_checkpoints_every_n_records(tmp_path: Path) -> None:
+    a = open_log(tmp_path, every=5)
+    for i in range(12):
+        a.append(entry(i))
+    with a.db.read() as tx:
+        assert [r[0] for r in tx.all("SELECT seq FROM audit_checkpoints ORDER BY seq")] == [5, 10]
+    res = a.verify()
+    assert res.ok and res.last_checkpoint == 10
+
+
+def test_subjects_are_pseudonymous(tmp_path: Path) -> None:
+    a = open_log(tmp_path)
+    ref = a.subject_ref("Jane Doe")
+    assert ref == a.subject_ref("Jane Doe") != a.subject_ref("John Doe") and "Jane" not in ref
+    a.append({**entry(1), "subjects": [ref]})
+    assert [json.loads(line)["record"]["seq"] for line in a.export(subject="Jane Doe")] == [1]
+    assert list(a.export(subject="John Doe")) == []
+
+
+def test_no_image_or_template_fields(tmp_path: Path) -> None:
+    a = open_log(tmp_path)
+    with pytest.raises(ValueError):
+        a.append({**entry(1), "template": [0.1] * 128})
+
+
+def _append_many(args: tuple[str, int, int]) -> None:
+    data_dir, worker, n = args
+    a = open_log(Path(data_dir), every=7)
+    for i in range(n):
+        a.append({**entry(i), "reason": f"worker {worker} call {i}"})
+    a.db.close()
+
+
+def test_two_processes_append_at_once(tmp_path: Path) -> None:
+    open_log(tmp_path).db.close()  # keys and tables exist before the race
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_append_many, [(str(tmp_path), w, 40) for w in range(2)])
+    a = open_log(tmp_path)
+    res = a.verify()
+    assert res.ok, res.problem
+    assert res.records == 80 and res.last_checkpoint == 77
+    reasons = [r["reason"] for r in a.records()]
+    assert sorted(reasons) == sorted(f"worker {w} call {i}" for w in range(2) for i in range(40))
+
+
+def test_postgres_log_and_service_pipeline(pg_url: str, tmp_path: Path) -> None:
+    """The same log, tamper detection and policy pipeline on the shared PostgreSQL backend."""
+    from facewarden.config import Settings
+    from facewarden.errors import AccessDenied
+    from facewarden.service import Service
+    from tests.conftest import fresh_pg_database
+
+    url = fresh_pg_database(pg_url)
+    s = Service(Settings(data_dir=tmp_path / "data", database_url=url))
+    try:
+        owner, _ = s.init_owner("operator", "commercial")
+        s.call("CreateOrganization", {"Name": "agency", "Sector": "immigration_enforcement"}, owner)
+        k = s.call("CreateKey", {"Organization": "agency", "Purpose": "access_control"}, owner)["AccessKey"]
+        p = s.principal_for_key(k["AccessKeyId"])
+        with pytest.raises(AccessDenied) as info:
+            s.call("SearchFacesByImage", {"CollectionId": "c", "Image": {"Bytes": b"junk"}}, p)
+        assert info.value.rule == "moratorium"
+        assert s.audit.last_record()["rule"] == "moratorium"
+        s.call("GrantConsent", {"Subject": "x", "Evidence": "form"}, owner)
+        assert s.lookup_secret(p.key_id)[1] == k["SecretAccessKey"]
+        assert s.audit.verify().ok
+        s.audit.checkpoint()
+        with s.db.transaction() as tx:
+            tx.execute("DELETE FROM audit_log WHERE seq = 2")
+        res = s.audit.verify()
+        assert (res.ok, res.first_bad_seq, res.kind) == (False, 2, "deleted")
+    finally:
+        s.close()
