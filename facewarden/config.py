@@ -35,6 +35,8 @@ class Settings:
     #: Use dlib's 68-point landmark model for ``Attributes=ALL`` (licence: non-commercial use only).
     landmarks_68: bool = False
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
+    #: Face model of new collections (a built-in name or a registered user model's name/version).
+    model: str = "dlib-resnet-v1"
     #: Path of the policy TOML; empty = ``policy.toml`` in the data directory (created from the
     #: shipped default on ``init``).
     policy_file: str = ""

@@ -68,14 +68,25 @@ def evaluate_gallery(app: App, gallery_dir: str, probes_dir: str, thresholds: tu
 @click.option("--identity-from", type=click.Choice(["folder", "filename"]), default="folder", show_default=True)
 @click.option("--face", "face_choice", type=click.Choice(["largest", "centre"]), default="largest", show_default=True,
               help="Which face of a photo stands for its identity.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--model", "model_name", default=None, help="Model to calibrate (default: FACEWARDEN_MODEL, the built-in one).")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the table (default: the model's own calibration file, which puts it in service).")
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
 @pass_app
-def calibrate(app: App, images_dir: str, identity_from: str, face_choice: str, out_path: str, workers: int | None) -> None:
+def calibrate(app: App, images_dir: str, identity_from: str, face_choice: str, model_name: str | None,
+              out_path: str | None, workers: int | None) -> None:
     """Build a calibration table (similarity <-> false match rate) from every cross-identity pair."""
+    from ..engine import Engine
     from ..evaluate import calibrate as run
 
-    table = run(images_dir, identity_from=identity_from, out_path=out_path, settings=app.settings, workers=workers,
+    settings = app.settings.replace(model=model_name) if model_name else app.settings
+    spec = Engine(settings).spec
+    if out_path is None:
+        if spec.calibration_file is None or spec.align_template is None:
+            raise click.UsageError("give --out: the built-in model's shipped table is not overwritten")
+        out_path = str(spec.calibration_file)
+        spec.calibration_file.parent.mkdir(parents=True, exist_ok=True)
+    table = run(images_dir, identity_from=identity_from, out_path=out_path, settings=settings, workers=workers,
                 face_choice=face_choice, progress=False if app.json else None)
     meta = {k: table.meta.get(k) for k in ("impostor_pairs", "finest_fmr_resolved", "extrapolated_points", "tail")}
     app.emit(meta, lambda m: click.echo(f"wrote {out_path}: " + ", ".join(f"{k} {v}" for k, v in m.items())))

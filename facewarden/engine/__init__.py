@@ -42,9 +42,12 @@ _LANDMARKS_68: dict[str, tuple[int, ...]] = {
 class Engine:
     """Detect faces and compute templates with one model version."""
 
-    def __init__(self, settings: Settings | None = None, model: str = models.DEFAULT_MODEL) -> None:
+    def __init__(self, settings: Settings | None = None, model: str | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.spec = models.get(model)
+        from . import onnx_user
+
+        onnx_user.load_registry(self.settings.data_dir)
+        self.spec = models.get(model or self.settings.model)
         self._embedder: models.Embedder | None = None
         self._runtime: str | None = None
         self._calibration: Calibration | None = None
@@ -60,7 +63,8 @@ class Engine:
         if self._calibration is None:
             if self.spec.calibration_file is None or not self.spec.calibration_file.exists():
                 raise InvalidInput(
-                    f"Model {self.spec.version} has no calibration table; run `facewarden calibrate` first."
+                    f"Model {self.spec.version} is not calibrated, so its similarities would mean nothing: "
+                    f"run `facewarden calibrate --model {self.spec.name} --images DIR` first."
                 )
             self._calibration = Calibration.load(self.spec.calibration_file)
         return self._calibration
@@ -141,7 +145,12 @@ class Engine:
         return normalise(self.embedder.embed(chips))
 
     def chips(self, image: np.ndarray, faces: list[DetectedFace]) -> np.ndarray:
-        """Aligned face chips (dlib's 5-point alignment), ``(n, size, size, 3)`` uint8."""
+        """Aligned face chips, ``(n, size, size, 3)`` uint8: dlib's own 5-point alignment for dlib's
+        model, a similarity warp onto the model's template for user models."""
+        if self.spec.align_template is not None:
+            from .onnx_user import align
+
+            return align(image, [f.landmarks for f in faces], self.spec.align_template, self.spec.chip_size)
         dlib = runtime.dlib_module()
         shapes = dlib.full_object_detections()
         for f in faces:

@@ -78,8 +78,7 @@ class Calibration:
             version = data.pop("model_version")
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"Calibration table {path} is missing or unreadable ({exc}).") from None
-        order = np.argsort(points[:, 1], kind="stable")
-        return cls(version, points[order, 1], points[order, 0], data)
+        return cls(version, *_table(points[:, 1], points[:, 0]), data)
 
     # ---- building ------------------------------------------------------------------------------
     @classmethod
@@ -120,8 +119,17 @@ class Calibration:
             "min_impostor_distance": float(d[0]),
             "median_impostor_distance": float(np.median(d)),
         }
-        order = np.argsort(dists_arr, kind="stable")
-        return cls(model_version, dists_arr[order], np.asarray(sims)[order], meta)
+        dists_arr = np.maximum(dists_arr, 0.0)  # an extrapolated tail may cross zero: distances cannot
+        return cls(model_version, *_table(dists_arr, np.asarray(sims)), meta)
+
+
+def _table(distances: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending distances, one similarity each (the highest where several share a distance)."""
+    best: dict[float, float] = {}
+    for d, s in zip(distances.tolist(), similarities.tolist()):
+        best[d] = max(s, best.get(d, -1.0))
+    d_sorted = np.asarray(sorted(best), dtype=np.float64)
+    return d_sorted, np.asarray([best[d] for d in d_sorted.tolist()], dtype=np.float64)
 
 
 def impostor_distances(templates: np.ndarray, identities: list[str]) -> np.ndarray:

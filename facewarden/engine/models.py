@@ -43,6 +43,8 @@ class ModelSpec:
     runtimes: tuple[str, ...] = ("dlib",)
     calibration_file: Path | None = None
     licence: str = ""
+    #: Five-point alignment template in chip pixels (user models); None = dlib's own face chips.
+    align_template: tuple[tuple[float, float], ...] | None = None
 
 
 _registry: dict[str, ModelSpec] = {}
