@@ -100,3 +100,17 @@ def test_unknown_detector_and_attributes_are_clear_errors():
         engine().detect(pixels, "yolo")
     with pytest.raises(InvalidInput, match="DEFAULT or ALL"):
         engine().detect(pixels, attributes="SOME")
+
+
+def test_concurrent_detection_on_mixed_sizes_is_safe_and_consistent():
+    """dlib's detectors keep scratch state: shared between threads they corrupted the heap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    eng = engine()
+    photos = [images.read(faces_dir() / p) for p in ("group/faceapi_bbt3.jpg", "group/dlib_voc_2008_001009.jpg",
+                                                      "barack_obama/barack_obama_1.jpg")]
+    expected = [len(eng.detect(p)) for p in photos]
+    jobs = [photos[i % 3] for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(lambda p: len(eng.analyse(p)), jobs))
+    assert counts == [expected[i % 3] for i in range(24)]

@@ -1,7 +1,9 @@
-"""Lazy, thread-safe, load-once access to model files and runtime objects.
+"""Lazy, thread-safe access to model files and runtime objects.
 
-Loading dlib's models takes a second or more; a process loads each at most once, on first use,
-and shares it between threads (dlib's objects are safe for concurrent calls).
+Loading dlib's models takes a second or more, so each is loaded on first use. Objects that are
+safe for concurrent calls (the shape predictors: their ``operator()`` is const) are loaded once
+per process and shared; dlib's detectors and networks keep scratch buffers inside the object, and
+two threads running one of them at once corrupt the heap, so those are loaded once per thread.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ def load_once(fn: Callable[[], T]) -> Callable[[], T]:
     return wrapper
 
 
+def per_thread(fn: Callable[[], T]) -> Callable[[], T]:
+    """Decorate a zero-argument loader so each thread gets (and keeps) its own instance."""
+    local = threading.local()
+
+    @functools.wraps(fn)
+    def wrapper() -> T:
+        obj = getattr(local, "obj", None)
+        if obj is None:
+            obj = local.obj = fn()
+        return obj
+
+    return wrapper
+
+
 def weights_path(name: str) -> Path:
     """Path of a weights file shipped by the ``face_recognition_models`` package."""
     try:
@@ -53,12 +69,12 @@ def dlib_module() -> Any:
     return dlib
 
 
-@load_once
+@per_thread
 def hog_detector() -> Any:
     return dlib_module().get_frontal_face_detector()
 
 
-@load_once
+@per_thread
 def cnn_detector() -> Any:
     return dlib_module().cnn_face_detection_model_v1(str(weights_path("mmod_human_face_detector.dat")))
 
@@ -73,6 +89,6 @@ def shape_predictor_68() -> Any:
     return dlib_module().shape_predictor(str(weights_path("shape_predictor_68_face_landmarks.dat")))
 
 
-@load_once
+@per_thread
 def dlib_resnet() -> Any:
     return dlib_module().face_recognition_model_v1(str(weights_path("dlib_face_recognition_resnet_model_v1.dat")))
