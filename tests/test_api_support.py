@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -48,18 +49,22 @@ def small_jpeg(rel: str = "barack_obama/barack_obama_1.jpg", width: int = 240) -
 class Harness:
     """One Service + one running server + helpers for keys and clients."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, engine_cache: Any = None) -> None:
         self.service = Service(Settings(data_dir=data_dir))
-        if not hasattr(self.service, "principals"):  # TODO(policy integration): remove this shim
-            from facewarden.policy.principals import Principals
+        if engine_cache is not None:  # each photo analysed once per session (tests/conftest.py)
+            from tests.conftest import CachedEngine
 
-            self.service.principals = Principals(self.service.db, data_dir, self.service.clock)
+            self.service.engine = CachedEngine(engine_cache)
+        owner, secret = self.service.init_owner("operator", "commercial")
+        #: the owner's key (purpose "administration": every operation, admin included)
+        self.owner_key = (owner.key_id, secret)
         self.app = create_app(self.service)
         self.server = ServerThread(self.app)
         self.url = self.server.start()
 
-    def key(self, org: str = "acme", sector: str = "commercial", purpose: str = "identity_verification",
-            **kwargs: Any) -> tuple[str, str]:
+    def key(
+        self, org: str = "acme", sector: str = "commercial", purpose: str = "research_audit", **kwargs: Any
+    ) -> tuple[str, str]:
         return make_key(self.service, org, sector, purpose, **kwargs)
 
     def client(self, key: tuple[str, str], **config: Any) -> Any:
@@ -80,9 +85,9 @@ class Harness:
         self.service.close()
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    h = Harness(tmp_path_factory.mktemp("facewarden-http"))
+@pytest.fixture(scope="module", name="harness")
+def harness_fixture(tmp_path_factory: pytest.TempPathFactory, engine_cache: Any) -> Iterator[Harness]:
+    h = Harness(tmp_path_factory.mktemp("facewarden-http"), engine_cache)
     try:
         yield h
     finally:
@@ -127,7 +132,9 @@ def _check(value: Any, shape: Any, path: str, top: bool = False) -> None:
         if shape.enum:
             assert value in shape.enum, f"{path}: {value!r} is not one of {shape.enum}"
     elif kind in ("integer", "long"):
-        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: expected an integer, got {value!r}"
+        assert isinstance(value, int) and not isinstance(value, bool), (
+            f"{path}: expected an integer, got {value!r}"
+        )
     elif kind in ("float", "double"):
         assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path}: expected a number"
     elif kind == "boolean":
@@ -141,8 +148,17 @@ def _check(value: Any, shape: Any, path: str, top: bool = False) -> None:
 
 
 # ---- raw signed requests (for what boto3 would refuse to send) ------------------------------------
-def signed_post(url: str, key: tuple[str, str], operation: str | None, body: bytes, *, region: str = "us-east-1",
-                service: str = "rekognition", headers: dict[str, str] | None = None, timeout: float = 60) -> Any:
+def signed_post(
+    url: str,
+    key: tuple[str, str],
+    operation: str | None,
+    body: bytes,
+    *,
+    region: str = "us-east-1",
+    service: str = "rekognition",
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> Any:
     """POST ``body`` to the Rekognition endpoint, signed with botocore's SigV4 signer."""
     import httpx
     from botocore.auth import SigV4Auth
@@ -162,10 +178,6 @@ def signed_post(url: str, key: tuple[str, str], operation: str | None, body: byt
 def grant_consent(h: Harness, collection_id: str, subject: str) -> None:
     """Record a subject's consent for a collection, as the owner would (a no-op before the
     consent operations exist)."""
-    from facewarden.service import OPERATIONS
-
-    if "GrantConsent" not in OPERATIONS:
-        return
     h.service.call(
         "GrantConsent",
         {"Subject": subject, "CollectionId": collection_id, "Evidence": f"test consent form for {subject}"},

@@ -48,8 +48,15 @@ def create_app(service: Any, *, keys: KeyLookup | None = None) -> FastAPI:
     return app
 
 
-def serve(service: Any, host: str = "127.0.0.1", port: int = 8750, *, keys: KeyLookup | None = None,
-          log_level: str = "info", graceful_timeout_s: float = 30.0) -> None:
+def serve(
+    service: Any,
+    host: str = "127.0.0.1",
+    port: int = 8750,
+    *,
+    keys: KeyLookup | None = None,
+    log_level: str = "info",
+    graceful_timeout_s: float = 30.0,
+) -> None:
     """Serve ``service`` over HTTP until SIGINT/SIGTERM.
 
     On a signal uvicorn stops accepting connections and lets in-flight requests finish (up to

@@ -14,8 +14,9 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -72,8 +73,15 @@ def service_key_lookup(service: Any) -> KeyLookup:
     return lookup
 
 
-def audit_auth_failure(service: Any, *, error: Exception, access_key_id: str | None, operation: str | None,
-                       adapter: str, remote: str | None) -> None:
+def audit_auth_failure(
+    service: Any,
+    *,
+    error: Exception,
+    access_key_id: str | None,
+    operation: str | None,
+    adapter: str,
+    remote: str | None,
+) -> None:
     """Write the audit record of a refused authentication.
 
     Uses ``service.record_auth_failure(...)`` from the policy/audit layer. Never raises: a failing
@@ -91,14 +99,14 @@ def audit_auth_failure(service: Any, *, error: Exception, access_key_id: str | N
             adapter=adapter,
             remote=remote,
         )
-    except Exception:  # noqa: BLE001 - see docstring
+    except Exception:
         import logging
 
         logging.getLogger("facewarden.api").exception("could not audit an authentication failure")
 
 
 # ---- SigV4 ---------------------------------------------------------------------------------------
-_AUTH_RE = re.compile(r"^AWS4-HMAC-SHA256\s+(?P<rest>.+)$", re.S)
+_AUTH_RE = re.compile(r"^AWS4-HMAC-SHA256\s+(?P<rest>.+)$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -218,9 +226,7 @@ def verify_bearer(headers: Mapping[str, str], lookup: KeyLookup) -> Key:
         )
     key_id, sep, secret = token.strip().partition(":")
     if not sep or not key_id or not secret:
-        raise MissingAuthentication(
-            "Malformed bearer token: it must be '<AccessKeyId>:<SecretAccessKey>'."
-        )
+        raise MissingAuthentication("Malformed bearer token: it must be '<AccessKeyId>:<SecretAccessKey>'.")
     found = lookup(key_id)
     if found is None:
         raise UnrecognizedClient(f"The access key {key_id!r} is not known (or was revoked).")

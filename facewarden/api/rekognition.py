@@ -16,11 +16,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
 from ..errors import AuthError, FacewardenError, ImageTooLarge, InvalidInput
 from .auth import KeyLookup, SignedRequest, audit_auth_failure, verify_sigv4
-from .wire import MAX_IMAGE_BYTES, body_limit, decode_request, to_jsonable
+from .wire import MAX_IMAGE_BYTES, body_limit, decode_request, encode_response
 
 log = logging.getLogger("facewarden.api")
 
@@ -52,7 +53,8 @@ def error_response(error: FacewardenError, request_id: str) -> Response:
 
 def internal_error(request_id: str) -> Response:
     return error_response(
-        FacewardenError(f"An internal error occurred; it was logged with request id {request_id}."), request_id
+        FacewardenError(f"An internal error occurred; it was logged with request id {request_id}."),
+        request_id,
     )
 
 
@@ -101,6 +103,8 @@ def mount(app: FastAPI, service: Any, lookup: KeyLookup) -> None:
             body = await read_body(request, body_limit(operation))
         except FacewardenError as exc:
             return error_response(exc, request_id)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening any more
         signed = SignedRequest(
             method=request.method,
             path=request.url.path,
@@ -116,16 +120,26 @@ def mount(app: FastAPI, service: Any, lookup: KeyLookup) -> None:
         return RedirectResponse("/console")
 
 
-def _handle(service: Any, lookup: KeyLookup, signed: SignedRequest, operation: str | None,
-            remote: str | None, request_id: str) -> Response:
+def _handle(
+    service: Any,
+    lookup: KeyLookup,
+    signed: SignedRequest,
+    operation: str | None,
+    remote: str | None,
+    request_id: str,
+) -> Response:
     """Authenticate, parse, call the service, serialise (runs in a worker thread)."""
     try:
         try:
             key = verify_sigv4(signed, lookup, now=service.clock())
         except AuthError as exc:
             audit_auth_failure(
-                service, error=exc, access_key_id=_key_id(signed), operation=operation,
-                adapter="rekognition", remote=remote,
+                service,
+                error=exc,
+                access_key_id=_key_id(signed),
+                operation=operation,
+                adapter="rekognition",
+                remote=remote,
             )
             raise
         if operation is None:
@@ -139,11 +153,11 @@ def _handle(service: Any, lookup: KeyLookup, signed: SignedRequest, operation: s
             raise SerializationError(f"The request body is not valid JSON ({exc}).") from None
         request = decode_request(operation, payload)
         response = service.call(operation, request, key.principal)
-        body = json.dumps(to_jsonable(response), separators=(",", ":"), allow_nan=False)
+        body = json.dumps(encode_response(operation, response), separators=(",", ":"), allow_nan=False)
         return Response(body, media_type=CONTENT_TYPE, headers={"x-amzn-RequestId": request_id})
     except FacewardenError as exc:
         return error_response(exc, request_id)
-    except Exception:  # noqa: BLE001 - a bug must cost one request, never the server
+    except Exception:
         log.exception("internal error in %s (request id %s)", operation, request_id)
         return internal_error(request_id)
 

@@ -1,7 +1,7 @@
 """Run the HTTP app on a real loopback socket inside the current process (tests, benchmarks).
 
-    with ServerThread(create_app(service)) as url:
-        boto3.client("rekognition", endpoint_url=url, ...)
+with ServerThread(create_app(service)) as url:
+    boto3.client("rekognition", endpoint_url=url, ...)
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ServerThread:
     """uvicorn serving ``app`` on ``host:port`` (a free port by default) in a background thread."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning"
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level=log_level, lifespan="off",
-                                timeout_graceful_shutdown=10)
+        config = uvicorn.Config(
+            app, host=host, port=self.port, log_level=log_level, lifespan="off", timeout_graceful_shutdown=10
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn:{self.port}", daemon=True)
 
@@ -59,18 +62,15 @@ class ServerThread:
         self.stop()
 
 
-def make_key(service: Any, org: str, sector: str, purpose: str, **kwargs: Any) -> tuple[str, str]:
-    """Create an organisation (if new) and an access key for it; ``(access key id, secret)``.
-
-    Goes through the policy layer's key store (``service.principals``), as ``facewarden`` admin
-    commands do.
-    """
+def make_key(service: Any, org: str, sector: str, purpose: str, **request: Any) -> tuple[str, str]:
+    """Create an organisation (if new) and an access key for it, as the owner does with the admin
+    operations; ``(access key id, secret)``. ``request`` adds CreateKey members (Collections, ...)."""
     from ..errors import ResourceAlreadyExists
 
-    principals = service.principals
+    owner = service.owner_principal()
     try:
-        principals.create_org(org, sector)
+        service.call("CreateOrganization", {"Name": org, "Sector": sector}, owner)
     except ResourceAlreadyExists:
         pass
-    principal, secret = principals.create_key(org, purpose, **kwargs)
-    return principal.key_id, secret
+    key = service.call("CreateKey", {"Organization": org, "Purpose": purpose, **request}, owner)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]

@@ -29,13 +29,15 @@ MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_IMAGE_BASE64 = 4 * math.ceil(MAX_IMAGE_BYTES / 3)
 #: Room for everything in a request besides its images (ids, thresholds, JSON syntax).
 BODY_SLACK = 64 * 1024
-#: Operations whose request carries two images; every other request carries at most one.
-TWO_IMAGE_OPERATIONS = frozenset({"CompareFaces"})
+#: Operations whose request carries more than one image, and how many images' worth of body they
+#: accept (ClusterFaces takes a list of images: its body is capped at 5 maximal images, ~35 MB;
+#: more photos fit when they are smaller). Every other request carries at most one image.
+MULTI_IMAGE_OPERATIONS = {"CompareFaces": 2, "ClusterFaces": 5}
 
 
 def body_limit(operation: str | None) -> int:
     """The largest request body accepted for ``operation``: its images in base64, plus slack."""
-    images = 2 if operation in TWO_IMAGE_OPERATIONS else 1
+    images = MULTI_IMAGE_OPERATIONS.get(operation or "", 1)
     return images * MAX_IMAGE_BASE64 + BODY_SLACK
 
 
@@ -104,6 +106,10 @@ def decode_request(operation: str, body: Any) -> dict[str, Any]:
         raise InvalidInput("The request body must be a JSON object.")
     # Members starting with "_" are internal to facewarden (e.g. the indexer's); never from HTTP.
     body = {k: v for k, v in body.items() if not (isinstance(k, str) and k.startswith("_"))}
+    from ..service import OPERATIONS
+
+    if operation not in OPERATIONS:
+        return body  # the service answers: facewarden does not offer it
     shape = input_shape(operation)
     if shape is None:
         return _decode_untyped(body, "")
@@ -127,9 +133,11 @@ def _decode_shaped(value: Any, shape: Shape, path: str) -> Any:
     if kind == "map" and isinstance(value, dict):
         return {k: _decode_shaped(v, shape.value, f"{path}.{k}") for k, v in value.items()}
     if kind == "blob":
+        if isinstance(value, (bytes, bytearray)):  # a file upload (REST multipart)
+            return check_image_size(bytes(value), path)
         return decode_image_bytes(value, path)
     if kind == "timestamp" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _dt.datetime.fromtimestamp(value, _dt.timezone.utc)
+        return _dt.datetime.fromtimestamp(value, _dt.UTC)
     return value
 
 
@@ -174,7 +182,7 @@ def to_jsonable(value: Any, *, timestamps: str = "epoch") -> Any:
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=_dt.timezone.utc)
+            value = value.replace(tzinfo=_dt.UTC)
         return value.timestamp() if timestamps == "epoch" else value.isoformat()
     if isinstance(value, _dt.date):
         return value.isoformat()
@@ -191,3 +199,28 @@ def to_jsonable(value: Any, *, timestamps: str = "epoch") -> Any:
     if hasattr(value, "value") and hasattr(value, "name"):  # enums
         return to_jsonable(value.value, timestamps=timestamps)
     return str(value)
+
+
+def encode_response(operation: str, response: Any, *, timestamps: str = "epoch") -> Any:
+    """A service response -> JSON values; with ``timestamps="iso"`` the members Rekognition types
+    as timestamps (which the service may give as Unix times) become ISO 8601 strings."""
+    out = to_jsonable(response, timestamps=timestamps)
+    shape = output_shape(operation)
+    if timestamps == "iso" and shape is not None:
+        out = _iso_timestamps(out, shape)
+    return out
+
+
+def _iso_timestamps(value: Any, shape: Shape) -> Any:
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        return {
+            k: (_iso_timestamps(v, shape.members[k]) if k in shape.members else v) for k, v in value.items()
+        }
+    if kind == "list" and isinstance(value, list):
+        return [_iso_timestamps(v, shape.member) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _iso_timestamps(v, shape.value) for k, v in value.items()}
+    if kind == "timestamp" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _dt.datetime.fromtimestamp(value, _dt.UTC).isoformat()
+    return value

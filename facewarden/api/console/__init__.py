@@ -11,14 +11,18 @@ from starlette.staticfiles import StaticFiles
 
 HERE = Path(__file__).parent
 #: Content-Security-Policy: the console loads only its own files and talks only to this server.
-CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
 
 def mount(app: FastAPI) -> None:
     @app.get("/console", include_in_schema=False)
     def console() -> Response:
-        return FileResponse(HERE / "index.html", headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})
+        return FileResponse(
+            HERE / "index.html", headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+        )
 
     @app.get("/console/", include_in_schema=False)
     def console_slash() -> Response:

@@ -30,6 +30,7 @@ function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === "class") node.className = v;
+    else if (k === "width") node.style.width = v;  // CSSOM, allowed by the page's CSP
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
@@ -138,9 +139,9 @@ async function enrol(ev) {
   const collection = f.CollectionId.value, subject = f.ExternalImageId.value.trim();
   if (offered.has("GrantConsent")) {
     const consent = { Subject: subject, CollectionId: collection, Evidence: f.Evidence.value.trim() };
-    if (f.ExpiresAt.value) consent.ExpiresAt = Date.parse(f.ExpiresAt.value) / 1000;
-    const c = await api("POST", "/v1/admin/consent", consent);
-    out.append(el("p", { class: "ok" }, `Consent recorded (${(c.Consent || c).ConsentId || "ok"}).`));
+    if (f.ExpiresAt.value) consent.ExpiresAt = f.ExpiresAt.value;
+    const c = await api("POST", "/v1/admin/consents", consent);
+    out.append(el("p", { class: "ok" }, `Consent recorded: ${c.Consent.ConsentId}.`));
   }
   const form = new FormData();
   form.append("Image", f.Image.files[0]); form.append("ExternalImageId", subject); form.append("MaxFaces", "1");
@@ -169,23 +170,26 @@ async function search(ev) {
     el("tbody", {}, matches.map(m => el("tr", {},
       el("td", {}, m.Face.ExternalImageId || m.Face.UserId || ""), el("td", {}, m.Face.FaceId),
       el("td", { class: "num similarity" }, fmt(m.Similarity)),
-      el("td", {}, el("div", { class: "bar", style: `width:${Math.max(2, m.Similarity)}px` })))))));
+      el("td", {}, el("div", { class: "barbox" }, el("div", { class: "bar", width: `${Math.max(1, Math.min(100, m.Similarity))}%` }))))))));
   flash(`${matches.length} match(es).`);
 }
 
 // ---- administration views --------------------------------------------------------------------
 async function loadConsent() {
-  const r = await api("GET", "/v1/admin/consent");
-  const rows = r.Consents || r.Items || [];
+  const r = await api("GET", "/v1/admin/consents");
+  const rows = r.Consents || [];
   const tab = $("#tab-consent"); tab.replaceChildren();
   if (!rows.length) { tab.append(el("p", { class: "muted" }, "No consent records.")); return; }
-  const t = table(rows); t.id = "consent";
+  const cols = ["Subject", "CollectionId", "Organization", "Evidence", "GrantedAt", "ExpiresAt", "Active", "WithdrawnAt", "WithdrawnReason", "ConsentId"];
+  const t = table(rows, cols); t.id = "consent";
   if (offered.has("WithdrawConsent")) {
+    $("thead tr", t).append(el("th", {}, ""));
     $$("tbody tr", t).forEach((tr, i) => {
       const c = rows[i];
-      tr.append(el("td", {}, c.WithdrawnAt ? "" : el("button", { class: "small", onclick: guard(async () => {
-        if (!confirm(`Withdraw consent ${c.ConsentId}? The subject's faces will be erased.`)) return;
-        await api("DELETE", `/v1/admin/consent/${enc(c.ConsentId)}`); flash("Consent withdrawn; templates erased."); await loadConsent();
+      tr.append(el("td", {}, !c.Active ? "" : el("button", { class: "small", onclick: guard(async () => {
+        if (!confirm(`Withdraw ${c.Subject}'s consent for ${c.CollectionId}? Their faces there will be erased.`)) return;
+        const q = `Subject=${enc(c.Subject)}` + (c.CollectionId && c.CollectionId !== "*" ? `&CollectionId=${enc(c.CollectionId)}` : "");
+        await api("DELETE", `/v1/admin/consents?${q}`); flash("Consent withdrawn; the subject's templates were erased."); await loadConsent();
       }) }, "Withdraw")));
     });
   }
@@ -194,29 +198,28 @@ async function loadConsent() {
 
 async function loadAudit() {
   const v = $("#audit-verify");
-  if (offered.has("VerifyAuditLog")) {
+  if (offered.has("VerifyAudit")) {
     try {
-      const r = await api("GET", "/v1/admin/audit/verify");
-      const res = r.Verification || r;
-      const ok = res.Ok !== undefined ? res.Ok : res.ok;
-      v.className = "card " + (ok ? "ok" : "error");
-      v.textContent = ok ? `Audit chain verified: ${fmt(res.Records ?? res.records)} records intact.`
-                         : `Audit chain BROKEN: ${fmt(res.Problem || res.problem || res)}`;
+      const res = await api("GET", "/v1/admin/audit/verify");
+      v.className = "card " + (res.Ok ? "ok" : "error");
+      v.textContent = (res.Ok ? "✔ Audit chain verified: " : "✘ Audit chain BROKEN: ") + (res.Problem || `${res.Records} records`);
     } catch (e) { v.className = "card error"; v.textContent = e.message; }
   } else { v.textContent = ""; }
-  const r = await api("GET", "/v1/admin/audit?MaxResults=100");
-  const rows = r.Records || r.Items || [];
+  const r = await api("GET", "/v1/admin/audit");
+  const rows = (r.Lines || []).map(l => { const line = JSON.parse(l); return line.record || line; }).reverse().slice(0, 200);
   const body = $("#audit tbody"); body.replaceChildren();
   for (const a of rows) {
     body.append(el("tr", {}, el("td", { class: "num" }, fmt(a.seq)), el("td", {}, fmtTime(a.time)), el("td", {}, a.org || ""),
       el("td", {}, a.key || ""), el("td", { class: "operation" }, a.operation || ""), el("td", {}, a.collection || ""),
-      el("td", { class: a.decision === "allow" ? "allow" : "deny" }, a.decision || ""), el("td", {}, a.reason || "")));
+      el("td", { class: a.decision === "allowed" ? "allow" : a.decision === "denied" ? "deny" : "recorded" }, a.decision || ""), el("td", {}, a.rule || ""),
+      el("td", {}, a.reason || "")));
   }
 }
 
 async function loadPolicy() {
   const r = await api("GET", "/v1/admin/policy");
-  $("#policy").textContent = r.PolicyText || r.Text || JSON.stringify(r, null, 2);
+  const p = r.Policy || {};
+  $("#policy").textContent = `# ${p.Name || ""} (version ${p.Version}), sha256 ${p.Sha256}\n# ${p.Source || ""}\n\n${p.Text || ""}`;
 }
 
 async function loadReport() {
