@@ -12,10 +12,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
+import functools
 import hashlib
 import os
 import pickle
+import re
+import shutil
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -61,8 +67,10 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
     try:
         import pgserver
 
-        root = tmp_path_factory.mktemp("pg")
-        server = pgserver.get_server(str(root / "data"), cleanup_mode="stop")
+        # Not under pytest's basetemp: as root, pgserver runs PostgreSQL as the user "pgserver",
+        # which cannot enter pytest-of-root (mode 0700, reset by every concurrent pytest session).
+        root = Path(tempfile.mkdtemp(prefix="facewarden-pg-"))
+        server = pgserver.get_server(str(root / "data"), cleanup_mode="delete")
         uri = server.get_uri()
         import psycopg
 
@@ -73,13 +81,14 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
             pytest.fail(f"PostgreSQL (pgserver) did not start in CI: {exc!r}", pytrace=False)
         import warnings
 
-        warnings.warn(f"SKIPPING PostgreSQL tests: pgserver could not start a server here: {exc!r}", stacklevel=1)
+        warnings.warn(
+            f"SKIPPING PostgreSQL tests: pgserver could not start a server here: {exc!r}", stacklevel=1
+        )
         pytest.skip(f"PostgreSQL tests skipped: pgserver could not start a server ({exc!r})")
     yield uri
-    try:
+    with contextlib.suppress(Exception):
         server.cleanup()
-    except Exception:  # noqa: BLE001
-        pass
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def fresh_pg_database(pg_url: str) -> str:
@@ -115,10 +124,8 @@ class EngineCache:
         self.misses = 0
         self._salt = f"{engine.model_version}:{_engine_source_hash()}"
         if disk is not None and (disk / f"{self._salt}.pkl").exists():
-            try:
+            with contextlib.suppress(Exception):  # a broken cache is just recomputed
                 self.detections, self.templates = pickle.loads((disk / f"{self._salt}.pkl").read_bytes())
-            except Exception:  # noqa: BLE001 - a broken cache is just recomputed
-                pass
         self._dirty = False
 
     def key(self, image: np.ndarray, detector: str, attributes: str) -> str:
@@ -128,7 +135,13 @@ class EngineCache:
     @staticmethod
     def box_key(pixels_key: str, face: Any) -> tuple:
         b = face.box
-        return (pixels_key.split(":")[0], round(b.left, 2), round(b.top, 2), round(b.right, 2), round(b.bottom, 2))
+        return (
+            pixels_key.split(":")[0],
+            round(b.left, 2),
+            round(b.top, 2),
+            round(b.right, 2),
+            round(b.bottom, 2),
+        )
 
     def save(self) -> None:
         if self.disk is None or not self._dirty:
@@ -151,7 +164,9 @@ class CachedEngine:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
-    def detect(self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT") -> list[Any]:
+    def detect(
+        self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT"
+    ) -> list[Any]:
         detector = detector or self._engine.settings.detector
         key = self._cache.key(image, detector, attributes)
         with self._cache.lock:
@@ -190,11 +205,15 @@ class CachedEngine:
                 self._cache._dirty = True
         return np.stack(rows).astype(np.float32)
 
-    def analyse(self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT") -> list[Any]:
+    def analyse(
+        self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT"
+    ) -> list[Any]:
         from facewarden.engine import FaceTemplate
 
         faces = self.detect(image, detector, attributes)
-        return [FaceTemplate(f, t, self._engine.model_version) for f, t in zip(faces, self.embed(image, faces))]
+        return [
+            FaceTemplate(f, t, self._engine.model_version) for f, t in zip(faces, self.embed(image, faces))
+        ]
 
 
 @pytest.fixture(scope="session")
@@ -225,3 +244,148 @@ def photo_templates(engine_cache: EngineCache, faces_dir: Path) -> dict[Path, tu
             out[p] = (face, engine.embed(pixels, [face])[0])
     engine_cache.save()
     return out
+
+
+# ---- gallery test helpers -------------------------------------------------------------------
+BOX = {"Width": 0.2, "Height": 0.3, "Left": 0.1, "Top": 0.1}
+
+
+def make_service(db_url: str, data_dir: Path, cache: Any = None) -> Any:
+    from facewarden.config import Settings
+    from facewarden.service import Service
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # The gallery tests measure the gallery at the thresholds they request (the default 80); the
+    # policy's cap on expected false matches per search (which raises thresholds with the gallery
+    # size) is policy's to test, so it is relaxed here.
+    from facewarden.service.core import DEFAULT_POLICY_PATH
+
+    text = Path(DEFAULT_POLICY_PATH).read_text()
+    (data_dir / "policy.toml").write_text(
+        re.sub(r"(?m)^max_expected_false_matches = .*$", "max_expected_false_matches = 1000.0", text)
+    )
+    service = Service(Settings(data_dir=data_dir, database_url=db_url))
+    service.init_owner("test-org", "commercial")
+    #: the principal the gallery tests act as: a photo-organisation key of the owner organisation
+    service.test_principal = service.principals.create_key("test-org", "photo_organisation")[0]
+    if cache is not None:
+        service.engine = CachedEngine(cache)  # type: ignore[assignment]
+    return service
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = 128) -> np.ndarray:
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def near(rng: np.random.Generator, base: np.ndarray, n: int, noise: float = 0.02) -> np.ndarray:
+    x = base[None, :] + noise * rng.normal(size=(n, base.shape[0])).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def new_faces(templates: np.ndarray, external: str | None = "synthetic", sha: str | None = None) -> list[Any]:
+    from facewarden.gallery import NewFace
+
+    return [NewFace(t, BOX, 99.0, external_image_id=external, image_sha256=sha) for t in templates]
+
+
+# ---- Rekognition output shapes (botocore's service model) -------------------------------------
+@functools.lru_cache(maxsize=1)
+def _model() -> Any:
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("rekognition")
+
+
+EXTENSIONS = {"AppliedThreshold"}
+
+
+def assert_shape(operation: str, response: dict[str, Any]) -> None:
+    """``response`` fits the operation's output shape (plus facewarden's top-level extensions)."""
+    shape = _model().operation_model(operation).output_shape
+    body = {k: v for k, v in response.items() if k not in EXTENSIONS}
+    errors: list[str] = []
+    _check(shape, body, operation, errors)
+    assert not errors, f"{operation} response does not fit Rekognition's shape:\n" + "\n".join(errors)
+    if "AppliedThreshold" in response:
+        at = response["AppliedThreshold"]
+        assert set(at) >= {"Similarity", "Source", "FalseMatchRate"}, at
+        assert at["Source"] in ("requested", "floor", "gallery_size"), at
+
+
+def _check(shape: Any, value: Any, path: str, errors: list[str]) -> None:
+    t = shape.type_name
+    if t == "structure":
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected an object, got {type(value).__name__}")
+            return
+        for k, v in value.items():
+            if k not in shape.members:
+                errors.append(f"{path}.{k}: not a member of {shape.name}")
+            else:
+                _check(shape.members[k], v, f"{path}.{k}", errors)
+        for k in shape.required_members:
+            if k not in value:
+                errors.append(f"{path}.{k}: required")
+    elif t == "list":
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a list")
+            return
+        for i, v in enumerate(value):
+            _check(shape.member, v, f"{path}[{i}]", errors)
+    elif t == "string":
+        if not isinstance(value, str):
+            errors.append(f"{path}: expected a string, got {value!r}")
+        elif shape.enum and value not in shape.enum:
+            errors.append(f"{path}: {value!r} not in {shape.enum}")
+    elif t in ("integer", "long"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{path}: expected an integer, got {value!r}")
+        else:
+            _range(shape, value, path, errors)
+    elif t in ("float", "double"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(f"{path}: expected a number, got {value!r}")
+        else:
+            _range(shape, value, path, errors)
+    elif t == "boolean":
+        if not isinstance(value, bool):
+            errors.append(f"{path}: expected a boolean")
+    elif t == "timestamp":
+        if not isinstance(value, (int, float, dt.datetime)) or isinstance(value, bool):
+            errors.append(f"{path}: expected a timestamp (epoch seconds)")
+    elif t == "blob" and not isinstance(value, (bytes, bytearray)):
+        errors.append(f"{path}: expected bytes")
+
+
+def _range(shape: Any, value: float, path: str, errors: list[str]) -> None:
+    meta = shape.metadata
+    if "min" in meta and value < meta["min"]:
+        errors.append(f"{path}: {value} < min {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        errors.append(f"{path}: {value} > max {meta['max']}")
+
+
+# ---- gallery fixtures: the same tests against every backend --------------------------------------
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gallery.sqlite3'}"
+    return fresh_pg_database(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def service(db_url: str, tmp_path: Path, engine_cache: EngineCache) -> Any:
+    from facewarden.service.gallery import store_of
+
+    svc = make_service(db_url, tmp_path / "data", engine_cache)
+    yield svc
+    store_of(svc).close()
+    svc.close()
+
+
+@pytest.fixture
+def store(service: Any) -> Any:
+    from facewarden.service.gallery import store_of
+
+    return store_of(service)

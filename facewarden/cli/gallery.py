@@ -240,26 +240,31 @@ def users_delete(app: App, user_id: str, collection_id: str) -> None:
 # ---- clustering --------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--collection", "collection_id", default=None, help="Enrol the faces here and turn each group into a user.")
+@click.option("--collection", "collection_id", default=None, help="Also enrol the faces into this collection.")
+@click.option("--make-users", is_flag=True, help="With --collection: turn each group of two or more faces into a user.")
 @click.option("--threshold", type=click.FloatRange(50, 100), default=None, help="Similarity that links two faces (default 80).")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
 @pass_app
-def cluster(app: App, paths: tuple[str, ...], collection_id: str | None, threshold: float | None, fmt: str, workers: int | None) -> None:
+def cluster(app: App, paths: tuple[str, ...], collection_id: str | None, make_users: bool, threshold: float | None,
+            fmt: str, workers: int | None) -> None:
     """Group the faces in PATH... by person (the photo-library job)."""
     from ..gallery.indexing import cluster_paths
 
+    if make_users and not collection_id:
+        raise click.UsageError("--make-users needs --collection")
     result = cluster_paths(
-        app.service, list(paths), collection_id=collection_id, threshold=threshold, workers=workers,
-        progress=not app.json, principal=app.principal,
+        app.service, list(paths), threshold=threshold, workers=workers, progress=not app.json and fmt == "json",
+        principal=app.principal, collection_id=collection_id, create_users=make_users,
     )
-    if fmt == "csv":
-        out = io.StringIO()
-        w = csv.writer(out)
-        w.writerow(["group", "path", "face_index", "face_id"])
-        for g in result["Groups"]:
-            for f in g["Faces"]:
-                w.writerow([g["Group"], f["Path"], f.get("FaceIndex", ""), f.get("FaceId", "")])
-        click.echo(out.getvalue(), nl=False)
-    else:
+    if fmt == "json":
         click.echo(json.dumps(result))
+        return
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["group", "path", "face_id", "left", "top", "width", "height"])
+    rows = [(g["group"], f) for g in result["groups"] for f in g["faces"]] + [("", f) for f in result["singletons"]]
+    for group, f in rows:
+        b = f["BoundingBox"]
+        w.writerow([group, f["path"], f.get("FaceId", ""), *(round(b[k], 4) for k in ("Left", "Top", "Width", "Height"))])
+    click.echo(out.getvalue(), nl=False)

@@ -123,8 +123,12 @@ class PostgresStore(SqlStore):
         with self.db.read() as tx:
             use_ann = False
             if col.face_count >= self.ann_threshold:
-                total = tx.scalar("SELECT face_count FROM gallery_collections WHERE collection_id = ?", (col.collection_id,))
-                all_dim = tx.scalar("SELECT COALESCE(SUM(face_count), 0) FROM gallery_collections WHERE dim = ?", (dim,))
+                total = tx.scalar(
+                    "SELECT face_count FROM gallery_collections WHERE collection_id = ?", (col.collection_id,)
+                )
+                all_dim = tx.scalar(
+                    "SELECT COALESCE(SUM(face_count), 0) FROM gallery_collections WHERE dim = ?", (dim,)
+                )
                 use_ann = total is not None and float(total) >= 0.5 * float(all_dim or 1)
             if use_ann:
                 ef = int(min(1000, max(self.ef_search, 2 * k)))

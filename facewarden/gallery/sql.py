@@ -15,12 +15,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..db import Database, Tx
-from ..errors import InvalidInput, ModelMismatch, ResourceAlreadyExists, ResourceNotFound, ServiceQuotaExceeded
+from ..errors import (
+    InvalidInput,
+    ModelMismatch,
+    ResourceAlreadyExists,
+    ResourceNotFound,
+    ServiceQuotaExceeded,
+)
 from .store import MAX_FACES_PER_USER, Association, Collection, Face, Match, NewFace, User, bbox_to_json
 
 COLLECTION_COLS = (
@@ -150,7 +157,9 @@ class SqlStore:
                     uuid.uuid4().hex,
                 ),
             )
-            row = tx.one(f"SELECT {COLLECTION_COLS} FROM gallery_collections WHERE collection_id = ?", (collection_id,))
+            row = tx.one(
+                f"SELECT {COLLECTION_COLS} FROM gallery_collections WHERE collection_id = ?", (collection_id,)
+            )
         assert row is not None
         return _collection(row)
 
@@ -283,7 +292,9 @@ class SqlStore:
             " WHERE collection_id = ?",
             (face_delta, collection_id),
         )
-        return int(tx.scalar("SELECT generation FROM gallery_collections WHERE collection_id = ?", (collection_id,)))
+        return int(
+            tx.scalar("SELECT generation FROM gallery_collections WHERE collection_id = ?", (collection_id,))
+        )
 
     def get_faces(self, collection_id: str, face_ids: Iterable[str], tx: Tx | None = None) -> dict[str, Face]:
         ids = list(dict.fromkeys(face_ids))
@@ -307,7 +318,9 @@ class SqlStore:
     def _faces_by_seq(self, tx: Tx, seqs: Sequence[int]) -> dict[int, Face]:
         out: dict[int, Face] = {}
         for part in _chunks(list(seqs)):
-            for row in tx.all(f"SELECT {FACE_COLS} FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part):
+            for row in tx.all(
+                f"SELECT {FACE_COLS} FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part
+            ):
                 out[int(row[0])] = _face(row)
         return out
 
@@ -397,7 +410,9 @@ class SqlStore:
                 is not None
             )
 
-    def search(self, collection_id: str, probe: np.ndarray, k: int, *, exclude: Sequence[str] = ()) -> list[Match]:
+    def search(
+        self, collection_id: str, probe: np.ndarray, k: int, *, exclude: Sequence[str] = ()
+    ) -> list[Match]:
         """The ``k`` faces nearest to ``probe`` (by inner product of normalised templates), best first."""
         col = self.get_collection(collection_id)
         p = np.asarray(probe, dtype=np.float32).reshape(-1)
@@ -430,9 +445,12 @@ class SqlStore:
         with self.db.transaction(lock=lock_name(collection_id)) as tx:
             self.get_collection(collection_id, tx)
             if tx.one(
-                "SELECT 1 FROM gallery_users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+                "SELECT 1 FROM gallery_users WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
             ):
-                raise ResourceAlreadyExists(f"User {user_id!r} already exists in collection {collection_id!r}.")
+                raise ResourceAlreadyExists(
+                    f"User {user_id!r} already exists in collection {collection_id!r}."
+                )
             tx.execute(
                 "INSERT INTO gallery_users (collection_id, user_id, status, created_at) VALUES (?, ?, 'CREATED', ?)",
                 (collection_id, user_id, now),
@@ -451,7 +469,8 @@ class SqlStore:
                     f"User {user_id!r} does not exist in collection {collection_id!r}. Create it with CreateUser."
                 )
             n = t.scalar(
-                "SELECT COUNT(*) FROM gallery_faces WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+                "SELECT COUNT(*) FROM gallery_faces WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
             )
             return User(collection_id, user_id, row[0], float(row[1]), int(n))
 
@@ -467,14 +486,17 @@ class SqlStore:
             ids = [
                 r[0]
                 for r in tx.all(
-                    "SELECT face_id FROM gallery_faces WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+                    "SELECT face_id FROM gallery_faces WHERE collection_id = ? AND user_id = ?",
+                    (collection_id, user_id),
                 )
             ]
             tx.execute(
                 "UPDATE gallery_faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
                 (collection_id, user_id),
             )
-            tx.execute("DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id))
+            tx.execute(
+                "DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+            )
         return ids
 
     def list_users(self, collection_id: str, after: str | None = None, limit: int = 100) -> list[User]:
@@ -502,11 +524,14 @@ class SqlStore:
 
     def count_users(self, collection_id: str) -> int:
         with self.db.read() as tx:
-            return int(tx.scalar("SELECT COUNT(*) FROM gallery_users WHERE collection_id = ?", (collection_id,)))
+            return int(
+                tx.scalar("SELECT COUNT(*) FROM gallery_users WHERE collection_id = ?", (collection_id,))
+            )
 
     def _refresh_user_status(self, tx: Tx, collection_id: str, user_id: str) -> str:
         n = tx.scalar(
-            "SELECT COUNT(*) FROM gallery_faces WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
+            "SELECT COUNT(*) FROM gallery_faces WHERE collection_id = ? AND user_id = ?",
+            (collection_id, user_id),
         )
         status = "ACTIVE" if n else "CREATED"
         tx.execute(
@@ -586,14 +611,18 @@ class SqlStore:
         record of the erasure commits with it), else a new one. Vector indexes follow.
         """
         if external_image_id is None and user_id is None:
-            raise InvalidInput("Erasure needs an external image id or a user id; refusing to erase everything.")
+            raise InvalidInput(
+                "Erasure needs an external image id or a user id; refusing to erase everything."
+            )
         if tx is not None:
             return self._erase(tx, collection_id, external_image_id, user_id)
         with self.db.transaction(lock=lock_name(collection_id) if collection_id else "gallery:*") as own:
             removed = self._erase(own, collection_id, external_image_id, user_id)
         return removed
 
-    def _erase(self, tx: Tx, collection_id: str | None, external_image_id: str | None, user_id: str | None) -> list[str]:
+    def _erase(
+        self, tx: Tx, collection_id: str | None, external_image_id: str | None, user_id: str | None
+    ) -> list[str]:
         where, params = [], []
         if collection_id is not None:
             where.append("collection_id = ?")
@@ -608,7 +637,10 @@ class SqlStore:
         where.append("(" + " OR ".join(subject) + ")")
         sql_where = " AND ".join(where)
         collections = sorted(
-            {r[0] for r in tx.all(f"SELECT DISTINCT collection_id FROM gallery_faces WHERE {sql_where}", params)}
+            {
+                r[0]
+                for r in tx.all(f"SELECT DISTINCT collection_id FROM gallery_faces WHERE {sql_where}", params)
+            }
         )
         if user_id is not None:
             ucond = "user_id = ?" + (" AND collection_id = ?" if collection_id is not None else "")
@@ -620,15 +652,19 @@ class SqlStore:
         removed: list[str] = []
         for cid in collections:
             self._lock(tx, cid)
-            rows = tx.all(f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND {where[-1]}",
-                          (cid, *params[1 if collection_id is not None else 0 :]))
+            rows = tx.all(
+                f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND {where[-1]}",
+                (cid, *params[1 if collection_id is not None else 0 :]),
+            )
             faces = [_face(r) for r in rows]
             for part in _chunks([f.seq for f in faces]):
                 tx.execute(f"DELETE FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part)
             if faces:
                 self._bump(tx, cid, -len(faces))
             if user_id is not None:
-                tx.execute("DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (cid, user_id))
+                tx.execute(
+                    "DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (cid, user_id)
+                )
             for other in {f.user_id for f in faces if f.user_id and f.user_id != user_id}:
                 self._refresh_user_status(tx, cid, other)
             removed.extend(f.face_id for f in faces)
@@ -661,11 +697,17 @@ class SqlStore:
     def index_face_ids(self, collection_id: str) -> set[str]:
         """The face ids the vector index would return for this collection."""
         with self.db.read() as tx:
-            return {r[0] for r in tx.all("SELECT face_id FROM gallery_faces WHERE collection_id = ?", (collection_id,))}
+            return {
+                r[0]
+                for r in tx.all("SELECT face_id FROM gallery_faces WHERE collection_id = ?", (collection_id,))
+            }
 
     def store_face_ids(self, collection_id: str) -> set[str]:
         with self.db.read() as tx:
-            return {r[0] for r in tx.all("SELECT face_id FROM gallery_faces WHERE collection_id = ?", (collection_id,))}
+            return {
+                r[0]
+                for r in tx.all("SELECT face_id FROM gallery_faces WHERE collection_id = ?", (collection_id,))
+            }
 
     def close(self) -> None:
         pass

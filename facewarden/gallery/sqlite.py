@@ -137,15 +137,26 @@ class SqliteStore(SqlStore):
             if gen == idx.generation and not idx.needs_rebuild():
                 return
             seqs = np.fromiter(
-                (r[0] for r in tx.all("SELECT seq FROM gallery_faces WHERE collection_id = ?", (col.collection_id,))),
+                (
+                    r[0]
+                    for r in tx.all(
+                        "SELECT seq FROM gallery_faces WHERE collection_id = ?", (col.collection_id,)
+                    )
+                ),
                 dtype=np.int64,
             )
             live = idx.live_ids()
             missing = np.setdiff1d(seqs, live)
             extra = np.setdiff1d(live, seqs)
-            full = idx.generation < 0 or idx.needs_rebuild() or len(missing) + len(extra) > max(1000, len(seqs) // 3)
+            full = (
+                idx.generation < 0
+                or idx.needs_rebuild()
+                or len(missing) + len(extra) > max(1000, len(seqs) // 3)
+            )
             if full:
-                rows = tx.all("SELECT seq, template FROM gallery_faces WHERE collection_id = ?", (col.collection_id,))
+                rows = tx.all(
+                    "SELECT seq, template FROM gallery_faces WHERE collection_id = ?", (col.collection_id,)
+                )
                 ids, mat = self._unpack(rows, col.dim)
                 idx.rebuild(ids, mat)
                 # needs_rebuild() may still say yes for a collection shrunk below the threshold: exact now.
@@ -155,7 +166,12 @@ class SqliteStore(SqlStore):
                 rows = []
                 for i in range(0, len(missing), CHUNK):
                     part = [int(s) for s in missing[i : i + CHUNK]]
-                    rows.extend(tx.all(f"SELECT seq, template FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part))
+                    rows.extend(
+                        tx.all(
+                            f"SELECT seq, template FROM gallery_faces WHERE seq IN ({_marks(len(part))})",
+                            part,
+                        )
+                    )
                 ids, mat = self._unpack(rows, col.dim)
                 idx.add(ids, mat)
             idx.generation = gen
@@ -208,10 +224,12 @@ class SqliteStore(SqlStore):
             self._sync(col, idx)
 
     def index_face_ids(self, collection_id: str) -> set[str]:
-        """The face ids in this process's index (ids the store lacks show as ``seq:N``)."""
+        """The face ids this process's index holds once brought up to date, as every search does
+        first (ids the store lacks would show as ``seq:N``)."""
         col = self.get_collection(collection_id)
         idx = self._index(col)
         with idx.lock:
+            self._sync(col, idx)
             live = [int(s) for s in idx.live_ids()]
         out: set[str] = set()
         found: dict[int, str] = {}
@@ -229,7 +247,12 @@ class SqliteStore(SqlStore):
     def index_info(self, collection_id: str) -> dict[str, Any]:
         col = self.get_collection(collection_id)
         idx = self._index(col)
-        return {"mode": idx.mode, "size": len(idx), "generation": idx.generation, "store_generation": col.generation}
+        return {
+            "mode": idx.mode,
+            "size": len(idx),
+            "generation": idx.generation,
+            "store_generation": col.generation,
+        }
 
     def close(self) -> None:
         with self._guard:

@@ -22,8 +22,9 @@ under the collection's named lock; vector indexes compare generations to know th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -143,7 +144,12 @@ class Store(Protocol):
 
     # faces
     def add_faces(
-        self, collection_id: str, faces: Sequence[NewFace], model_version: str, *, skip_known_image: bool = False
+        self,
+        collection_id: str,
+        faces: Sequence[NewFace],
+        model_version: str,
+        *,
+        skip_known_image: bool = False,
     ) -> list[Face]: ...
     def get_faces(self, collection_id: str, face_ids: Iterable[str]) -> dict[str, Face]: ...
     def list_faces(
@@ -175,7 +181,9 @@ class Store(Protocol):
     def associate_faces(
         self, collection_id: str, user_id: str, face_ids: Sequence[str], *, limit: int = MAX_FACES_PER_USER
     ) -> Association: ...
-    def disassociate_faces(self, collection_id: str, user_id: str, face_ids: Sequence[str]) -> Association: ...
+    def disassociate_faces(
+        self, collection_id: str, user_id: str, face_ids: Sequence[str]
+    ) -> Association: ...
 
     # data protection (used by policy: erasure, retention)
     def erase_faces(
@@ -210,7 +218,9 @@ def open_store(db: Database, settings: Any = None) -> Store:
 
     factory = _BACKENDS.get(db.dialect)
     if factory is None:
-        raise StorageError(f"No gallery backend for {db.dialect!r} databases; known: {', '.join(sorted(_BACKENDS))}.")
+        raise StorageError(
+            f"No gallery backend for {db.dialect!r} databases; known: {', '.join(sorted(_BACKENDS))}."
+        )
     return factory(db, settings)
 
 

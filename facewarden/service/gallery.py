@@ -32,6 +32,8 @@ _STORE_LOCK = threading.Lock()
 
 def store_of(service: Service) -> Store:
     """The service's gallery store, opened on first use and cached on the service."""
+    if isinstance(getattr(type(service), "store", None), property):
+        return service.store  # type: ignore[no-any-return]  (the Service opens and caches it)
     store = service.__dict__.get("gallery_store")
     if store is None:
         with _STORE_LOCK:
@@ -77,7 +79,10 @@ def _ident(value: Any, name: str, pattern: re.Pattern[str], what: str) -> str:
 
 def collection_id_of(req: dict[str, Any]) -> str:
     return _ident(
-        _required(req, "CollectionId"), "CollectionId", _COLLECTION_RE, "1-255 characters of a-z, A-Z, 0-9, _ . -"
+        _required(req, "CollectionId"),
+        "CollectionId",
+        _COLLECTION_RE,
+        "1-255 characters of a-z, A-Z, 0-9, _ . -",
     )
 
 
@@ -100,7 +105,11 @@ def _int(req: dict[str, Any], name: str, lo: int, hi: int, default: int) -> int:
     value = req.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        and not (isinstance(value, float) and value.is_integer())
+    ):
         raise InvalidInput(f"{name} must be a whole number between {lo} and {hi}.")
     if not lo <= int(value) <= hi:
         raise InvalidInput(f"{name} must be between {lo} and {hi}, not {value}.")
@@ -221,7 +230,9 @@ def _check_model(self: Service, col: Collection) -> None:
 def _similarities(self: Service, inners: list[float]) -> np.ndarray:
     if not inners:
         return np.zeros(0)
-    return np.atleast_1d(np.asarray(self.engine.calibration.similarity_from_inner(np.asarray(inners)), dtype=float))
+    return np.atleast_1d(
+        np.asarray(self.engine.calibration.similarity_from_inner(np.asarray(inners)), dtype=float)
+    )
 
 
 def _touch(ctx: Context, faces: list[Face] | None = None, users: list[str] | None = None) -> None:
@@ -237,7 +248,9 @@ def _touch(ctx: Context, faces: list[Face] | None = None, users: list[str] | Non
             seen.add(u)
 
 
-def _probe_face(self: Service, ctx: Context, quality: str) -> tuple[DetectedFace, np.ndarray, list[DetectedFace]]:
+def _probe_face(
+    self: Service, ctx: Context, quality: str
+) -> tuple[DetectedFace, np.ndarray, list[DetectedFace]]:
     """The largest face of the request's image and its template (plus the other faces)."""
     pixels = self.decode_image(ctx.request.get("Image"))
     faces = self.engine.detect(pixels, self.detector_for(ctx.request))
@@ -255,8 +268,16 @@ def _probe_face(self: Service, ctx: Context, quality: str) -> tuple[DetectedFace
     return probe, template, faces[1:]
 
 
-def _face_matches(self: Service, ctx: Context, store: Store, col: Collection, probe: np.ndarray,
-                  k: int, requested: float, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def _face_matches(
+    self: Service,
+    ctx: Context,
+    store: Store,
+    col: Collection,
+    probe: np.ndarray,
+    k: int,
+    requested: float,
+    exclude: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
     applied = applied_threshold(self, ctx, requested, col.face_count)
     matches = store.search(col.collection_id, probe, k, exclude=exclude)
     sims = _similarities(self, [m.inner for m in matches])
@@ -281,9 +302,11 @@ def create_collection(self: Service, ctx: Context) -> dict[str, Any]:
         raise InvalidInput("Tags must be an object of at most 200 string keys and values.")
     consent_mode = req.get("ConsentMode", "required")
     if consent_mode not in ("required", "household"):
-        raise InvalidInput("ConsentMode must be 'required' (the default) or 'household' (a personal photo library).")
+        raise InvalidInput(
+            "ConsentMode must be 'required' (the default) or 'household' (a personal photo library)."
+        )
     retention = _int(req, "RetentionDays", 1, 36500, 365)
-    owner = req.get("OwnerOrg") or getattr(ctx.principal, "org", None)
+    owner = getattr(ctx.principal, "org", None)  # the caller's organisation owns what it creates
     col = store_of(self).create_collection(
         cid,
         self.engine.model_version,
@@ -311,13 +334,26 @@ def describe_collection(self: Service, ctx: Context) -> dict[str, Any]:
 @operation("ListCollections")
 def list_collections(self: Service, ctx: Context) -> dict[str, Any]:
     limit = _int(ctx.request, "MaxResults", 0, 4096, 1000) or 1000
-    cols = store_of(self).list_collections(after=_token(ctx.request), limit=limit + 1)
+    store = store_of(self)
+    visible = getattr(self, "visible_collection", None)  # policy: others' household collections are hidden
+    after, cols, more = _token(ctx.request), [], False
+    while not more:
+        page = store.list_collections(after=after, limit=limit + 1)
+        for c in page:
+            if visible is None or visible(ctx, c):
+                if len(cols) == limit:
+                    more = True
+                    break
+                cols.append(c)
+        if len(page) < limit + 1:
+            break
+        after = page[-1].collection_id
     out: dict[str, Any] = {
-        "CollectionIds": [c.collection_id for c in cols[:limit]],
-        "FaceModelVersions": [c.model_version for c in cols[:limit]],
+        "CollectionIds": [c.collection_id for c in cols],
+        "FaceModelVersions": [c.model_version for c in cols],
     }
-    if len(cols) > limit:
-        out["NextToken"] = cols[limit - 1].collection_id
+    if more:
+        out["NextToken"] = cols[-1].collection_id
     ctx.counts["collections"] = len(out["CollectionIds"])
     return out
 
@@ -345,7 +381,9 @@ def index_faces(self: Service, ctx: Context) -> dict[str, Any]:
     analysed = req.get("_Analysed")
     if analysed is not None:
         if not isinstance(analysed, AnalysedImage):
-            raise InvalidInput("_Analysed is internal to facewarden's indexer and cannot be sent in a request.")
+            raise InvalidInput(
+                "_Analysed is internal to facewarden's indexer and cannot be sent in a request."
+            )
         if analysed.model_version != col.model_version:
             raise ModelMismatch(
                 f"Collection {col.collection_id!r} holds templates of model {col.model_version}; these were made "
@@ -373,7 +411,9 @@ def index_faces(self: Service, ctx: Context) -> dict[str, Any]:
         )
         for f, t in zip(kept, templates)
     ]
-    stored = store.add_faces(col.collection_id, new, col.model_version, skip_known_image=bool(req.get("_SkipKnownImage")))
+    stored = store.add_faces(
+        col.collection_id, new, col.model_version, skip_known_image=bool(req.get("_SkipKnownImage"))
+    )
     if new and not stored:
         ctx.counts["skipped_known_image"] = 1
     records = [
@@ -403,7 +443,10 @@ def list_faces(self: Service, ctx: Context) -> dict[str, Any]:
     face_ids = _face_ids(req, "FaceIds", 4096) if req.get("FaceIds") is not None else None
     after = _token(req)
     faces = store.list_faces(col.collection_id, after, limit + 1, user_id=user_id, face_ids=face_ids)
-    out: dict[str, Any] = {"Faces": [f.to_rekognition() for f in faces[:limit]], "FaceModelVersion": col.model_version}
+    out: dict[str, Any] = {
+        "Faces": [f.to_rekognition() for f in faces[:limit]],
+        "FaceModelVersion": col.model_version,
+    }
     if len(faces) > limit:
         out["NextToken"] = faces[limit - 1].face_id
     ctx.counts["faces"] = len(out["Faces"])
@@ -516,15 +559,19 @@ def associate_faces(self: Service, ctx: Context) -> dict[str, Any]:
     store.get_user(col.collection_id, user_id)
     require_consent(self, ctx, col.collection_id, user_id)  # policy: consent before association
     # Faces must look like the user's other faces (Rekognition: LOW_MATCH_CONFIDENCE).
-    current = [f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER + 1)]
+    current = [
+        f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER + 1)
+    ]
     templates = store.templates(col.collection_id, list(dict.fromkeys(current + ids)))
     anchors = [templates[f] for f in current if f in templates]
     low: dict[str, float] = {}
     accepted: list[str] = []
+    rows = store.get_faces(col.collection_id, ids)
     for fid in dict.fromkeys(ids):
         t = templates.get(fid)
-        if t is None or fid in current:
-            accepted.append(fid)  # not found / already the user's: the store reports it
+        row = rows.get(fid)
+        if t is None or row is None or row.user_id is not None:
+            accepted.append(fid)  # not found / already someone's: the store decides and reports it
             continue
         if anchors:
             sim = float(np.max(_similarities(self, list(np.stack(anchors) @ t))))
@@ -544,7 +591,9 @@ def associate_faces(self: Service, ctx: Context) -> dict[str, Any]:
             item["UserId"] = owner
         unsuccessful.append(item)
     for fid, sim in low.items():
-        unsuccessful.append({"FaceId": fid, "UserId": user_id, "Confidence": sim, "Reasons": ["LOW_MATCH_CONFIDENCE"]})
+        unsuccessful.append(
+            {"FaceId": fid, "UserId": user_id, "Confidence": sim, "Reasons": ["LOW_MATCH_CONFIDENCE"]}
+        )
     ctx.counts.update(associated=len(associated), failed=len(unsuccessful))
     return {
         "AssociatedFaces": [{"FaceId": f} for f in associated],
@@ -632,11 +681,15 @@ def search_users(self: Service, ctx: Context) -> dict[str, Any]:
         user_id = _user_id(req)
         store.get_user(col.collection_id, user_id)
         ctx.subjects.append(user_id)
-        own = [f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER)]
+        own = [
+            f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER)
+        ]
         templates = store.templates(col.collection_id, own)
         probes = [templates[f] for f in own if f in templates]
         matches = (
-            _user_matches(self, ctx, store, col, probes, max_users, requested, tuple(own), exclude_user=user_id)
+            _user_matches(
+                self, ctx, store, col, probes, max_users, requested, tuple(own), exclude_user=user_id
+            )
             if probes
             else []
         )
@@ -662,6 +715,75 @@ def search_users_by_image(self: Service, ctx: Context) -> dict[str, Any]:
         "UserMatches": matches,
         "FaceModelVersion": col.model_version,
         "SearchedFace": {"FaceDetail": face.face_detail()},
-        "UnsearchedFaces": [{"FaceDetails": f.face_detail(), "Reasons": ["FACE_NOT_LARGEST"]} for f in others],
+        "UnsearchedFaces": [
+            {"FaceDetails": f.face_detail(), "Reasons": ["FACE_NOT_LARGEST"]} for f in others
+        ],
         "AppliedThreshold": ctx.applied_threshold,
     }
+
+
+# ---- grouping faces by person (facewarden's own operation) -------------------------------------
+MAX_CLUSTER_IMAGES = 100
+
+
+@operation("ClusterFaces")
+def cluster_faces_op(self: Service, ctx: Context) -> dict[str, Any]:
+    """Group the faces of several images by person (no collection involved).
+
+    Request: ``Images`` ([{"Bytes"}], at most 100) or, in-process only, ``_Analysed`` (a list of
+    :class:`AnalysedImage`, from :func:`facewarden.gallery.indexing.cluster_paths`);
+    ``SimilarityThreshold`` (default the match threshold; policy may raise it). Response:
+    ``Groups`` [{"Faces": [{"ImageIndex", "FaceIndex", "BoundingBox", "Confidence"}]}], largest
+    first (a face that matches nobody is a group of one), and ``AppliedThreshold``.
+    """
+    from ..gallery.indexing import cluster_faces
+
+    req = ctx.request
+    requested = _threshold_arg(req, "SimilarityThreshold", self.settings.match_threshold)
+    analysed = req.get("_Analysed")
+    if analysed is not None:
+        if not isinstance(analysed, list) or not all(isinstance(a, AnalysedImage) for a in analysed):
+            raise InvalidInput(
+                "_Analysed is internal to facewarden's indexer and cannot be sent in a request."
+            )
+        wrong = {a.model_version for a in analysed} - {self.engine.model_version}
+        if wrong:
+            raise ModelMismatch(
+                f"Templates of {', '.join(sorted(wrong))} cannot be grouped with {self.engine.model_version}."
+            )
+        items = [(a.kept, a.templates) for a in analysed]
+    else:
+        images_in = _required(req, "Images")
+        if not isinstance(images_in, list) or not 1 <= len(images_in) <= MAX_CLUSTER_IMAGES:
+            raise InvalidInput(f"Images must be a list of 1 to {MAX_CLUSTER_IMAGES} images.")
+        items = []
+        for i, img in enumerate(images_in):
+            pixels = self.decode_image(img, f"Images[{i}]")
+            faces = sorted(self.engine.detect(pixels, self.detector_for(req)), key=lambda f: -f.box.area)
+            items.append((faces, self.engine.embed(pixels, faces)))
+    index = [(i, j) for i, (faces, _) in enumerate(items) for j in range(len(faces))]
+    dim = self.engine.spec.dim
+    templates = (
+        np.concatenate([np.asarray(t, np.float32).reshape(-1, dim) for _, t in items])
+        if index
+        else np.zeros((0, dim))
+    )
+    applied = applied_threshold(self, ctx, requested, len(index))
+    groups = cluster_faces(templates, applied["Similarity"], self.engine.calibration)
+    out = []
+    for g in groups:
+        faces_out = []
+        for k in g:
+            i, j = index[k]
+            face = items[i][0][j]
+            faces_out.append(
+                {
+                    "ImageIndex": i,
+                    "FaceIndex": j,
+                    "BoundingBox": face.face_detail()["BoundingBox"],
+                    "Confidence": face.confidence,
+                }
+            )
+        out.append({"Faces": faces_out})
+    ctx.counts.update(images=len(items), faces=len(index), groups=sum(1 for g in groups if len(g) > 1))
+    return {"Groups": out, "AppliedThreshold": ctx.applied_threshold}
