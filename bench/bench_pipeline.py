@@ -12,7 +12,6 @@ import statistics
 import time
 
 import numpy as np
-
 from common import photos, table
 
 from facewarden import images
@@ -40,7 +39,12 @@ def main() -> None:
         faces_peer += len(face_recognition.face_encodings(img, locations))
         peer.append(time.perf_counter() - t)
     rows = [
-        ["facewarden (" + engine.runtime_name + ")", statistics.median(ours) * 1000, len(ours) / sum(ours), faces_ours],
+        [
+            "facewarden (" + engine.runtime_name + ")",
+            statistics.median(ours) * 1000,
+            len(ours) / sum(ours),
+            faces_ours,
+        ],
         ["face_recognition 1.3.0", statistics.median(peer) * 1000, len(peer) / sum(peer), faces_peer],
     ]
     print(f"{len(paths)} photos of ../shared/faces, one process, detection + embedding")

@@ -19,7 +19,7 @@ from typing import Any
 from .config import Settings
 from .errors import FacewardenError
 
-__all__ = ["open", "Facewarden", "Settings", "FacewardenError"]
+__all__ = ["Facewarden", "FacewardenError", "Settings", "open"]
 __version__ = "0.1.0"
 
 ImageLike = str | Path | bytes
@@ -50,14 +50,14 @@ class Facewarden:
     def close(self) -> None:
         self.service.close()
 
-    def __enter__(self) -> "Facewarden":
+    def __enter__(self) -> Facewarden:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def open(data_dir: str | Path | None = None, *, key_id: str | None = None, **settings: Any) -> Facewarden:  # noqa: A001
+def open(data_dir: str | Path | None = None, *, key_id: str | None = None, **settings: Any) -> Facewarden:
     """Open the installation in ``data_dir`` (default: ``FACEWARDEN_DATA_DIR``) as its owner or ``key_id``."""
     return Facewarden(Settings.from_env(data_dir=data_dir, **settings), key_id)
 

@@ -49,11 +49,11 @@ class Settings:
     def model_cache_dir(self) -> Path:
         return self.data_dir / "models"
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``FACEWARDEN_*`` variables; explicit ``overrides`` win."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}

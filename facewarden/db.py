@@ -14,13 +14,14 @@ import sqlite3
 import threading
 import time
 import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any
 
 from .errors import StorageError
 
-Migration = Union[str, Mapping[str, str]]
+Migration = str | Mapping[str, str]
 
 
 class Tx:
@@ -127,7 +128,7 @@ class Database:
         conn = self._connection()
         if self.dialect == "sqlite":
             cur = conn.cursor()
-            for attempt in range(200):
+            for _ in range(200):
                 try:
                     cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     break
@@ -165,7 +166,10 @@ class Database:
                 " component TEXT NOT NULL, version INTEGER NOT NULL, applied_at TEXT NOT NULL,"
                 " PRIMARY KEY (component, version))"
             )
-            done = {r[0] for r in tx.all("SELECT version FROM schema_migrations WHERE component = ?", (component,))}
+            done = {
+                r[0]
+                for r in tx.all("SELECT version FROM schema_migrations WHERE component = ?", (component,))
+            }
             for version, migration in enumerate(migrations, start=1):
                 if version in done:
                     continue

@@ -80,7 +80,9 @@ def decode(
         ) from None
 
 
-def read(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read(
+    path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Read and decode an image file, without reading more than the byte limit allows."""
     return decode(read_bytes(path, max_bytes=max_bytes), max_bytes=max_bytes, max_pixels=max_pixels)
 

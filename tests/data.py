@@ -14,7 +14,9 @@ IMPOSTORS = REPO.parent / "shared" / "faces_impostors"
 
 def faces_dir() -> Path:
     if not (FACES / "MANIFEST.tsv").is_file():
-        pytest.fail(f"Test photos missing: expected ../shared/faces beside the repo ({FACES}).", pytrace=False)
+        pytest.fail(
+            f"Test photos missing: expected ../shared/faces beside the repo ({FACES}).", pytrace=False
+        )
     return FACES
 
 
@@ -45,7 +47,7 @@ def engine():
     return _cache["engine"]
 
 
-def photo_templates() -> dict[str, "object"]:
+def photo_templates() -> dict[str, object]:
     """Template of the largest face of every single-person photo (None where none is found), once."""
     if "templates" not in _cache:
         from facewarden import images

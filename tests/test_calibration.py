@@ -6,7 +6,12 @@ import math
 
 import numpy as np
 
-from facewarden.engine.calibration import Calibration, fmr_for_similarity, impostor_distances, similarity_for_fmr
+from facewarden.engine.calibration import (
+    Calibration,
+    fmr_for_similarity,
+    impostor_distances,
+    similarity_for_fmr,
+)
 
 from .data import engine, pairs, photo_templates
 
@@ -14,7 +19,7 @@ from .data import engine, pairs, photo_templates
 def test_formula():
     assert fmr_for_similarity(80) == 1e-3
     assert math.isclose(fmr_for_similarity(90), 1e-4)
-    assert math.isclose(fmr_for_similarity(99), 10 ** -4.9)
+    assert math.isclose(fmr_for_similarity(99), 10**-4.9)
     assert similarity_for_fmr(1e-3) == 80 and similarity_for_fmr(1e-9) == 100 and similarity_for_fmr(1) == 50
 
 
@@ -43,7 +48,9 @@ def test_fmr_at_80_is_consistent_with_1e_3_on_independent_impostor_pairs():
     expected = n * 1e-3
     # Two-sided Poisson test at the 0.1% level: the observed count must be plausible for FMR 1e-3.
     lo, hi = _poisson_interval(expected, 0.001)
-    print(f"\ncross-identity pairs {n}: {observed} at similarity >= 80, expected {expected:.1f} (accept {lo}..{hi})")
+    print(
+        f"\ncross-identity pairs {n}: {observed} at similarity >= 80, expected {expected:.1f} (accept {lo}..{hi})"
+    )
     assert lo <= observed <= hi
     # And an order of magnitude either way is clearly distinguishable here.
     assert not (_poisson_interval(n * 1e-2, 0.001)[0] <= observed <= _poisson_interval(n * 1e-2, 0.001)[1])
@@ -83,7 +90,7 @@ def _poisson_interval(mean: float, alpha: float) -> tuple[int, int]:
     def pmf(k: int) -> float:
         return exp(k * log(mean) - mean - lgamma(k + 1)) if mean > 0 else float(k == 0)
 
-    ks = range(0, int(mean * 5 + 50))
+    ks = range(int(mean * 5 + 50))
     cdf, acc = [], 0.0
     for k in ks:
         acc += pmf(k)

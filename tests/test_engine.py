@@ -23,7 +23,9 @@ def test_every_single_person_photo_yields_a_face():
     assert not missed, f"no face found in {missed}"
 
 
-@pytest.mark.parametrize("row", [r for r in manifest() if r["path"].startswith("group/")], ids=lambda r: r["path"])
+@pytest.mark.parametrize(
+    "row", [r for r in manifest() if r["path"].startswith("group/")], ids=lambda r: r["path"]
+)
 def test_group_photo_counts(row):
     known = int(row["number_of_faces_if_known"])
     detector = "cnn" if row["path"] in NEEDS_CNN else "hog"
@@ -34,7 +36,9 @@ def test_group_photo_counts(row):
         assert abs(found - known) <= 1, f"{row['path']}: found {found}, known {known}"
 
 
-@pytest.mark.parametrize("row", [r for r in manifest() if r["path"].startswith("noface/")], ids=lambda r: r["path"])
+@pytest.mark.parametrize(
+    "row", [r for r in manifest() if r["path"].startswith("noface/")], ids=lambda r: r["path"]
+)
 def test_no_face_in_noface_images(row):
     assert engine().detect(images.read(faces_dir() / row["path"])) == []
 
@@ -48,14 +52,24 @@ def test_face_detail_shape_and_ranges():
         assert set(d) == {"BoundingBox", "Landmarks", "Pose", "Quality", "Confidence"}
         box = d["BoundingBox"]
         assert 0 <= box["Left"] < 1 and 0 <= box["Top"] < 1 and 0 < box["Width"] < 1 and 0 < box["Height"] < 1
-        assert [lm["Type"] for lm in d["Landmarks"]] == ["eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight"]
+        assert [lm["Type"] for lm in d["Landmarks"]] == [
+            "eyeLeft",
+            "eyeRight",
+            "nose",
+            "mouthLeft",
+            "mouthRight",
+        ]
         lm = {x["Type"]: (x["X"], x["Y"]) for x in d["Landmarks"]}
         # Inside the box, eyes above the nose, nose above the mouth, left left of right.
         for x, y in lm.values():
             assert box["Left"] - 0.02 <= x <= box["Left"] + box["Width"] + 0.02
             assert box["Top"] - 0.02 <= y <= box["Top"] + box["Height"] + 0.02
         assert lm["eyeLeft"][0] < lm["eyeRight"][0] and lm["mouthLeft"][0] < lm["mouthRight"][0]
-        assert max(lm["eyeLeft"][1], lm["eyeRight"][1]) < lm["nose"][1] < min(lm["mouthLeft"][1], lm["mouthRight"][1])
+        assert (
+            max(lm["eyeLeft"][1], lm["eyeRight"][1])
+            < lm["nose"][1]
+            < min(lm["mouthLeft"][1], lm["mouthRight"][1])
+        )
         assert all(-180 <= v <= 180 for v in d["Pose"].values())
         assert all(0 <= v <= 100 for v in d["Quality"].values())
         assert 50 <= d["Confidence"] <= 100
@@ -107,8 +121,14 @@ def test_concurrent_detection_on_mixed_sizes_is_safe_and_consistent():
     from concurrent.futures import ThreadPoolExecutor
 
     eng = engine()
-    photos = [images.read(faces_dir() / p) for p in ("group/faceapi_bbt3.jpg", "group/dlib_voc_2008_001009.jpg",
-                                                      "barack_obama/barack_obama_1.jpg")]
+    photos = [
+        images.read(faces_dir() / p)
+        for p in (
+            "group/faceapi_bbt3.jpg",
+            "group/dlib_voc_2008_001009.jpg",
+            "barack_obama/barack_obama_1.jpg",
+        )
+    ]
     expected = [len(eng.detect(p)) for p in photos]
     jobs = [photos[i % 3] for i in range(24)]
     with ThreadPoolExecutor(8) as pool:

@@ -466,7 +466,10 @@ def test_gallery_consistent_with_pairs_mode(gallery_run, settings, calibration):
     root, enrolled, g = gallery_run
     gallery = sorted(p.relative_to(root).as_posix() for p in (root / "gallery").rglob("*.*"))
     probes = sorted(p.relative_to(root).as_posix() for p in (root / "probes").rglob("*.*"))
-    ident = lambda rel: rel.split("/")[1]
+
+    def ident(rel: str) -> str:
+        return rel.split("/")[1]
+
     tsv = root / "all-pairs.tsv"
     tsv.write_text(
         "path_a\tpath_b\tsame\n"

@@ -36,7 +36,11 @@ def png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
@@ -101,7 +105,7 @@ def test_cmyk_jpeg_is_converted():
 
 
 def test_sixteen_bit_png_is_converted():
-    grey16 = Image.fromarray((np.asarray(face_image().convert("L"), dtype=np.uint16) * 257))
+    grey16 = Image.fromarray(np.asarray(face_image().convert("L"), dtype=np.uint16) * 257)
     data = encode(grey16, "PNG")
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
     pixels = images.decode(data)

@@ -17,7 +17,18 @@ from facewarden.service import Service
 
 from .data import faces_dir
 
-IDENTITIES = ["barack_obama", "joe_biden", "sheldon", "leonard", "penny", "raj", "howard", "amy", "bernadette", "stuart"]
+IDENTITIES = [
+    "barack_obama",
+    "joe_biden",
+    "sheldon",
+    "leonard",
+    "penny",
+    "raj",
+    "howard",
+    "amy",
+    "bernadette",
+    "stuart",
+]
 
 
 def tiny_embedder(path) -> None:
@@ -43,8 +54,12 @@ def tiny_embedder(path) -> None:
 
 
 def cli(data_dir, *args):
-    return subprocess.run([sys.executable, "-m", "facewarden.cli", "--data-dir", str(data_dir), *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "facewarden.cli", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +92,33 @@ def test_user_model_end_to_end(setup):
     r = cli(data, "model", "list")
     assert "NOT calibrated" in r.stdout
 
-    r = subprocess.run([sys.executable, "-m", "facewarden.cli", "--data-dir", str(data), "--json", "calibrate",
-                        "--model", "tiny", "--images", str(labelled), "--workers", "1"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facewarden.cli",
+            "--data-dir",
+            str(data),
+            "--json",
+            "calibrate",
+            "--model",
+            "tiny",
+            "--images",
+            str(labelled),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     meta = json.loads(r.stdout)
     sizes = [len(list((labelled / i).iterdir())) for i in IDENTITIES]
     n = sum(sizes)
-    assert meta["impostor_pairs"] == n * (n - 1) // 2 - sum(k * (k - 1) // 2 for k in sizes)  # every cross-identity pair
+    assert meta["impostor_pairs"] == n * (n - 1) // 2 - sum(
+        k * (k - 1) // 2 for k in sizes
+    )  # every cross-identity pair
     cal = Engine(tiny).calibration
     assert cal.model_version == version and np.all(np.diff(cal.distances) >= 0)
 
@@ -96,8 +130,11 @@ def test_user_model_end_to_end(setup):
         assert made["FaceModelVersion"] == version
         svc.call("GrantConsent", {"Subject": "obama", "CollectionId": "tinycol", "Evidence": "form 1"}, owner)
         photo = sorted((faces_dir() / "barack_obama").iterdir())[0].read_bytes()
-        indexed = svc.call("IndexFaces", {"CollectionId": "tinycol", "ExternalImageId": "obama",
-                                          "Image": {"Bytes": photo}}, owner)
+        indexed = svc.call(
+            "IndexFaces",
+            {"CollectionId": "tinycol", "ExternalImageId": "obama", "Image": {"Bytes": photo}},
+            owner,
+        )
         assert len(indexed["FaceRecords"]) == 1 and indexed["FaceModelVersion"] == version
         found = svc.call("SearchFacesByImage", {"CollectionId": "tinycol", "Image": {"Bytes": photo}}, owner)
         assert found["FaceMatches"] and found["FaceMatches"][0]["Face"]["ExternalImageId"] == "obama"
@@ -111,7 +148,11 @@ def test_user_model_end_to_end(setup):
         owner = dlib_svc.owner_principal()
         dlib_svc.call("CreateCollection", {"CollectionId": "dlibcol"}, owner)
         with pytest.raises(ModelMismatch):
-            dlib_svc.call("IndexFaces", {"CollectionId": "tinycol", "ExternalImageId": "obama", "Image": {"Bytes": photo}}, owner)
+            dlib_svc.call(
+                "IndexFaces",
+                {"CollectionId": "tinycol", "ExternalImageId": "obama", "Image": {"Bytes": photo}},
+                owner,
+            )
         with pytest.raises(ModelMismatch):
             dlib_svc.call("SearchFacesByImage", {"CollectionId": "tinycol", "Image": {"Bytes": photo}}, owner)
     finally:
@@ -119,6 +160,10 @@ def test_user_model_end_to_end(setup):
     svc = Service(tiny)
     try:
         with pytest.raises(ModelMismatch):
-            svc.call("SearchFacesByImage", {"CollectionId": "dlibcol", "Image": {"Bytes": photo}}, svc.owner_principal())
+            svc.call(
+                "SearchFacesByImage",
+                {"CollectionId": "dlibcol", "Image": {"Bytes": photo}},
+                svc.owner_principal(),
+            )
     finally:
         svc.close()

@@ -7,9 +7,7 @@ Exit codes: 0 success, 1 internal error, 2 usage error, 3 bad input (the error o
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -85,7 +83,12 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", envvar="FACEWARDEN_DATA_DIR", type=click.Path(file_okay=False), help="Where facewarden keeps its data.")
+@click.option(
+    "--data-dir",
+    envvar="FACEWARDEN_DATA_DIR",
+    type=click.Path(file_okay=False),
+    help="Where facewarden keeps its data.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per line).")
 @click.option("--key", "key", metavar="KEY_ID", help="Act as this key's principal instead of the owner.")
 @click.version_option(package_name="facewarden")
@@ -102,7 +105,9 @@ def image_request(path: str, app: App) -> dict[str, Any]:
 # ---- faces in images ---------------------------------------------------------------------------
 @main.command()
 @click.argument("images_", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--detector", type=click.Choice(["hog", "cnn"]), default=None, help="Face detector (default: hog).")
+@click.option(
+    "--detector", type=click.Choice(["hog", "cnn"]), default=None, help="Face detector (default: hog)."
+)
 @click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT")
 @pass_app
 def detect(app: App, images_: tuple[str, ...], detector: str | None, attributes: str) -> None:
@@ -117,7 +122,9 @@ def detect(app: App, images_: tuple[str, ...], detector: str | None, attributes:
         except FacewardenError as exc:
             click.echo(f"error: {path}: {exc.aws_code}: {exc.message}", err=True)
             if app.json:
-                click.echo(json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path}))
+                click.echo(
+                    json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path})
+                )
             worst = max(worst, exc.exit_code)
             continue
         app.emit(result, lambda r, p=path: _print_faces(p, r))
@@ -140,12 +147,20 @@ def _print_faces(path: str, result: dict[str, Any]) -> None:
 @main.command()
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.argument("target", type=click.Path(dir_okay=False))
-@click.option("--threshold", type=click.FloatRange(0, 100), default=None, help="Similarity threshold (default 80: 1 false match in 1,000).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="Similarity threshold (default 80: 1 false match in 1,000).",
+)
 @click.option("--detector", type=click.Choice(["hog", "cnn"]), default=None)
 @pass_app
 def compare(app: App, source: str, target: str, threshold: float | None, detector: str | None) -> None:
     """Is the largest face in SOURCE among the faces in TARGET? (CompareFaces)"""
-    request: dict[str, Any] = {"SourceImage": image_request(source, app), "TargetImage": image_request(target, app)}
+    request: dict[str, Any] = {
+        "SourceImage": image_request(source, app),
+        "TargetImage": image_request(target, app),
+    }
     if threshold is not None:
         request["SimilarityThreshold"] = threshold
     if detector:
@@ -159,7 +174,9 @@ def _print_compare(result: dict[str, Any]) -> None:
     others = result["UnmatchedFaces"]
     if matches:
         best = matches[0]["Similarity"]
-        click.echo(f"MATCH  similarity {best:.1f} >= threshold {thr:g}  ({len(matches)} matching face(s) in target)")
+        click.echo(
+            f"MATCH  similarity {best:.1f} >= threshold {thr:g}  ({len(matches)} matching face(s) in target)"
+        )
     else:
         click.echo(f"NO MATCH  threshold {thr:g}; {len(others)} face(s) in target, none similar enough")
     for m in matches:
@@ -169,8 +186,14 @@ def _print_compare(result: dict[str, Any]) -> None:
 # ---- setting up ----------------------------------------------------------------------------------
 @main.command()
 @click.option("--org-name", "--org", "org", required=True, help="Your organisation's name.")
-@click.option("--sector", required=True, help="Your organisation's declared sector (commercial, research, law_enforcement, ...).")
-@click.option("--purpose", default="administration", show_default=True, help="Declared purpose of the owner key.")
+@click.option(
+    "--sector",
+    required=True,
+    help="Your organisation's declared sector (commercial, research, law_enforcement, ...).",
+)
+@click.option(
+    "--purpose", default="administration", show_default=True, help="Declared purpose of the owner key."
+)
 @pass_app
 def init(app: App, org: str, sector: str, purpose: str) -> None:
     """Create the data directory, the owner organisation and its key (the secret is shown once)."""
@@ -187,4 +210,4 @@ def init(app: App, org: str, sector: str, purpose: str) -> None:
         click.echo(f"The secret is shown once; a copy readable only by you is in {key_file}.")
 
 
-from . import admin, evaluate, gallery, models, serve  # noqa: F401  (register their commands)
+from . import admin, evaluate, gallery, models, serve  # noqa: E402,F401  (register their commands)

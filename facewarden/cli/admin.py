@@ -20,8 +20,12 @@ def org() -> None:
 
 @org.command("create")
 @click.argument("name")
-@click.option("--sector", required=True, help="Declared sector: commercial, education, healthcare, research, nonprofit, "
-              "government, law_enforcement, immigration_enforcement, ...")
+@click.option(
+    "--sector",
+    required=True,
+    help="Declared sector: commercial, education, healthcare, research, nonprofit, "
+    "government, law_enforcement, immigration_enforcement, ...",
+)
 @click.option("--description", default="")
 @pass_app
 def org_create(app: App, name: str, sector: str, description: str) -> None:
@@ -43,12 +47,18 @@ def key() -> None:
 
 @key.command("create")
 @click.option("--org", "org_name", required=True)
-@click.option("--purpose", required=True, help="photo_organisation, access_control, identity_verification, research_audit, ...")
+@click.option(
+    "--purpose",
+    required=True,
+    help="photo_organisation, access_control, identity_verification, research_audit, ...",
+)
 @click.option("--collections", default=None, help="Comma-separated collections this key is limited to.")
 @click.option("--expires", default=None, help="Expiry date (ISO 8601, e.g. 2027-01-31).")
 @click.option("--description", default="")
 @pass_app
-def key_create(app: App, org_name: str, purpose: str, collections: str | None, expires: str | None, description: str) -> None:
+def key_create(
+    app: App, org_name: str, purpose: str, collections: str | None, expires: str | None, description: str
+) -> None:
     """Create a key; its secret is printed once."""
     req: dict[str, Any] = {"Organization": org_name, "Purpose": purpose, "Description": description}
     if collections:
@@ -59,15 +69,23 @@ def key_create(app: App, org_name: str, purpose: str, collections: str | None, e
     if app.json:
         click.echo(json.dumps({"AccessKeyId": k["AccessKeyId"], "SecretAccessKey": k["SecretAccessKey"]}))
     else:
-        click.echo(f"AccessKeyId:     {k['AccessKeyId']}\nSecretAccessKey: {k['SecretAccessKey']}\n"
-                   f"(purpose {k['Purpose']}, organisation {k['Organization']}; the secret is not shown again)")
+        click.echo(
+            f"AccessKeyId:     {k['AccessKeyId']}\nSecretAccessKey: {k['SecretAccessKey']}\n"
+            f"(purpose {k['Purpose']}, organisation {k['Organization']}; the secret is not shown again)"
+        )
 
 
 @key.command("list")
 @pass_app
 def key_list(app: App) -> None:
     r = app.call("ListKeys", {})
-    app.emit(r, lambda r: _table(r["Keys"], ["AccessKeyId", "Organization", "Sector", "Purpose", "Collections", "ExpiresAt", "RevokedAt"]))
+    app.emit(
+        r,
+        lambda r: _table(
+            r["Keys"],
+            ["AccessKeyId", "Organization", "Sector", "Purpose", "Collections", "ExpiresAt", "RevokedAt"],
+        ),
+    )
 
 
 @key.command("revoke")
@@ -87,7 +105,9 @@ def policy() -> None:
 @pass_app
 def policy_show(app: App) -> None:
     p = app.call("DescribePolicy", {})["Policy"]
-    app.emit(p, lambda p: click.echo(f"# {p['Name']} (version {p['Version']}, sha256 {p['Sha256']})\n{p['Text']}"))
+    app.emit(
+        p, lambda p: click.echo(f"# {p['Name']} (version {p['Version']}, sha256 {p['Sha256']})\n{p['Text']}")
+    )
 
 
 @policy.command("check")
@@ -98,7 +118,10 @@ def policy_check(app: App, file: str) -> None:
     from ..policy.rules import Policy
 
     p = Policy.parse(Path(file).read_text(), source=file)
-    app.emit({"Valid": True, "Version": p.version, "Sha256": p.sha256}, lambda r: click.echo(f"{file}: valid (version {p.version})"))
+    app.emit(
+        {"Valid": True, "Version": p.version, "Sha256": p.sha256},
+        lambda r: click.echo(f"{file}: valid (version {p.version})"),
+    )
 
 
 @policy.command("apply")
@@ -107,7 +130,12 @@ def policy_check(app: App, file: str) -> None:
 def policy_apply(app: App, file: str) -> None:
     """Put FILE in force (recorded in the audit log with its hash)."""
     r = app.call("ApplyPolicy", {"Policy": Path(file).read_text()})
-    app.emit(r, lambda r: click.echo(("applied" if r["Changed"] else "unchanged") + f": sha256 {r['Policy']['Sha256']}"))
+    app.emit(
+        r,
+        lambda r: click.echo(
+            ("applied" if r["Changed"] else "unchanged") + f": sha256 {r['Policy']['Sha256']}"
+        ),
+    )
 
 
 # ---- consent and data-subject rights --------------------------------------------------------------------
@@ -119,14 +147,21 @@ def consent() -> None:
 @consent.command("grant")
 @click.argument("subject")
 @click.option("--collection", "collection_id", required=True)
-@click.option("--evidence", required=True, help="Where the signed consent is kept (a reference, not the document).")
-@click.option("--expires", default=None, help="Expiry date (ISO 8601); an expired consent counts as withdrawn.")
+@click.option(
+    "--evidence", required=True, help="Where the signed consent is kept (a reference, not the document)."
+)
+@click.option(
+    "--expires", default=None, help="Expiry date (ISO 8601); an expired consent counts as withdrawn."
+)
 @pass_app
 def consent_grant(app: App, subject: str, collection_id: str, evidence: str, expires: str | None) -> None:
     req: dict[str, Any] = {"Subject": subject, "CollectionId": collection_id, "Evidence": evidence}
     if expires:
         req["ExpiresAt"] = expires
-    app.emit(app.call("GrantConsent", req), lambda r: click.echo(f"consent recorded for {subject} in {collection_id}"))
+    app.emit(
+        app.call("GrantConsent", req),
+        lambda r: click.echo(f"consent recorded for {subject} in {collection_id}"),
+    )
 
 
 @consent.command("list")
@@ -134,7 +169,12 @@ def consent_grant(app: App, subject: str, collection_id: str, evidence: str, exp
 @pass_app
 def consent_list(app: App, collection_id: str | None) -> None:
     r = app.call("ListConsents", {"CollectionId": collection_id} if collection_id else {})
-    app.emit(r, lambda r: _table(r["Consents"], ["Subject", "CollectionId", "Evidence", "GrantedAt", "ExpiresAt", "WithdrawnAt"]))
+    app.emit(
+        r,
+        lambda r: _table(
+            r["Consents"], ["Subject", "CollectionId", "Evidence", "GrantedAt", "ExpiresAt", "WithdrawnAt"]
+        ),
+    )
 
 
 @consent.command("withdraw")
@@ -166,7 +206,12 @@ def subject_export(app: App, subject_id: str, include_templates: bool) -> None:
 @pass_app
 def subject_erase(app: App, subject_id: str) -> None:
     r = app.call("EraseSubject", {"Subject": subject_id})
-    app.emit(r, lambda r: click.echo(f"erased {r['FacesErased']} face(s) and {r['ConsentsErased']} consent record(s) of {subject_id}"))
+    app.emit(
+        r,
+        lambda r: click.echo(
+            f"erased {r['FacesErased']} face(s) and {r['ConsentsErased']} consent record(s) of {subject_id}"
+        ),
+    )
 
 
 # ---- audit and transparency -----------------------------------------------------------------------------------
@@ -185,8 +230,10 @@ def audit_verify(app: App) -> None:
         if r.get("Ok", r.get("ok")):
             click.echo(f"audit log intact: {r.get('Records', r.get('records', '?'))} records")
         else:
-            click.echo(f"audit log BROKEN at sequence {r.get('FirstBadSeq', r.get('first_bad_seq'))}: "
-                       f"{r.get('Kind', r.get('kind'))}: {r.get('Problem', r.get('problem'))}")
+            click.echo(
+                f"audit log BROKEN at sequence {r.get('FirstBadSeq', r.get('first_bad_seq'))}: "
+                f"{r.get('Kind', r.get('kind'))}: {r.get('Problem', r.get('problem'))}"
+            )
 
     app.emit(r, human)
     if not r.get("Ok", r.get("ok")):

@@ -9,8 +9,18 @@ import click
 
 from . import App, main, pass_app
 
-HEADLINE = ("pairs", "genuine", "impostor", "detection_failures", "threshold_default", "accuracy_at_default",
-            "fmr_at", "fnmr_at", "eer", "groups")
+HEADLINE = (
+    "pairs",
+    "genuine",
+    "impostor",
+    "detection_failures",
+    "threshold_default",
+    "accuracy_at_default",
+    "fmr_at",
+    "fnmr_at",
+    "eer",
+    "groups",
+)
 
 
 @main.group("evaluate")
@@ -21,28 +31,64 @@ def evaluate_group() -> None:
 @evaluate_group.command("pairs")
 @click.argument("pairs_tsv", type=click.Path(exists=True, dir_okay=False))
 @click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--groups", "groups_tsv", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="TSV: path or identity -> group label (any labels you choose).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write report.json and report.html here.")
+@click.option(
+    "--groups",
+    "groups_tsv",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TSV: path or identity -> group label (any labels you choose).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write report.json and report.html here.",
+)
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
 @pass_app
-def evaluate_pairs(app: App, pairs_tsv: str, images_dir: str, groups_tsv: str | None, out_dir: str | None, workers: int | None) -> None:
+def evaluate_pairs(
+    app: App,
+    pairs_tsv: str,
+    images_dir: str,
+    groups_tsv: str | None,
+    out_dir: str | None,
+    workers: int | None,
+) -> None:
     """1:1 verification on PAIRS_TSV (path_a, path_b, same): ROC/DET, EER, FMR/FNMR per group."""
     from ..evaluate import evaluate_pairs as run
 
     floors = _policy_floors(app)
-    report = run(pairs_tsv, images_dir, groups_tsv=groups_tsv, out_dir=out_dir, settings=app.settings,
-                 workers=workers, policy_floors=floors, progress=False if app.json else None)
+    report = run(
+        pairs_tsv,
+        images_dir,
+        groups_tsv=groups_tsv,
+        out_dir=out_dir,
+        settings=app.settings,
+        workers=workers,
+        policy_floors=floors,
+        progress=False if app.json else None,
+    )
     if app.json:
-        click.echo(json.dumps({k: report[k] for k in HEADLINE if k in report} | {"report_files": report.get("report_files")}))
+        click.echo(
+            json.dumps(
+                {k: report[k] for k in HEADLINE if k in report} | {"report_files": report.get("report_files")}
+            )
+        )
         return
-    click.echo(f"pairs {report['pairs']} (genuine {report['genuine']}, impostor {report['impostor']}), "
-               f"detection failures {report['detection_failures']}")
-    click.echo(f"accuracy at {report['threshold_default']:g}: {report['accuracy_at_default']:.4f}   EER: {report['eer']}")
+    click.echo(
+        f"pairs {report['pairs']} (genuine {report['genuine']}, impostor {report['impostor']}), "
+        f"detection failures {report['detection_failures']}"
+    )
+    click.echo(
+        f"accuracy at {report['threshold_default']:g}: {report['accuracy_at_default']:.4f}   EER: {report['eer']}"
+    )
     for t in sorted(report["fmr_at"], key=float):
         click.echo(f"  similarity {t:>5}: FMR {_fmt(report['fmr_at'][t])}  FNMR {_fmt(report['fnmr_at'][t])}")
     for g, fig in (report.get("groups") or {}).items():
-        click.echo(f"  group {g}: FMR@80 {_fmt(fig['fmr_at'].get('80'))}  FNMR@80 {_fmt(fig['fnmr_at'].get('80'))}")
+        click.echo(
+            f"  group {g}: FMR@80 {_fmt(fig['fmr_at'].get('80'))}  FNMR@80 {_fmt(fig['fnmr_at'].get('80'))}"
+        )
     if report.get("report_files"):
         click.echo(f"report: {report['report_files']}")
 
@@ -50,31 +96,70 @@ def evaluate_pairs(app: App, pairs_tsv: str, images_dir: str, groups_tsv: str | 
 @evaluate_group.command("gallery")
 @click.option("--gallery", "gallery_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--probes", "probes_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--threshold", "thresholds", type=click.FloatRange(50, 100), multiple=True, help="Repeatable; default 80 90 95 99.")
+@click.option(
+    "--threshold",
+    "thresholds",
+    type=click.FloatRange(50, 100),
+    multiple=True,
+    help="Repeatable; default 80 90 95 99.",
+)
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
 @pass_app
-def evaluate_gallery(app: App, gallery_dir: str, probes_dir: str, thresholds: tuple[float, ...], workers: int | None) -> None:
+def evaluate_gallery(
+    app: App, gallery_dir: str, probes_dir: str, thresholds: tuple[float, ...], workers: int | None
+) -> None:
     """1:N test in the ACLU's form: enrol the gallery, search every probe (identity = folder name)."""
     from ..evaluate import evaluate_gallery as run
 
-    report = run(gallery_dir, probes_dir, thresholds=thresholds or (80, 90, 95, 99), settings=app.settings,
-                 workers=workers, progress=False if app.json else None)
+    report = run(
+        gallery_dir,
+        probes_dir,
+        thresholds=thresholds or (80, 90, 95, 99),
+        settings=app.settings,
+        workers=workers,
+        progress=False if app.json else None,
+    )
     report.pop("per_probe", None)
     click.echo(json.dumps(report, indent=None if app.json else 1))
 
 
 @main.command()
 @click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--identity-from", type=click.Choice(["folder", "filename"]), default="folder", show_default=True)
-@click.option("--face", "face_choice", type=click.Choice(["largest", "centre"]), default="largest", show_default=True,
-              help="Which face of a photo stands for its identity.")
-@click.option("--model", "model_name", default=None, help="Model to calibrate (default: FACEWARDEN_MODEL, the built-in one).")
-@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
-              help="Where to write the table (default: the model's own calibration file, which puts it in service).")
+@click.option(
+    "--identity-from", type=click.Choice(["folder", "filename"]), default="folder", show_default=True
+)
+@click.option(
+    "--face",
+    "face_choice",
+    type=click.Choice(["largest", "centre"]),
+    default="largest",
+    show_default=True,
+    help="Which face of a photo stands for its identity.",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Model to calibrate (default: FACEWARDEN_MODEL, the built-in one).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Where to write the table (default: the model's own calibration file, which puts it in service).",
+)
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
 @pass_app
-def calibrate(app: App, images_dir: str, identity_from: str, face_choice: str, model_name: str | None,
-              out_path: str | None, workers: int | None) -> None:
+def calibrate(
+    app: App,
+    images_dir: str,
+    identity_from: str,
+    face_choice: str,
+    model_name: str | None,
+    out_path: str | None,
+    workers: int | None,
+) -> None:
     """Build a calibration table (similarity <-> false match rate) from every cross-identity pair."""
     from ..engine import Engine
     from ..evaluate import calibrate as run
@@ -86,9 +171,18 @@ def calibrate(app: App, images_dir: str, identity_from: str, face_choice: str, m
             raise click.UsageError("give --out: the built-in model's shipped table is not overwritten")
         out_path = str(spec.calibration_file)
         spec.calibration_file.parent.mkdir(parents=True, exist_ok=True)
-    table = run(images_dir, identity_from=identity_from, out_path=out_path, settings=settings, workers=workers,
-                face_choice=face_choice, progress=False if app.json else None)
-    meta = {k: table.meta.get(k) for k in ("impostor_pairs", "finest_fmr_resolved", "extrapolated_points", "tail")}
+    table = run(
+        images_dir,
+        identity_from=identity_from,
+        out_path=out_path,
+        settings=settings,
+        workers=workers,
+        face_choice=face_choice,
+        progress=False if app.json else None,
+    )
+    meta = {
+        k: table.meta.get(k) for k in ("impostor_pairs", "finest_fmr_resolved", "extrapolated_points", "tail")
+    }
     app.emit(meta, lambda m: click.echo(f"wrote {out_path}: " + ", ".join(f"{k} {v}" for k, v in m.items())))
 
 

@@ -43,16 +43,30 @@ def collection() -> None:
 
 @collection.command("create")
 @click.argument("name")
-@click.option("--consent", "consent_mode", type=click.Choice(["required", "household"]), default="required",
-              show_default=True, help="household: a personal photo library, usable only by your photo_organisation keys.")
-@click.option("--retention-days", type=click.IntRange(1, 36500), default=None, help="Purge templates older than this (default 365).")
+@click.option(
+    "--consent",
+    "consent_mode",
+    type=click.Choice(["required", "household"]),
+    default="required",
+    show_default=True,
+    help="household: a personal photo library, usable only by your photo_organisation keys.",
+)
+@click.option(
+    "--retention-days",
+    type=click.IntRange(1, 36500),
+    default=None,
+    help="Purge templates older than this (default 365).",
+)
 @pass_app
 def collection_create(app: App, name: str, consent_mode: str, retention_days: int | None) -> None:
     """Create collection NAME."""
     req: dict[str, Any] = {"CollectionId": name, "ConsentMode": consent_mode}
     if retention_days is not None:
         req["RetentionDays"] = retention_days
-    app.emit(app.call("CreateCollection", req), lambda r: click.echo(f"created {r['CollectionArn']} ({r['FaceModelVersion']})"))
+    app.emit(
+        app.call("CreateCollection", req),
+        lambda r: click.echo(f"created {r['CollectionArn']} ({r['FaceModelVersion']})"),
+    )
 
 
 @collection.command("list")
@@ -84,19 +98,36 @@ def collection_delete(app: App, name: str) -> None:
 @main.command()
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--collection", "collection_id", required=True)
-@click.option("--external-id-from", type=click.Choice(["filename", "folder"]), default="filename", show_default=True,
-              help="ExternalImageId of each face: the file name without extension, or the parent folder's name.")
-@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes (default: all cores).")
+@click.option(
+    "--external-id-from",
+    type=click.Choice(["filename", "folder"]),
+    default="filename",
+    show_default=True,
+    help="ExternalImageId of each face: the file name without extension, or the parent folder's name.",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 256), default=None, help="Worker processes (default: all cores)."
+)
 @pass_app
-def index(app: App, paths: tuple[str, ...], collection_id: str, external_id_from: str, workers: int | None) -> None:
+def index(
+    app: App, paths: tuple[str, ...], collection_id: str, external_id_from: str, workers: int | None
+) -> None:
     """Enrol the faces in PATH... (files or folders) into a collection; re-running skips done images."""
     from ..gallery.indexing import index_paths
 
     summary = index_paths(
-        app.service, list(paths), collection_id, external_id_from=external_id_from, workers=workers,
-        progress=not app.json, principal=app.principal,
+        app.service,
+        list(paths),
+        collection_id,
+        external_id_from=external_id_from,
+        workers=workers,
+        progress=not app.json,
+        principal=app.principal,
     )
-    app.emit(summary, lambda s: click.echo(", ".join(f"{k}: {v}" for k, v in s.items() if not isinstance(v, (list, dict)))))
+    app.emit(
+        summary,
+        lambda s: click.echo(", ".join(f"{k}: {v}" for k, v in s.items() if not isinstance(v, (list, dict)))),
+    )
     if summary.get("errors"):
         raise click.exceptions.Exit(3)
 
@@ -104,10 +135,17 @@ def index(app: App, paths: tuple[str, ...], collection_id: str, external_id_from
 @main.command()
 @click.argument("images_", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--collection", "collection_id", required=True)
-@click.option("--threshold", type=click.FloatRange(0, 100), default=None, help="Similarity threshold (policy may raise it).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 100),
+    default=None,
+    help="Similarity threshold (policy may raise it).",
+)
 @click.option("--max-faces", type=click.IntRange(1, 4096), default=None)
 @pass_app
-def search(app: App, images_: tuple[str, ...], collection_id: str, threshold: float | None, max_faces: int | None) -> None:
+def search(
+    app: App, images_: tuple[str, ...], collection_id: str, threshold: float | None, max_faces: int | None
+) -> None:
     """Who is the largest face in each IMAGE? (SearchFacesByImage, one response per image)"""
     worst = 0
     for path in images_:
@@ -124,7 +162,9 @@ def search(app: App, images_: tuple[str, ...], collection_id: str, threshold: fl
                 raise
             click.echo(f"error: {path}: {exc.aws_code}: {exc.message}", err=True)
             if app.json:
-                click.echo(json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path}))
+                click.echo(
+                    json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path})
+                )
             worst = max(worst, exc.exit_code)
             continue
         app.emit(result, lambda r, p=path: _print_search(p, r))
@@ -135,10 +175,14 @@ def search(app: App, images_: tuple[str, ...], collection_id: str, threshold: fl
 def _print_search(path: str, r: dict[str, Any]) -> None:
     thr = r.get("AppliedThreshold", {})
     matches = r.get("FaceMatches", [])
-    click.echo(f"{path}: {len(matches)} match(es) at similarity >= {thr.get('Similarity', '?'):g} ({thr.get('Source', '')})")
+    click.echo(
+        f"{path}: {len(matches)} match(es) at similarity >= {thr.get('Similarity', '?'):g} ({thr.get('Source', '')})"
+    )
     for m in matches:
         f = m["Face"]
-        click.echo(f"  {m['Similarity']:6.1f}  {f.get('ExternalImageId', '')}  face {f['FaceId']}  user {f.get('UserId', '')}")
+        click.echo(
+            f"  {m['Similarity']:6.1f}  {f.get('ExternalImageId', '')}  face {f['FaceId']}  user {f.get('UserId', '')}"
+        )
 
 
 # ---- faces ---------------------------------------------------------------------------------------------
@@ -179,7 +223,10 @@ def users() -> None:
 @click.option("--collection", "collection_id", required=True)
 @pass_app
 def users_create(app: App, user_id: str, collection_id: str) -> None:
-    app.emit(app.call("CreateUser", {"CollectionId": collection_id, "UserId": user_id}), lambda r: click.echo(f"created user {user_id}"))
+    app.emit(
+        app.call("CreateUser", {"CollectionId": collection_id, "UserId": user_id}),
+        lambda r: click.echo(f"created user {user_id}"),
+    )
 
 
 @users.command("associate")
@@ -188,8 +235,15 @@ def users_create(app: App, user_id: str, collection_id: str) -> None:
 @click.option("--collection", "collection_id", required=True)
 @pass_app
 def users_associate(app: App, user_id: str, face_ids: tuple[str, ...], collection_id: str) -> None:
-    r = app.call("AssociateFaces", {"CollectionId": collection_id, "UserId": user_id, "FaceIds": list(face_ids)})
-    app.emit(r, lambda r: click.echo(f"associated {len(r.get('AssociatedFaces', []))} face(s); user {r.get('UserStatus')}"))
+    r = app.call(
+        "AssociateFaces", {"CollectionId": collection_id, "UserId": user_id, "FaceIds": list(face_ids)}
+    )
+    app.emit(
+        r,
+        lambda r: click.echo(
+            f"associated {len(r.get('AssociatedFaces', []))} face(s); user {r.get('UserStatus')}"
+        ),
+    )
 
 
 @users.command("list")
@@ -202,11 +256,15 @@ def users_list(app: App, collection_id: str) -> None:
 
 @users.command("search")
 @click.option("--collection", "collection_id", required=True)
-@click.option("--image", type=click.Path(dir_okay=False), default=None, help="Search by the largest face in this photo.")
+@click.option(
+    "--image", type=click.Path(dir_okay=False), default=None, help="Search by the largest face in this photo."
+)
 @click.option("--user-id", default=None, help="Search by an enrolled user.")
 @click.option("--threshold", type=click.FloatRange(0, 100), default=None)
 @pass_app
-def users_search(app: App, collection_id: str, image: str | None, user_id: str | None, threshold: float | None) -> None:
+def users_search(
+    app: App, collection_id: str, image: str | None, user_id: str | None, threshold: float | None
+) -> None:
     """Which users match a photo (SearchUsersByImage) or a user (SearchUsers)?"""
     if bool(image) == bool(user_id):
         raise click.UsageError("give exactly one of --image or --user-id")
@@ -234,28 +292,53 @@ def users_search(app: App, collection_id: str, image: str | None, user_id: str |
 @click.option("--collection", "collection_id", required=True)
 @pass_app
 def users_delete(app: App, user_id: str, collection_id: str) -> None:
-    app.emit(app.call("DeleteUser", {"CollectionId": collection_id, "UserId": user_id}), lambda r: click.echo(f"deleted user {user_id}"))
+    app.emit(
+        app.call("DeleteUser", {"CollectionId": collection_id, "UserId": user_id}),
+        lambda r: click.echo(f"deleted user {user_id}"),
+    )
 
 
 # ---- clustering --------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--collection", "collection_id", default=None, help="Also enrol the faces into this collection.")
-@click.option("--make-users", is_flag=True, help="With --collection: turn each group of two or more faces into a user.")
-@click.option("--threshold", type=click.FloatRange(50, 100), default=None, help="Similarity that links two faces (default 80).")
+@click.option(
+    "--collection", "collection_id", default=None, help="Also enrol the faces into this collection."
+)
+@click.option(
+    "--make-users", is_flag=True, help="With --collection: turn each group of two or more faces into a user."
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(50, 100),
+    default=None,
+    help="Similarity that links two faces (default 80).",
+)
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
 @pass_app
-def cluster(app: App, paths: tuple[str, ...], collection_id: str | None, make_users: bool, threshold: float | None,
-            fmt: str, workers: int | None) -> None:
+def cluster(
+    app: App,
+    paths: tuple[str, ...],
+    collection_id: str | None,
+    make_users: bool,
+    threshold: float | None,
+    fmt: str,
+    workers: int | None,
+) -> None:
     """Group the faces in PATH... by person (the photo-library job)."""
     from ..gallery.indexing import cluster_paths
 
     if make_users and not collection_id:
         raise click.UsageError("--make-users needs --collection")
     result = cluster_paths(
-        app.service, list(paths), threshold=threshold, workers=workers, progress=not app.json and fmt == "json",
-        principal=app.principal, collection_id=collection_id, create_users=make_users,
+        app.service,
+        list(paths),
+        threshold=threshold,
+        workers=workers,
+        progress=not app.json and fmt == "json",
+        principal=app.principal,
+        collection_id=collection_id,
+        create_users=make_users,
     )
     if fmt == "json":
         click.echo(json.dumps(result))
@@ -263,8 +346,17 @@ def cluster(app: App, paths: tuple[str, ...], collection_id: str | None, make_us
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["group", "path", "face_id", "left", "top", "width", "height"])
-    rows = [(g["group"], f) for g in result["groups"] for f in g["faces"]] + [("", f) for f in result["singletons"]]
+    rows = [(g["group"], f) for g in result["groups"] for f in g["faces"]] + [
+        ("", f) for f in result["singletons"]
+    ]
     for group, f in rows:
         b = f["BoundingBox"]
-        w.writerow([group, f["path"], f.get("FaceId", ""), *(round(b[k], 4) for k in ("Left", "Top", "Width", "Height"))])
+        w.writerow(
+            [
+                group,
+                f["path"],
+                f.get("FaceId", ""),
+                *(round(b[k], 4) for k in ("Left", "Top", "Width", "Height")),
+            ]
+        )
     click.echo(out.getvalue(), nl=False)

@@ -17,18 +17,37 @@ def model() -> None:
 @model.command("add")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", required=True, help="Name to select it by (FACEWARDEN_MODEL=NAME).")
-@click.option("--input-size", type=click.IntRange(16, 1024), required=True, help="Square input size in pixels, e.g. 112.")
-@click.option("--template", default="arcface", show_default=True,
-              help="Alignment template: 'arcface', or ten numbers x1,y1,...,x5,y5 in input pixels "
-                   "(image-left eye, other eye, nose tip, left and right mouth corner).")
+@click.option(
+    "--input-size",
+    type=click.IntRange(16, 1024),
+    required=True,
+    help="Square input size in pixels, e.g. 112.",
+)
+@click.option(
+    "--template",
+    default="arcface",
+    show_default=True,
+    help="Alignment template: 'arcface', or ten numbers x1,y1,...,x5,y5 in input pixels "
+    "(image-left eye, other eye, nose tip, left and right mouth corner).",
+)
 @click.option("--mean", default="127.5,127.5,127.5", show_default=True, help="Per-channel mean subtracted.")
 @click.option("--std", default="127.5,127.5,127.5", show_default=True, help="Per-channel divisor.")
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True)
 @click.option("--channels", type=click.Choice(["RGB", "BGR"]), default="RGB", show_default=True)
 @click.option("--licence", default="", help="The model's licence, recorded with it.")
 @pass_app
-def model_add(app: App, file: str, name: str, input_size: int, template: str, mean: str, std: str, layout: str,
-              channels: str, licence: str) -> None:
+def model_add(
+    app: App,
+    file: str,
+    name: str,
+    input_size: int,
+    template: str,
+    mean: str,
+    std: str,
+    layout: str,
+    channels: str,
+    licence: str,
+) -> None:
     """Register a user-supplied ONNX embedder; calibrate it before use."""
     from ..engine.onnx_user import add_model
 
@@ -36,12 +55,25 @@ def model_add(app: App, file: str, name: str, input_size: int, template: str, me
     if template not in ("arcface",):
         v = _floats(template, 10, "--template")
         points = tuple((v[i], v[i + 1]) for i in range(0, 10, 2))
-    m = add_model(app.settings.data_dir, file, name, input_size=input_size, template=points,
-                  mean=_floats(mean, 3, "--mean"), std=_floats(std, 3, "--std"), layout=layout,
-                  channels=channels, licence=licence)
+    m = add_model(
+        app.settings.data_dir,
+        file,
+        name,
+        input_size=input_size,
+        template=points,
+        mean=_floats(mean, 3, "--mean"),
+        std=_floats(std, 3, "--std"),
+        layout=layout,
+        channels=channels,
+        licence=licence,
+    )
     out = {"Name": m.name, "FaceModelVersion": m.version, "Dimensions": m.dim}
-    app.emit(out, lambda r: click.echo(
-        f"registered {m.version} ({m.dim}-D). Next: facewarden calibrate --model {m.name} --images DIR"))
+    app.emit(
+        out,
+        lambda r: click.echo(
+            f"registered {m.version} ({m.dim}-D). Next: facewarden calibrate --model {m.name} --images DIR"
+        ),
+    )
 
 
 @model.command("list")
@@ -50,12 +82,25 @@ def model_list(app: App) -> None:
     from ..engine import models, onnx_user
 
     onnx_user.load_registry(app.settings.data_dir)
-    rows = [{"Name": s.name, "FaceModelVersion": s.version, "Dimensions": s.dim,
-             "Calibrated": bool(s.calibration_file and s.calibration_file.exists()), "Licence": s.licence}
-            for s in models.all_models()]
-    app.emit({"Models": rows}, lambda r: [click.echo(
-        f"{x['FaceModelVersion']:32} {x['Dimensions']:>4}-D  {'calibrated' if x['Calibrated'] else 'NOT calibrated'}  {x['Licence']}")
-        for x in rows])
+    rows = [
+        {
+            "Name": s.name,
+            "FaceModelVersion": s.version,
+            "Dimensions": s.dim,
+            "Calibrated": bool(s.calibration_file and s.calibration_file.exists()),
+            "Licence": s.licence,
+        }
+        for s in models.all_models()
+    ]
+    app.emit(
+        {"Models": rows},
+        lambda r: [
+            click.echo(
+                f"{x['FaceModelVersion']:32} {x['Dimensions']:>4}-D  {'calibrated' if x['Calibrated'] else 'NOT calibrated'}  {x['Licence']}"
+            )
+            for x in rows
+        ],
+    )
 
 
 def _floats(text: str, n: int, name: str) -> tuple[float, ...]:

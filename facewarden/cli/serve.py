@@ -25,8 +25,10 @@ def serve(app: App, host: str, port: int, init_org: str | None, init_sector: str
         svc.owner_principal()
     except ResourceNotFound:
         if not (init_org and init_sector):
-            raise click.UsageError("not initialised: run `facewarden init --org-name NAME --sector SECTOR` first "
-                                   "(or pass --init-org and --init-sector)") from None
+            raise click.UsageError(
+                "not initialised: run `facewarden init --org-name NAME --sector SECTOR` first "
+                "(or pass --init-org and --init-sector)"
+            ) from None
         principal, secret = svc.init_owner(init_org, init_sector)
         key_file = app.settings.data_dir / "owner-key.json"
         key_file.write_text(json.dumps({"AccessKeyId": principal.key_id, "SecretAccessKey": secret}) + "\n")
@@ -34,5 +36,7 @@ def serve(app: App, host: str, port: int, init_org: str | None, init_sector: str
         click.echo(f"Initialised {app.settings.data_dir} for {init_org} (declared sector: {init_sector}).")
         click.echo(f"Owner key (shown once; a copy readable only by you is in {key_file}):")
         click.echo(f"  AccessKeyId={principal.key_id}\n  SecretAccessKey={secret}")
-    click.echo(f"facewarden on http://{host}:{port}/  (console: http://{host}:{port}/console, API docs: /docs)")
+    click.echo(
+        f"facewarden on http://{host}:{port}/  (console: http://{host}:{port}/console, API docs: /docs)"
+    )
     run(svc, host=host, port=port)

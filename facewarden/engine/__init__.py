@@ -22,7 +22,7 @@ from .faces import Box, DetectedFace, FaceTemplate, normalise
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "DetectedFace", "FaceTemplate", "Box", "Calibration"]
+__all__ = ["Box", "Calibration", "DetectedFace", "Engine", "FaceTemplate"]
 
 ATTRIBUTES = ("DEFAULT", "ALL")
 
@@ -88,7 +88,9 @@ class Engine:
         last: Exception | None = None
         for name in candidates:
             if name not in self.spec.runtimes:
-                raise InvalidInput(f"Model {self.spec.version} cannot run on {name!r}; it runs on {self.spec.runtimes}.")
+                raise InvalidInput(
+                    f"Model {self.spec.version} cannot run on {name!r}; it runs on {self.spec.runtimes}."
+                )
             try:
                 return self.spec.factory(name) if name != "onnx" else self._onnx_factory(), name
             except ImportError as exc:  # runtime not available here: try the next one
@@ -106,7 +108,9 @@ class Engine:
         return self.spec.factory("onnx")
 
     # ---- operations --------------------------------------------------------------------------
-    def detect(self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT") -> list[DetectedFace]:
+    def detect(
+        self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT"
+    ) -> list[DetectedFace]:
         """Faces in an RGB image, largest-confidence first, with landmarks, pose and quality."""
         if attributes not in ATTRIBUTES:
             raise InvalidInput(f"Attributes must be DEFAULT or ALL, not {attributes!r}.")
@@ -118,7 +122,12 @@ class Engine:
         use68 = attributes == "ALL" and self.settings.landmarks_68
         faces = []
         for box, score in boxes:
-            rect = dlib.rectangle(int(round(box.left)), int(round(box.top)), int(round(box.right)) - 1, int(round(box.bottom)) - 1)
+            rect = dlib.rectangle(
+                int(round(box.left)),
+                int(round(box.top)),
+                int(round(box.right)) - 1,
+                int(round(box.bottom)) - 1,
+            )
             shape = sp5(image, rect)
             parts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
             landmarks = geometry.five_points(parts)

@@ -71,7 +71,7 @@ class Calibration:
         Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Calibration":
+    def load(cls, path: str | Path) -> Calibration:
         try:
             data = json.loads(Path(path).read_text())
             points = np.asarray(data.pop("points"), dtype=np.float64)
@@ -82,7 +82,7 @@ class Calibration:
 
     # ---- building ------------------------------------------------------------------------------
     @classmethod
-    def build(cls, impostor_distances: np.ndarray, model_version: str, source: dict[str, Any]) -> "Calibration":
+    def build(cls, impostor_distances: np.ndarray, model_version: str, source: dict[str, Any]) -> Calibration:
         """Build the table from the distances of impostor pairs (all pairs of different people)."""
         d = np.sort(np.asarray(impostor_distances, dtype=np.float64))
         n = len(d)

@@ -54,7 +54,9 @@ def detect(image: np.ndarray, detector: str = "hog", cnn: CnnRunner | None = Non
     work = _resize(image, scale)
     if detector == "hog":
         rects, scores, _ = runtime.hog_detector().run(work, 0, 0.0)
-        found = [(Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in zip(rects, scores)]
+        found = [
+            (Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in zip(rects, scores)
+        ]
     else:
         found = (cnn or DlibCnn()).detect(work)
     found = [(b.scaled(1.0 / scale), s) for b, s in found]

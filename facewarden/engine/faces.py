@@ -29,10 +29,10 @@ class Box:
     def area(self) -> float:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
-    def scaled(self, s: float) -> "Box":
+    def scaled(self, s: float) -> Box:
         return Box(self.left * s, self.top * s, self.right * s, self.bottom * s)
 
-    def iou(self, other: "Box") -> float:
+    def iou(self, other: Box) -> float:
         ix = max(0.0, min(self.right, other.right) - max(self.left, other.left))
         iy = max(0.0, min(self.bottom, other.bottom) - max(self.top, other.top))
         inter = ix * iy

@@ -8,9 +8,10 @@ The calibration table (similarity <-> false match rate) ships with each version.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -69,7 +70,9 @@ def get(name_or_version: str = DEFAULT_MODEL) -> ModelSpec:
         return _registry[name_or_version]
     except KeyError:
         known = ", ".join(sorted({s.version for s in _registry.values()}))
-        raise InvalidInput(f"Unknown face model {name_or_version!r}. Known model versions: {known}.") from None
+        raise InvalidInput(
+            f"Unknown face model {name_or_version!r}. Known model versions: {known}."
+        ) from None
 
 
 def all_models() -> list[ModelSpec]:

@@ -124,12 +124,12 @@ def _point_up(x: float, y: float, levels: int) -> tuple[float, float]:
     return x, y
 
 
-def tensor_rect_to_image(rects: list[Rect], l: float, t: float, r: float, b: float) -> Rect:
+def tensor_rect_to_image(rects: list[Rect], left: float, t: float, r: float, b: float) -> Rect:
     """``tiled_pyramid_to_image<pyramid_down<6>>`` then dlib's drectangle -> rectangle rounding."""
-    cx, cy = (l + r) / 2, (t + b) / 2
+    cx, cy = (left + r) / 2, (t + b) / 2
     idx = _nearest_rect(rects, math.floor(cx + 0.5), math.floor(cy + 0.5))
     ox, oy = rects[idx][0], rects[idx][1]
-    x1, y1 = _point_up(l - ox, t - oy, idx)
+    x1, y1 = _point_up(left - ox, t - oy, idx)
     x2, y2 = _point_up(r - ox, b - oy, idx)
     return (_lround(x1), _lround(y1), _lround(x2), _lround(y2))
 

@@ -24,7 +24,13 @@ from ..errors import InvalidInput, ModelError
 from . import models
 
 #: The widely used five-point template of 112x112 ArcFace-style models.
-ARCFACE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041))
+ARCFACE_112 = (
+    (38.2946, 51.6963),
+    (73.5318, 51.5014),
+    (56.0252, 71.7366),
+    (41.5493, 92.3655),
+    (70.7299, 92.2041),
+)
 TEMPLATES = {"arcface": ARCFACE_112}
 _LANDMARK_ORDER = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
 REGISTRY_FILE = "models.json"
@@ -81,13 +87,26 @@ def add_model(
         raise InvalidInput("layout must be NCHW or NHWC and channels RGB or BGR.")
     points = TEMPLATES[template] if isinstance(template, str) and template in TEMPLATES else template
     if isinstance(points, str) or len(points) != 5:
-        raise InvalidInput(f"The alignment template must be one of {sorted(TEMPLATES)} or five (x, y) points.")
+        raise InvalidInput(
+            f"The alignment template must be one of {sorted(TEMPLATES)} or five (x, y) points."
+        )
     if template == "arcface" and input_size != 112:
         scale = input_size / 112.0
         points = tuple((x * scale, y * scale) for x, y in points)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    probe = UserModel(name, str(path), sha, int(input_size), 0, tuple(tuple(map(float, p)) for p in points),
-                      tuple(mean), tuple(std), layout, channels, licence)  # type: ignore[arg-type]
+    probe = UserModel(
+        name,
+        str(path),
+        sha,
+        int(input_size),
+        0,
+        tuple(tuple(map(float, p)) for p in points),
+        tuple(mean),
+        tuple(std),
+        layout,
+        channels,
+        licence,
+    )  # type: ignore[arg-type]
     dim = OnnxUserEmbedder(probe).embed(np.zeros((1, input_size, input_size, 3), np.uint8)).shape[1]
     model = UserModel(**{**asdict(probe), "dim": int(dim), "template": probe.template})
     entries = [m for m in _read(data_dir) if m.name != name]
@@ -129,13 +148,24 @@ def _read(data_dir: Path) -> list[UserModel]:
         return []
     try:
         raw = json.loads(path.read_text())
-        return [UserModel(**{**e, "template": tuple(tuple(p) for p in e["template"]),
-                             "mean": tuple(e["mean"]), "std": tuple(e["std"])}) for e in raw]
+        return [
+            UserModel(
+                **{
+                    **e,
+                    "template": tuple(tuple(p) for p in e["template"]),
+                    "mean": tuple(e["mean"]),
+                    "std": tuple(e["std"]),
+                }
+            )
+            for e in raw
+        ]
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"The model registry {path} is unreadable ({exc}).") from None
 
 
-def align(image: np.ndarray, landmarks: list[dict[str, tuple[float, float]]], template: tuple, size: int) -> np.ndarray:
+def align(
+    image: np.ndarray, landmarks: list[dict[str, tuple[float, float]]], template: tuple, size: int
+) -> np.ndarray:
     """Warp each face so that its five landmarks land on the template (similarity transform)."""
     dst = np.asarray(template, dtype=np.float64)
     pil = Image.fromarray(image)
@@ -144,7 +174,9 @@ def align(image: np.ndarray, landmarks: list[dict[str, tuple[float, float]]], te
         src = np.asarray([lm[k] for k in _LANDMARK_ORDER], dtype=np.float64)
         m = _similarity(dst, src)  # maps chip coordinates -> image coordinates (what PIL wants)
         coeffs = (m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2])
-        chips.append(np.asarray(pil.transform((size, size), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)))
+        chips.append(
+            np.asarray(pil.transform((size, size), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR))
+        )
     return np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
 
 

@@ -6,7 +6,9 @@ import numpy as np
 
 from .faces import Box, Quality
 
-_SHARPNESS_SCALE = 150.0  # Laplacian variance at which Sharpness reads 50 (sharp faces: 300-3000, blurred: 2-6)
+_SHARPNESS_SCALE = (
+    150.0  # Laplacian variance at which Sharpness reads 50 (sharp faces: 300-3000, blurred: 2-6)
+)
 
 
 def measure(image: np.ndarray, box: Box) -> Quality:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import ModelError
 
@@ -53,7 +54,9 @@ def weights_path(name: str) -> Path:
     try:
         import face_recognition_models
     except ImportError as exc:  # pragma: no cover - a broken install
-        raise ModelError("The face_recognition_models package is not installed (pip install facewarden).") from exc
+        raise ModelError(
+            "The face_recognition_models package is not installed (pip install facewarden)."
+        ) from exc
     path = Path(face_recognition_models.__file__).parent / "models" / name
     if not path.is_file():
         raise ModelError(f"Model file {path} is missing; reinstall face_recognition_models.")
@@ -91,4 +94,6 @@ def shape_predictor_68() -> Any:
 
 @per_thread
 def dlib_resnet() -> Any:
-    return dlib_module().face_recognition_model_v1(str(weights_path("dlib_face_recognition_resnet_model_v1.dat")))
+    return dlib_module().face_recognition_model_v1(
+        str(weights_path("dlib_face_recognition_resnet_model_v1.dat"))
+    )

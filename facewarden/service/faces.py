@@ -41,7 +41,9 @@ def detect_faces(self: Service, ctx: Context) -> dict[str, Any]:
 @operation("CompareFaces")
 def compare_faces(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
-    requested = number(req.get("SimilarityThreshold", self.settings.match_threshold), "SimilarityThreshold", 0, 100)
+    requested = number(
+        req.get("SimilarityThreshold", self.settings.match_threshold), "SimilarityThreshold", 0, 100
+    )
     # A 1:1 comparison is a "gallery" of one: only the purpose's floor can raise the threshold.
     threshold = float(self.effective_threshold(ctx, requested, 1)["Similarity"])
     source = self.decode_image(req.get("SourceImage"), "SourceImage")
@@ -84,7 +86,7 @@ def _attributes(value: Any) -> str:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidInput("Attributes must be a list of strings, e.g. [\"DEFAULT\"] or [\"ALL\"].")
+        raise InvalidInput('Attributes must be a list of strings, e.g. ["DEFAULT"] or ["ALL"].')
     for v in value:
         what = REFUSED_ATTRIBUTES.get(v.upper())
         if what:
