@@ -49,6 +49,34 @@ class App:
     def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         return self.service.call(operation, request, self.principal)
 
+    def each_image(
+        self,
+        paths: tuple[str, ...],
+        operation: str,
+        request_for: Callable[[str], dict[str, Any]],
+        human: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        """One operation per image, in order, one output per image. A bad image is reported (on
+        stderr, and as an error line in --json mode, so lines still match images) and the others
+        still run; a policy denial stops at once."""
+        worst = 0
+        for path in paths:
+            try:
+                result = self.call(operation, request_for(path))
+            except FacewardenError as exc:
+                if exc.exit_code == EXIT_DENIED:
+                    raise
+                click.echo(f"error: {path}: {exc.aws_code}: {exc.message}", err=True)
+                if self.json:
+                    click.echo(
+                        json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path})
+                    )
+                worst = max(worst, exc.exit_code)
+                continue
+            self.emit(result, lambda r, p=path: human(p, r))
+        if worst:
+            raise click.exceptions.Exit(worst)
+
     def emit(self, obj: Any, human: Callable[[Any], None] | None = None) -> None:
         if self.json or human is None:
             click.echo(json.dumps(obj, default=_json_default))
@@ -112,24 +140,12 @@ def image_request(path: str, app: App) -> dict[str, Any]:
 @pass_app
 def detect(app: App, images_: tuple[str, ...], detector: str | None, attributes: str) -> None:
     """Find the faces in each IMAGE (DetectFaces): boxes, landmarks, pose, quality."""
-    worst = 0
-    for path in images_:
-        try:
-            request = {"Image": image_request(path, app), "Attributes": [attributes.upper()]}
-            if detector:
-                request["Detector"] = detector
-            result = app.call("DetectFaces", request)
-        except FacewardenError as exc:
-            click.echo(f"error: {path}: {exc.aws_code}: {exc.message}", err=True)
-            if app.json:
-                click.echo(
-                    json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path})
-                )
-            worst = max(worst, exc.exit_code)
-            continue
-        app.emit(result, lambda r, p=path: _print_faces(p, r))
-    if worst:
-        raise click.exceptions.Exit(worst)
+
+    def request_for(path: str) -> dict[str, Any]:
+        request = {"Image": image_request(path, app), "Attributes": [attributes.upper()]}
+        return request | ({"Detector": detector} if detector else {})
+
+    app.each_image(images_, "DetectFaces", request_for, _print_faces)
 
 
 def _print_faces(path: str, result: dict[str, Any]) -> None:

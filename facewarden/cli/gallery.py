@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from ..errors import FacewardenError
 from . import App, image_request, main, pass_app
 
 
@@ -147,29 +146,14 @@ def search(
     app: App, images_: tuple[str, ...], collection_id: str, threshold: float | None, max_faces: int | None
 ) -> None:
     """Who is the largest face in each IMAGE? (SearchFacesByImage, one response per image)"""
-    worst = 0
-    for path in images_:
-        req: dict[str, Any] = {"CollectionId": collection_id}
-        if threshold is not None:
-            req["FaceMatchThreshold"] = threshold
-        if max_faces is not None:
-            req["MaxFaces"] = max_faces
-        try:
-            req["Image"] = image_request(path, app)
-            result = app.call("SearchFacesByImage", req)
-        except FacewardenError as exc:
-            if exc.exit_code == 4:
-                raise
-            click.echo(f"error: {path}: {exc.aws_code}: {exc.message}", err=True)
-            if app.json:
-                click.echo(
-                    json.dumps({"Error": {"Code": exc.aws_code, "Message": exc.message}, "Image": path})
-                )
-            worst = max(worst, exc.exit_code)
-            continue
-        app.emit(result, lambda r, p=path: _print_search(p, r))
-    if worst:
-        raise click.exceptions.Exit(worst)
+    base: dict[str, Any] = {"CollectionId": collection_id}
+    if threshold is not None:
+        base["FaceMatchThreshold"] = threshold
+    if max_faces is not None:
+        base["MaxFaces"] = max_faces
+    app.each_image(
+        images_, "SearchFacesByImage", lambda p: base | {"Image": image_request(p, app)}, _print_search
+    )
 
 
 def _print_search(path: str, r: dict[str, Any]) -> None:

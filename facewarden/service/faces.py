@@ -81,22 +81,6 @@ def _compared_face(face: DetectedFace) -> dict[str, Any]:
 
 
 def _attributes(value: Any) -> str:
-    if value is None:
-        return "DEFAULT"
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidInput('Attributes must be a list of strings, e.g. ["DEFAULT"] or ["ALL"].')
-    for v in value:
-        what = REFUSED_ATTRIBUTES.get(v.upper())
-        if what:
-            raise UnsupportedOperation(REFUSAL_REASON.format(what=what))
-        if v.upper() not in ("DEFAULT", "ALL"):
-            raise InvalidInput(f"Unknown attribute {v!r}; use DEFAULT or ALL.")
-    return "ALL" if any(v.upper() == "ALL" for v in value) else "DEFAULT"
-
-
-def _attributes(value: Any) -> str:
     """Rekognition's ``Attributes`` list -> "DEFAULT" or "ALL"; demographic attributes are refused."""
     if value is None:
         return "DEFAULT"
