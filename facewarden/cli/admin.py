@@ -227,16 +227,16 @@ def audit_verify(app: App) -> None:
     r = app.call("VerifyAudit", {})
 
     def human(r: dict[str, Any]) -> None:
-        if r.get("Ok", r.get("ok")):
-            click.echo(f"audit log intact: {r.get('Records', r.get('records', '?'))} records")
+        if r["Ok"]:
+            click.echo(f"audit log intact: {r.get('Records')} records")
         else:
             click.echo(
-                f"audit log BROKEN at sequence {r.get('FirstBadSeq', r.get('first_bad_seq'))}: "
-                f"{r.get('Kind', r.get('kind'))}: {r.get('Problem', r.get('problem'))}"
+                f"audit log BROKEN at sequence {r.get('FirstBadSequence')}: "
+                f"{r.get('Kind')}: {r.get('Problem')}"
             )
 
     app.emit(r, human)
-    if not r.get("Ok", r.get("ok")):
+    if not r["Ok"]:
         raise click.exceptions.Exit(1)
 
 

@@ -58,6 +58,7 @@ def evaluate_pairs(
     """1:1 verification on PAIRS_TSV (path_a, path_b, same): ROC/DET, EER, FMR/FNMR per group."""
     from ..evaluate import evaluate_pairs as run
 
+    app.service.authorize(app.principal, "EvaluatePairs")  # an audit like any other use
     floors = _policy_floors(app)
     report = run(
         pairs_tsv,
@@ -111,6 +112,7 @@ def evaluate_gallery(
     """1:N test in the ACLU's form: enrol the gallery, search every probe (identity = folder name)."""
     from ..evaluate import evaluate_gallery as run
 
+    app.service.authorize(app.principal, "EvaluateGallery")
     report = run(
         gallery_dir,
         probes_dir,
@@ -164,6 +166,7 @@ def calibrate(
     from ..engine import Engine
     from ..evaluate import calibrate as run
 
+    app.service.authorize(app.principal, "EvaluateCalibration")
     settings = app.settings.replace(model=model_name) if model_name else app.settings
     spec = Engine(settings).spec
     if out_path is None:

@@ -157,6 +157,8 @@ def index_paths(
 
     started = time.time()
     principal = _principal(service, principal)
+    # Policy before pixels: the workers compute templates outside Service.call, so decide first.
+    service.authorize(principal, "IndexFaces", collection_id, audit_allowed=False)
     store = store_of(service)
     store.get_collection(collection_id)  # unknown collection: fail before any work
     files = iter_images(paths)
@@ -274,6 +276,10 @@ def cluster_paths(
     more faces becomes a user (``<user_prefix>-0001``...) with its faces associated.
     """
     principal = _principal(service, principal)
+    # Policy before pixels: decide before the workers compute any template.
+    service.authorize(principal, "ClusterFaces", collection_id, audit_allowed=False)
+    if collection_id is not None:
+        service.authorize(principal, "IndexFaces", collection_id, audit_allowed=False)
     files = iter_images(paths)
     bar, task = _progress(progress, len(files), "analysing faces")
     analysed: list[tuple[Path, Any]] = []

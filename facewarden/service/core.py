@@ -408,24 +408,7 @@ class Service:
         ctx = Context(
             operation_name, principal, request, collection_id=_str_or_none(request.get("CollectionId"))
         )
-        now = self.clock()
-        policy = self.policy
-        try:
-            info = self._collection_for(principal, operation_name, ctx.collection_id, request)
-        except FacewardenError:
-            info = None
-        decision = policy.decide(principal, operation_name, info, collection_id=ctx.collection_id, now=now)
-        ctx.decision = decision
-        if not decision.allowed:
-            self._audit(ctx, "denied", decision.rule_id, decision.reason)
-            raise AccessDenied(decision.reason, decision.rule_id)
-        try:
-            used = self.quotas.consume(policy, principal, operation_name, now)
-        except QuotaExceeded as exc:
-            self._audit(ctx, "denied", exc.rule, exc.reason)
-            raise
-        if used:
-            ctx.details["quota_used"] = used
+        decision = self._decide_or_deny(ctx)
         try:
             result = fn(self, ctx)
         except AccessDenied as exc:  # e.g. ConsentRequired, raised before anything was computed
@@ -443,6 +426,50 @@ class Service:
         if ctx.audit_record is None:
             self._audit(ctx, "allowed", decision.rule_id, decision.reason)
         return result
+
+    def _decide_or_deny(self, ctx: Context, *, quota: bool = True) -> Decision:
+        """The policy half of the path: decide, consume quota; a refusal is audited and raised."""
+        now = self.clock()
+        policy = self.policy
+        try:
+            info = self._collection_for(ctx.principal, ctx.operation, ctx.collection_id, ctx.request)
+        except FacewardenError:
+            info = None
+        decision = policy.decide(ctx.principal, ctx.operation, info, collection_id=ctx.collection_id, now=now)
+        ctx.decision = decision
+        if not decision.allowed:
+            self._audit(ctx, "denied", decision.rule_id, decision.reason)
+            raise AccessDenied(decision.reason, decision.rule_id)
+        if not quota:
+            return decision
+        try:
+            used = self.quotas.consume(policy, ctx.principal, ctx.operation, now)
+        except QuotaExceeded as exc:
+            self._audit(ctx, "denied", exc.rule, exc.reason)
+            raise
+        if used:
+            ctx.details["quota_used"] = used
+        return decision
+
+    def authorize(
+        self,
+        principal: Any,
+        operation_name: str,
+        collection_id: str | None = None,
+        *,
+        audit_allowed: bool = True,
+    ) -> None:
+        """Decide ``operation_name`` before work that runs outside :meth:`call` (bulk indexing in
+        worker processes, evaluations) computes any template. A refusal is audited and raised; an
+        allowed decision is audited too unless the work's own calls will be (they also count
+        against quotas; this check does not)."""
+        if principal is not None and not isinstance(principal, Principal):
+            raise InvalidInput("principal must be a facewarden Principal (see Service.owner_principal).")
+        self._maybe_reload_policy()
+        ctx = Context(operation_name, principal, {"CollectionId": collection_id}, collection_id=collection_id)
+        decision = self._decide_or_deny(ctx, quota=False)
+        if audit_allowed:
+            self._audit(ctx, "allowed", decision.rule_id, decision.reason)
 
     # ---- audit -------------------------------------------------------------------------------
     def _entry(self, ctx: Context, decision: str, rule: str, reason: str) -> dict[str, Any]:

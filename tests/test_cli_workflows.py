@@ -1,0 +1,189 @@
+"""The CLI's administrative and gallery commands as the README shows them, in one process."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from facewarden.cli import main
+
+from .data import faces_dir
+
+
+@pytest.fixture(scope="module")
+def fw(tmp_path_factory):
+    data = tmp_path_factory.mktemp("cliflow")
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0, key: str | None = None) -> str:
+        prefix = ["--data-dir", str(data)] + (["--key", key] if key else [])
+        r = runner.invoke(main, [*prefix, *args], catch_exceptions=False)
+        assert r.exit_code == code, f"{args}: exit {r.exit_code}\n{r.output}"
+        return r.output
+
+    run.data = data  # type: ignore[attr-defined]
+    run("init", "--org-name", "acme", "--sector", "commercial")
+    return run
+
+
+def photo(rel: str) -> str:
+    return str(faces_dir() / rel)
+
+
+def test_organisations_keys_and_the_moratorium(fw):
+    fw("org", "create", "city-police", "--sector", "law_enforcement")
+    assert "law_enforcement" in fw("org", "list")
+    key = json.loads(fw("--json", "key", "create", "--org", "city-police", "--purpose", "access_control"))
+    assert set(key) == {"AccessKeyId", "SecretAccessKey"} and len(key["SecretAccessKey"]) == 40
+    out = fw(
+        "compare",
+        photo("barack_obama/barack_obama_1.jpg"),
+        photo("barack_obama/barack_obama_2.jpg"),
+        code=4,
+        key=key["AccessKeyId"],
+    )
+    assert "[moratorium]" in out and "law-enforcement" in out
+    # Detection, which protects privacy, stays allowed.
+    assert "1 face" in fw("detect", photo("barack_obama/barack_obama_1.jpg"), key=key["AccessKeyId"])
+    listed = fw("key", "list")
+    assert key["AccessKeyId"] in listed and key["SecretAccessKey"] not in listed
+    fw("key", "revoke", key["AccessKeyId"])
+    assert "key_revoked" in fw(
+        "detect", photo("barack_obama/barack_obama_1.jpg"), code=4, key=key["AccessKeyId"]
+    )
+
+
+def test_consent_index_search_users_and_erasure(fw):
+    fw("collection", "create", "staff")
+    # No consent yet: refused, nothing stored.
+    refused = json.loads(
+        fw("--json", "index", photo("joe_biden/joe_biden_1.jpg"), "--collection", "staff", code=3)
+    )
+    assert refused["faces_indexed"] == 0 and "consent" in json.dumps(refused["errors"]).lower()
+    assert json.loads(fw("--json", "collection", "describe", "staff"))["FaceCount"] == 0
+    fw("consent", "grant", "joe_biden", "--collection", "staff", "--evidence", "form 7")
+    fw("consent", "grant", "barack_obama", "--collection", "staff", "--evidence", "form 8")
+    assert "form 7" in fw("consent", "list", "--collection", "staff")
+    summary = json.loads(
+        fw(
+            "--json",
+            "index",
+            photo("joe_biden"),
+            photo("barack_obama"),
+            "--collection",
+            "staff",
+            "--external-id-from",
+            "folder",
+        )
+    )
+    assert summary["faces_indexed"] == 6 and not summary["errors"]
+    again = json.loads(
+        fw("--json", "index", photo("joe_biden"), "--collection", "staff", "--external-id-from", "folder")
+    )
+    assert again["skipped_known"] == 2 and again["faces_indexed"] == 0  # resumable: known images skipped
+    found = [
+        json.loads(line)
+        for line in fw(
+            "--json",
+            "search",
+            photo("joe_biden/joe_biden_2.jpg"),
+            photo("group/face_recognition_two_people.jpg"),
+            "--collection",
+            "staff",
+        ).splitlines()
+    ]
+    assert len(found) == 2
+    assert {m["Face"]["ExternalImageId"] for m in found[0]["FaceMatches"]} == {"joe_biden"}
+    assert found[0]["AppliedThreshold"]["Similarity"] >= 80
+    faces = json.loads(fw("--json", "faces", "list", "--collection", "staff"))["Faces"]
+    biden = [f["FaceId"] for f in faces if f["ExternalImageId"] == "joe_biden"]
+    fw("consent", "grant", "joe", "--collection", "staff", "--evidence", "form 9")
+    fw("users", "create", "joe", "--collection", "staff")
+    fw("users", "associate", "joe", *biden, "--collection", "staff")
+    assert "joe" in fw("users", "list", "--collection", "staff")
+    users = json.loads(
+        fw(
+            "--json",
+            "users",
+            "search",
+            "--collection",
+            "staff",
+            "--image",
+            photo("joe_biden/joe_biden_1.jpg"),
+        )
+    )
+    assert users["UserMatches"][0]["User"]["UserId"] == "joe"
+    exported = json.loads(fw("--json", "subject", "export", "barack_obama"))
+    assert "barack_obama" in json.dumps(exported) and "Template" not in json.dumps(exported)
+    fw("consent", "withdraw", "barack_obama", "--collection", "staff")
+    left = json.loads(fw("--json", "faces", "list", "--collection", "staff"))["Faces"]
+    assert {f["ExternalImageId"] for f in left} == {"joe_biden"}
+    fw("subject", "erase", "joe_biden")
+    assert json.loads(fw("--json", "faces", "list", "--collection", "staff"))["Faces"] == []
+
+
+def test_cluster_csv(fw):
+    out = fw("cluster", photo("sheldon"), photo("penny"), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    groups: dict[str, set[str]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], set()).add(r["path"].split("/")[-2])
+    assert sorted(sorted(v) for k, v in groups.items() if k) == [["penny"], ["sheldon"]]
+
+
+def test_policy_audit_and_transparency(fw, tmp_path):
+    shown = json.loads(fw("--json", "policy", "show"))
+    assert shown["Version"] >= 1 and "moratorium" in shown["Text"]
+    changed = tmp_path / "policy.toml"
+    changed.write_text(
+        shown["Text"].replace("max_expected_false_matches = 0.01", "max_expected_false_matches = 0.001")
+    )
+    assert "valid" in fw("policy", "check", str(changed))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("version = [")
+    fw("policy", "check", str(broken), code=3)
+    assert "applied" in fw("policy", "apply", str(changed))
+    report = json.loads(fw("--json", "report", "transparency"))
+    assert report["DenialsByRule"].get("moratorium", 0) >= 1
+    assert "intact" in fw("audit", "verify")
+    lines = fw("audit", "export").splitlines()
+    records = [json.loads(line)["record"] for line in lines]
+    applied = [r for r in records if r["operation"] == "ApplyPolicy"]
+    assert applied and applied[-1]["policy_hash"] != shown["Sha256"]  # the change is in the log
+    # Edit one stored record behind facewarden's back: verify names it and exits 1.
+    db = sqlite3.connect(fw.data / "gallery.sqlite3")
+    db.execute("UPDATE audit_log SET record = replace(record, '\"allowed\"', '\"denied\"') WHERE seq = 3")
+    db.commit()
+    db.close()
+    out = fw("audit", "verify", code=1)
+    assert "BROKEN at sequence 3" in out
+
+
+def test_denied_bulk_work_computes_no_template(fw, monkeypatch):
+    """Policy before pixels also for bulk indexing and clustering, whose workers run outside call()."""
+    fw("org", "create", "border-agency", "--sector", "immigration_enforcement")
+    key = json.loads(fw("--json", "key", "create", "--org", "border-agency", "--purpose", "access_control"))
+    from facewarden.engine import Engine
+
+    def forbidden(*a, **k):
+        raise AssertionError("a template was computed for a denied request")
+
+    monkeypatch.setattr(Engine, "embed", forbidden)
+    for args in (["index", photo("sheldon"), "--collection", "staff"], ["cluster", photo("sheldon")]):
+        out = fw(*args, code=4, key=key["AccessKeyId"])
+        assert "[moratorium]" in out
+    out = fw(
+        "evaluate",
+        "pairs",
+        str(faces_dir() / "pairs.tsv"),
+        "--images",
+        str(faces_dir()),
+        code=4,
+        key=key["AccessKeyId"],
+    )
+    assert "[purpose]" in out
