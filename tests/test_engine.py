@@ -134,3 +134,14 @@ def test_concurrent_detection_on_mixed_sizes_is_safe_and_consistent():
     with ThreadPoolExecutor(8) as pool:
         counts = list(pool.map(lambda p: len(eng.analyse(p)), jobs))
     assert counts == [expected[i % 3] for i in range(24)]
+
+
+def test_a_face_template_does_not_depend_on_the_other_faces_in_the_photo():
+    """dlib's batch chip extraction shares a pyramid between faces of different sizes; we don't."""
+    eng = engine()
+    pixels = images.read(faces_dir() / "group/deepface_couple.jpg")
+    faces = eng.detect(pixels)
+    assert len(faces) == 2 and abs(faces[0].box.width - faces[1].box.width) > 0  # two sizes
+    together = eng.embed(pixels, faces)
+    alone = np.stack([eng.embed(pixels, [f])[0] for f in faces])
+    assert np.array_equal(together, alone)

@@ -160,12 +160,11 @@ class Engine:
             from .onnx_user import align
 
             return align(image, [f.landmarks for f in faces], self.spec.align_template, self.spec.chip_size)
+        # One face at a time: dlib's batch extraction shares one image pyramid among all the faces
+        # of an image, so a face's chip (and template) would depend on the other faces beside it.
         dlib = runtime.dlib_module()
-        shapes = dlib.full_object_detections()
-        for f in faces:
-            shapes.append(f.shape)
-        out = dlib.get_face_chips(image, shapes, size=self.spec.chip_size, padding=self.spec.chip_padding)
-        return np.stack([np.asarray(c) for c in out])
+        size, padding = self.spec.chip_size, self.spec.chip_padding
+        return np.stack([np.asarray(dlib.get_face_chip(image, f.shape, size=size, padding=padding)) for f in faces])
 
     def analyse(
         self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT"
