@@ -216,9 +216,8 @@ def main() -> None:
             break
         if max(image.shape[:2]) >= args.cnn_side:
             bench_imgs.append(detect_mod._resize(image, args.cnn_side / max(image.shape[:2])))
-    t_hog_few = [
-        median_time(lambda im=im: runtime.hog_detector().run(im, 0, 0.0), args.repeats) for im in bench_imgs
-    ]
+    with runtime.hog_detectors.borrow() as hog:
+        t_hog_few = [median_time(lambda im=im: hog.run(im, 0, 0.0), args.repeats) for im in bench_imgs]
     t_dlib_cnn = [
         median_time(lambda im=im: detect_mod.DlibCnn().detect(im), 1, warmup=0) for im in bench_imgs
     ]

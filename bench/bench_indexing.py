@@ -72,7 +72,15 @@ def descriptor_agreement(paths: list[str]) -> tuple[int, float]:
         if not faces:
             continue
         ours = engine.embed(img, faces)
-        boxes = [(int(round(f.box.top)), int(round(f.box.right)) - 1, int(round(f.box.bottom)) - 1, int(round(f.box.left))) for f in faces]
+        boxes = [
+            (
+                int(round(f.box.top)),
+                int(round(f.box.right)) - 1,
+                int(round(f.box.bottom)) - 1,
+                int(round(f.box.left)),
+            )
+            for f in faces
+        ]
         theirs = np.asarray(face_recognition.face_encodings(img, boxes))
         theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
         worst = max(worst, float(np.abs(ours - theirs).max()))
@@ -93,12 +101,28 @@ def main() -> None:
         t, peer_faces = peer_run(paths)
         peer_t.append(t)
     best_ours, best_peer = min(ours_t), min(peer_t)
-    print(f"{len(paths)} photos of ../shared/faces, {WORKERS} worker processes each, best of 3 (median in brackets)")
-    print(table(
-        ["indexer", "seconds", "photos/s", "faces"],
-        [[f"facewarden index ({WORKERS} workers)", f"{best_ours:.1f} ({statistics.median(ours_t):.1f})", len(paths) / best_ours, ours_faces],
-         [f"face_recognition ({WORKERS} processes)", f"{best_peer:.1f} ({statistics.median(peer_t):.1f})", len(paths) / best_peer, peer_faces]],
-    ))
+    print(
+        f"{len(paths)} photos of ../shared/faces, {WORKERS} worker processes each, best of 3 (median in brackets)"
+    )
+    print(
+        table(
+            ["indexer", "seconds", "photos/s", "faces"],
+            [
+                [
+                    f"facewarden index ({WORKERS} workers)",
+                    f"{best_ours:.1f} ({statistics.median(ours_t):.1f})",
+                    len(paths) / best_ours,
+                    ours_faces,
+                ],
+                [
+                    f"face_recognition ({WORKERS} processes)",
+                    f"{best_peer:.1f} ({statistics.median(peer_t):.1f})",
+                    len(paths) / best_peer,
+                    peer_faces,
+                ],
+            ],
+        )
+    )
     print(f"ratio (facewarden photos/s / face_recognition photos/s): {best_peer / best_ours:.2f}x")
     n, worst = descriptor_agreement(paths)
     print(f"templates on the same {n} face boxes: max abs difference {worst:.2e} (L2-normalised)")

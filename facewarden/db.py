@@ -72,6 +72,10 @@ class Database:
         else:
             raise StorageError(f"Unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
         self._local = threading.local()
+        # SQLite lets one writer in at a time and makes the others poll (sleep and retry). Threads
+        # of this process queue on a lock instead, which is fair and wastes no time sleeping;
+        # other processes still wait on SQLite's own lock.
+        self._writer = threading.RLock()  # re-entry fails loudly in SQLite instead of hanging here
         self._all: list[Any] = []
         self._all_lock = threading.Lock()
 
@@ -127,25 +131,11 @@ class Database:
         """
         conn = self._connection()
         if self.dialect == "sqlite":
-            cur = conn.cursor()
-            for _ in range(200):
-                try:
-                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise StorageError(f"SQLite error: {exc}") from None
-                    time.sleep(0.05)
+            if write:
+                with self._writer:
+                    yield from self._sqlite_transaction(conn, write)
             else:
-                raise StorageError("The database stayed locked by another process; try again.")
-            try:
-                yield Tx(cur, "sqlite")
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            finally:
-                cur.close()
+                yield from self._sqlite_transaction(conn, write)
             return
         with conn.transaction():
             cur = conn.cursor()
@@ -153,6 +143,27 @@ class Database:
             if lock:
                 tx.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(lock),))
             yield tx
+
+    def _sqlite_transaction(self, conn: Any, write: bool) -> Iterator[Tx]:
+        cur = conn.cursor()
+        for _ in range(200):
+            try:
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise StorageError(f"SQLite error: {exc}") from None
+                time.sleep(0.05)
+        else:
+            raise StorageError("The database stayed locked by another process; try again.")
+        try:
+            yield Tx(cur, "sqlite")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.close()
 
     def read(self) -> Any:
         return self.transaction(write=False)

@@ -39,6 +39,11 @@ _LANDMARKS_68: dict[str, tuple[int, ...]] = {
 }  # fmt: skip
 
 
+#: At most one detection or embedding per CPU at a time in this process: a service answers many
+#: requests on many threads, and past the number of cores they only thrash.
+_COMPUTE = threading.BoundedSemaphore(runtime.concurrency())
+
+
 class Engine:
     """Detect faces and compute templates with one model version."""
 
@@ -116,7 +121,8 @@ class Engine:
             raise InvalidInput(f"Attributes must be DEFAULT or ALL, not {attributes!r}.")
         detector = detector or self.settings.detector
         h, w = image.shape[:2]
-        boxes = _detect.detect(image, detector, cnn=self._cnn_runner() if detector == "cnn" else None)
+        with _COMPUTE:
+            boxes = _detect.detect(image, detector, cnn=self._cnn_runner() if detector == "cnn" else None)
         dlib = runtime.dlib_module()
         sp5 = runtime.shape_predictor_5()
         use68 = attributes == "ALL" and self.settings.landmarks_68
@@ -151,7 +157,8 @@ class Engine:
         if not faces:
             return np.zeros((0, self.spec.dim), np.float32)
         chips = self.chips(image, faces)
-        return normalise(self.embedder.embed(chips))
+        with _COMPUTE:
+            return normalise(self.embedder.embed(chips))
 
     def chips(self, image: np.ndarray, faces: list[DetectedFace]) -> np.ndarray:
         """Aligned face chips, ``(n, size, size, 3)`` uint8: dlib's own 5-point alignment for dlib's
@@ -164,7 +171,9 @@ class Engine:
         # of an image, so a face's chip (and template) would depend on the other faces beside it.
         dlib = runtime.dlib_module()
         size, padding = self.spec.chip_size, self.spec.chip_padding
-        return np.stack([np.asarray(dlib.get_face_chip(image, f.shape, size=size, padding=padding)) for f in faces])
+        return np.stack(
+            [np.asarray(dlib.get_face_chip(image, f.shape, size=size, padding=padding)) for f in faces]
+        )
 
     def analyse(
         self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT"

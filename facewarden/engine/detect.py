@@ -53,7 +53,8 @@ def detect(image: np.ndarray, detector: str = "hog", cnn: CnnRunner | None = Non
     scale = detection_scale(w, h, detector)
     work = _resize(image, scale)
     if detector == "hog":
-        rects, scores, _ = runtime.hog_detector().run(work, 0, 0.0)
+        with runtime.hog_detectors.borrow() as hog:
+            rects, scores, _ = hog.run(work, 0, 0.0)
         found = [
             (Box(r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s)) for r, s in zip(rects, scores)
         ]
@@ -74,7 +75,8 @@ class DlibCnn:
     """dlib's own mmod CNN runner (slow on the BLAS-less dlib-bin build; ONNX replaces it)."""
 
     def detect(self, image: np.ndarray) -> list[tuple[Box, float]]:
-        dets = runtime.cnn_detector()(image, 0)
+        with runtime.cnn_detectors.borrow() as cnn:
+            dets = cnn(image, 0)
         return [
             (Box(d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1), float(d.confidence))
             for d in dets

@@ -18,8 +18,8 @@ class DlibEmbedder:
     def embed(self, chips: np.ndarray) -> np.ndarray:
         if len(chips) == 0:
             return np.zeros((0, 128), np.float32)
-        net = runtime.dlib_resnet()
-        out = net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
+        with runtime.dlib_resnets.borrow() as net:
+            out = net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
         return np.asarray([np.asarray(d) for d in out], dtype=np.float32)
 
 
