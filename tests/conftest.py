@@ -376,16 +376,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def service(db_url: str, tmp_path: Path, engine_cache: EngineCache) -> Any:
-    from facewarden.service.gallery import store_of
-
     svc = make_service(db_url, tmp_path / "data", engine_cache)
     yield svc
-    store_of(svc).close()
+    svc.store.close()
     svc.close()
 
 
 @pytest.fixture
 def store(service: Any) -> Any:
-    from facewarden.service.gallery import store_of
-
-    return store_of(service)
+    return service.store

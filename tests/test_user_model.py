@@ -79,6 +79,7 @@ def setup(tmp_path_factory):
 
 def test_user_model_end_to_end(setup):
     data, model_file, labelled = setup
+    assert cli(data, "init", "--org-name", "acme", "--sector", "commercial").returncode == 0
     r = cli(data, "--json", "model", "add", str(model_file), "--name", "tiny", "--input-size", "112")
     assert r.returncode == 0, r.stderr
     added = json.loads(r.stdout)
@@ -125,7 +126,7 @@ def test_user_model_end_to_end(setup):
     # A collection made by a service running the user model is bound to it.
     svc = Service(tiny)
     try:
-        owner, _ = svc.init_owner("acme", "commercial")
+        owner = svc.owner_principal()
         made = svc.call("CreateCollection", {"CollectionId": "tinycol"}, owner)
         assert made["FaceModelVersion"] == version
         svc.call("GrantConsent", {"Subject": "obama", "CollectionId": "tinycol", "Evidence": "form 1"}, owner)

@@ -153,13 +153,12 @@ def index_paths(
     ``images``, ``indexed_images``, ``skipped_known``, ``faces_indexed``, ``faces_unindexed``,
     ``no_face`` (paths), ``errors`` ([{path, error}]), ``seconds``."""
     from ..errors import FacewardenError
-    from ..service.gallery import store_of
 
     started = time.time()
     principal = _principal(service, principal)
     # Policy before pixels: the workers compute templates outside Service.call, so decide first.
     service.authorize(principal, "IndexFaces", collection_id, audit_allowed=False)
-    store = store_of(service)
+    store = service.store
     store.get_collection(collection_id)  # unknown collection: fail before any work
     files = iter_images(paths)
     summary: dict[str, Any] = {

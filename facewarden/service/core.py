@@ -142,7 +142,7 @@ class Service:
     # ---- the gallery store (opened on first use) ---------------------------------------------
     @property
     def store(self) -> Any:
-        """The gallery store, opened on first use (shared with :func:`facewarden.service.gallery.store_of`)."""
+        """The gallery store, opened on first use."""
         store = self.__dict__.get("gallery_store")
         if store is None:
             with self._lock:

@@ -12,37 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..engine import DetectedFace
-from ..engine.calibration import fmr_for_similarity
 from ..errors import InvalidInput, ModelMismatch, NoFaceFound, ResourceAlreadyExists, ResourceNotFound
-from ..gallery import MAX_FACES_PER_USER, Collection, Face, NewFace, Store, open_store
+from ..gallery import MAX_FACES_PER_USER, Collection, Face, NewFace, Store
 from ..policy.consent import require_consent
 from .core import Context, Service, number, operation
 from .faces import _attributes
-
-# ---- the store of a service ------------------------------------------------------------------
-_STORE_LOCK = threading.Lock()
-
-
-def store_of(service: Service) -> Store:
-    """The service's gallery store, opened on first use and cached on the service."""
-    if isinstance(getattr(type(service), "store", None), property):
-        return service.store  # type: ignore[no-any-return]  (the Service opens and caches it)
-    store = service.__dict__.get("gallery_store")
-    if store is None:
-        with _STORE_LOCK:
-            store = service.__dict__.get("gallery_store")
-            if store is None:
-                store = open_store(service.db, service.settings)
-                service.__dict__["gallery_store"] = store
-    return store
-
 
 # ---- request validation ----------------------------------------------------------------------
 _COLLECTION_RE = re.compile(r"[a-zA-Z0-9_.\-]{1,255}")
@@ -199,20 +179,11 @@ class AnalysedImage:
 
 def applied_threshold(self: Service, ctx: Context, requested: float, gallery_size: int) -> dict[str, Any]:
     """The threshold a search applies: policy may raise the requested one (purpose floor, gallery size)."""
-    fn = getattr(self, "effective_threshold", None)
-    if callable(fn):
-        applied = dict(fn(ctx, float(requested), int(gallery_size)))
-    else:
-        applied = {"Similarity": float(requested), "Source": "requested"}
-    applied.setdefault("Source", "requested")
-    applied["Similarity"] = float(applied.get("Similarity", requested))
-    applied.setdefault("FalseMatchRate", fmr_for_similarity(applied["Similarity"]))
-    ctx.applied_threshold = applied
-    return applied
+    return self.effective_threshold(ctx, float(requested), int(gallery_size))
 
 
 def _collection(self: Service, ctx: Context) -> tuple[Store, Collection]:
-    store = store_of(self)
+    store = self.store
     cid = collection_id_of(ctx.request)
     ctx.collection_id = cid
     return store, store.get_collection(cid)
@@ -307,7 +278,7 @@ def create_collection(self: Service, ctx: Context) -> dict[str, Any]:
         )
     retention = _int(req, "RetentionDays", 1, 36500, 365)
     owner = getattr(ctx.principal, "org", None)  # the caller's organisation owns what it creates
-    col = store_of(self).create_collection(
+    col = self.store.create_collection(
         cid,
         self.engine.model_version,
         self.engine.spec.dim,
@@ -334,7 +305,7 @@ def describe_collection(self: Service, ctx: Context) -> dict[str, Any]:
 @operation("ListCollections")
 def list_collections(self: Service, ctx: Context) -> dict[str, Any]:
     limit = _int(ctx.request, "MaxResults", 0, 4096, 1000) or 1000
-    store = store_of(self)
+    store = self.store
     visible = getattr(self, "visible_collection", None)  # policy: others' household collections are hidden
     after, cols, more = _token(ctx.request), [], False
     while not more:
