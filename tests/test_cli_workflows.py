@@ -187,3 +187,22 @@ def test_denied_bulk_work_computes_no_template(fw, monkeypatch):
         key=key["AccessKeyId"],
     )
     assert "[purpose]" in out
+
+
+def test_acting_as_a_key_from_the_environment(fw):
+    """The README's photo-library walk-through: FACEWARDEN_KEY names a photo_organisation key."""
+    key = json.loads(fw("--json", "key", "create", "--org", "acme", "--purpose", "photo_organisation"))[
+        "AccessKeyId"
+    ]
+    runner = CliRunner()
+    base = ["--data-dir", str(fw.data)]
+    r = runner.invoke(
+        main, [*base, "collection", "create", "album", "--consent", "household"], env={"FACEWARDEN_KEY": key}
+    )
+    assert r.exit_code == 0, r.output
+    # The owner's administration key may not use a household library; the photo_organisation key may.
+    assert "[household]" in fw("faces", "list", "--collection", "album", code=4)
+    r = runner.invoke(main, [*base, "faces", "list", "--collection", "album"], env={"FACEWARDEN_KEY": key})
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, [*base, "collection", "list"], env={"FACEWARDEN_KEY": "FWUNKNOWN"})
+    assert r.exit_code == 4 and "Unknown access key FWUNKNOWN" in r.output

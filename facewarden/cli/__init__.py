@@ -14,7 +14,7 @@ import click
 
 from .. import images
 from ..config import Settings
-from ..errors import FacewardenError
+from ..errors import FacewardenError, UnrecognizedClient
 
 EXIT_BAD_INPUT = 3
 EXIT_DENIED = 4
@@ -42,7 +42,10 @@ class App:
         """The owner's principal, or the one of ``--key``; nobody bypasses policy."""
         svc = self.service
         if self.key:
-            return svc.principal_for_key(self.key)
+            principal = svc.principal_for_key(self.key)
+            if principal is None:
+                raise UnrecognizedClient(f"Unknown access key {self.key}: see `facewarden key list`.")
+            return principal
         owner = getattr(svc, "owner_principal", None)
         return owner() if owner else None
 
@@ -118,7 +121,13 @@ class Group(click.Group):
     help="Where facewarden keeps its data.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per line).")
-@click.option("--key", "key", metavar="KEY_ID", help="Act as this key's principal instead of the owner.")
+@click.option(
+    "--key",
+    "key",
+    metavar="KEY_ID",
+    envvar="FACEWARDEN_KEY",
+    help="Act as this key's principal instead of the owner (env FACEWARDEN_KEY).",
+)
 @click.version_option(package_name="facewarden")
 @click.pass_context
 def main(ctx: click.Context, data_dir: str | None, as_json: bool, key: str | None) -> None:
