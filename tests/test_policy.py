@@ -6,6 +6,8 @@ the reason a person can act on, and the audit record of the denial.
 
 from __future__ import annotations
 
+import json
+
 import os
 import stat
 from pathlib import Path
@@ -370,6 +372,36 @@ def test_secrets_are_encrypted_at_rest(svc: Any) -> None:
     assert all("SecretAccessKey" not in k for k in out["Keys"])
     assert secret not in (svc.settings.data_dir / "gallery.sqlite3").read_bytes().decode("latin-1")
     assert all(secret not in line for line in svc.call("ExportAudit", {}, svc.owner)["Lines"])
+
+
+def test_audit_export_pages(svc: Any) -> None:
+    from facewarden.errors import InvalidInput
+
+    svc.audit.scan_batch = 4
+    for _ in range(12):
+        svc.call("ListCollections", {}, svc.owner)
+    every = [json.loads(line)["record"]["seq"] for _, line in svc.audit.export()]
+    assert every == list(range(1, len(every) + 1)) and len(every) >= 13
+
+    def pages(req: dict[str, Any]) -> list[list[int]]:
+        out, req = [], dict(req)
+        while True:
+            page = svc.call("ExportAudit", req, svc.owner)
+            out.append([json.loads(line)["record"]["seq"] for line in page["Lines"]])
+            if "NextToken" not in page:
+                return out
+            req["NextToken"] = page["NextToken"]
+
+    forward = pages({"MaxResults": 5})
+    assert all(len(p) == 5 for p in forward[:-1]) and [s for p in forward for s in p][: len(every)] == every
+    backward = pages({"MaxResults": 5, "NewestFirst": True})
+    seen = [s for p in backward for s in p]
+    assert seen == sorted(seen, reverse=True) and seen[-len(every) :] == every[::-1]
+    newest = svc.call("ExportAudit", {"MaxResults": 1, "NewestFirst": True}, svc.owner)
+    assert json.loads(newest["Lines"][0])["record"]["seq"] >= every[-1] and "NextToken" in newest
+    for bad in ({"MaxResults": 0}, {"MaxResults": 10_001}, {"NextToken": "abc"}, {"NewestFirst": "yes"}):
+        with pytest.raises(InvalidInput):
+            svc.call("ExportAudit", bad, svc.owner)
 
 
 def test_unknown_sector_is_refused(svc: Any) -> None:

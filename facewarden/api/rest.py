@@ -271,9 +271,9 @@ def admin_routes(operations: set[str]) -> list[Route]:
             "GET",
             f"{A}/audit",
             "ExportAudit",
-            "The audit log as JSON lines (optionally Since a time, or about one Subject)",
+            "The audit log as JSON lines, a page at a time (optionally Since a time, about one Subject, NewestFirst)",
             ADMIN_TAG,
-            ("Since", "Subject"),
+            ("Since", "Subject", "MaxResults", "NextToken", "NewestFirst"),
             body=False,
         ),
         Route(
@@ -371,7 +371,12 @@ def _admin_bodies() -> dict[str, dict[str, Any]]:
 
 
 #: Types of members only facewarden has (not in Rekognition's model), for query strings and forms.
-EXTRA_MEMBER_TYPES = {"IncludeTemplates": "boolean", "RetentionDays": "integer"}
+EXTRA_MEMBER_TYPES = {
+    "IncludeTemplates": "boolean",
+    "RetentionDays": "integer",
+    "MaxResults": "integer",
+    "NewestFirst": "boolean",
+}
 #: ... and for form fields of operations only facewarden has.
 EXTRA_FORM_TYPES = {"SimilarityThreshold": "float"}
 

@@ -142,6 +142,9 @@ class VerifyResult:
 
 
 class AuditLog:
+    #: Records read per query when scanning the log.
+    scan_batch = 1000
+
     def __init__(
         self,
         db: Database,
@@ -280,64 +283,90 @@ class AuditLog:
         with self.db.read() as tx:
             return int(tx.scalar("SELECT COUNT(*) FROM audit_log") or 0)
 
-    def records(
-        self, *, since: float | None = None, after_seq: int = 0, batch: int = 1000
-    ) -> Iterator[dict[str, Any]]:
-        """Records in sequence order (optionally from a time on)."""
-        seq = after_seq
+    def _scan(self, columns: str, *, after: int = 0, before: int | None = None) -> Iterator[tuple[Any, ...]]:
+        """``(seq, *columns)`` rows in sequence order, a batch per read: the log may hold millions,
+        and neither verification nor export may need it all in memory. With ``before``, newest first."""
+        cursor = before
         while True:
             with self.db.read() as tx:
-                rows = tx.all(
-                    "SELECT seq, record, ts FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (seq, batch)
-                )
+                if before is None:
+                    rows = tx.all(
+                        f"SELECT seq, {columns} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                        (after, self.scan_batch),
+                    )
+                else:
+                    rows = tx.all(
+                        f"SELECT seq, {columns} FROM audit_log WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                        (cursor, self.scan_batch),
+                    )
             if not rows:
                 return
-            for s, text, ts in rows:
-                seq = int(s)
-                if since is None or ts >= since:
-                    yield json.loads(text)
+            yield from rows
+            after = cursor = int(rows[-1][0])
 
-    def export(self, *, since: float | None = None, subject: str | None = None) -> Iterator[str]:
-        """The log as JSON lines: each line the record plus its chain hash and signature."""
+    def records(self, *, since: float | None = None, after_seq: int = 0) -> Iterator[dict[str, Any]]:
+        """Records in sequence order (optionally from a time on)."""
+        for _, text, ts in self._scan("record, ts", after=after_seq):
+            if since is None or ts >= since:
+                yield json.loads(text)
+
+    def export(
+        self,
+        *,
+        since: float | None = None,
+        subject: str | None = None,
+        after: int = 0,
+        before: int | None = None,
+    ) -> Iterator[tuple[int, str]]:
+        """``(seq, line)``: the log as JSON lines, each the record plus its chain hash and signature,
+        oldest first after ``after``, or newest first below ``before``."""
         ref = self.subject_ref(subject) if subject is not None else None
-        seq = 0
-        while True:
-            with self.db.read() as tx:
-                rows = tx.all(
-                    "SELECT seq, ts, record, prev_hash, hash, sig FROM audit_log WHERE seq > ? ORDER BY seq LIMIT 1000",
-                    (seq,),
-                )
-            if not rows:
-                return
-            for s, ts, text, prev, h, sig in rows:
-                seq = int(s)
-                if since is not None and ts < since:
-                    continue
-                record = json.loads(text)
-                if ref is not None and ref not in (record.get("subjects") or []):
-                    continue
-                yield canonical({"record": record, "prev_hash": prev, "hash": h, "sig": sig})
+        for seq, ts, text, prev, h, sig in self._scan(
+            "ts, record, prev_hash, hash, sig", after=after, before=before
+        ):
+            if since is not None and ts < since:
+                if before is not None:
+                    return  # newest first: everything further is older still
+                continue
+            record = json.loads(text)
+            if ref is not None and ref not in (record.get("subjects") or []):
+                continue
+            yield int(seq), canonical({"record": record, "prev_hash": prev, "hash": h, "sig": sig})
+
+    def _seq_of_hash(self, hash_: str) -> int | None:
+        with self.db.read() as tx:
+            seq = tx.scalar("SELECT seq FROM audit_log WHERE hash = ?", (hash_,))
+        return None if seq is None else int(seq)
 
     # ---- verification ------------------------------------------------------------------------
     def verify(self) -> VerifyResult:
-        """Check the whole log: chain, field digests, signatures, checkpoints. Reports the first problem."""
+        """Check the whole log: chain, field digests, signatures, checkpoints. Reports the first problem.
+
+        The log is read a batch at a time. Checkpoints are read first, so that records appended
+        while it runs cannot look like a truncation.
+        """
+        head = self._read_head()
         with self.db.read() as tx:
-            rows = tx.all(
-                "SELECT seq, operation, decision, org, record, digests, prev_hash, hash, sig FROM audit_log ORDER BY seq"
-            )
             cps = tx.all("SELECT seq, hash, time, sig FROM audit_checkpoints ORDER BY seq")
-        res = VerifyResult(ok=True, records=len(rows), checkpoints=len(cps))
-        by_hash = {str(r[7]): int(r[0]) for r in rows}
+        checkpoints = [(int(s), str(hh), str(t), str(sg), "database") for s, hh, t, sg in cps]
+        if head and {"seq", "hash", "time", "sig"} <= set(head):
+            checkpoints.append(
+                (int(head["seq"]), str(head["hash"]), str(head["time"]), str(head["sig"]), "audit.head")
+            )
+        wanted = {c[0] for c in checkpoints}
+        hashes: dict[int, str] = {}  # of the checkpointed records only
+        res = VerifyResult(ok=True, records=0, checkpoints=len(cps))
         prev, expected = GENESIS, 1
-        seen_seqs: set[int] = set()
 
         def bad(seq: int, kind: str, problem: str, fields: list[str] | None = None) -> VerifyResult:
             res.ok, res.first_bad_seq, res.kind, res.problem = False, seq, kind, problem
             res.fields = fields or []
             return res
 
-        for seq, op, decision, org, text, digests_text, prev_hash, h, sig in rows:
+        scanned = "operation, decision, org, record, digests, prev_hash, hash, sig"
+        for seq, op, decision, org, text, digests_text, prev_hash, h, sig in self._scan(scanned):
             seq = int(seq)
+            res.records += 1
             if seq != expected:
                 gap = f"{expected}" if seq == expected + 1 else f"{expected} to {seq - 1}"
                 return bad(expected, "deleted", f"Record {gap} is missing: deleted from the log.")
@@ -350,7 +379,7 @@ class AuditLog:
             computed = digests_of(record)
             rec_seq = record.get("seq")
             if rec_seq != seq and computed.get("seq") == stored.get("seq"):
-                if isinstance(rec_seq, int) and rec_seq in seen_seqs:
+                if isinstance(rec_seq, int) and 1 <= rec_seq < seq:  # every record before seq checked out
                     return bad(
                         seq,
                         "inserted",
@@ -384,23 +413,17 @@ class AuditLog:
                     "forged (inserted or appended by someone without the key) or rewritten.",
                 )  # fmt: skip
             if prev_hash != prev:
-                other = by_hash.get(str(prev_hash))
+                other = self._seq_of_hash(str(prev_hash))
                 if other is not None:
                     return bad(seq, "reordered", f"Record {seq} follows record {other} in the chain, not "
                                f"record {seq - 1}: records were reordered.")  # fmt: skip
                 return bad(seq, "deleted", f"Record {seq} does not follow record {seq - 1} in the chain: a "
                            "record before it was deleted or replaced.")  # fmt: skip
             prev, expected = str(h), seq + 1
-            seen_seqs.add(seq)
+            if seq in wanted:
+                hashes[seq] = str(h)
 
         last_seq = expected - 1
-        hashes = {int(r[0]): str(r[7]) for r in rows}
-        head = self._read_head()
-        checkpoints = [(int(s), str(hh), str(t), str(sg), "database") for s, hh, t, sg in cps]
-        if head and {"seq", "hash", "time", "sig"} <= set(head):
-            checkpoints.append(
-                (int(head["seq"]), str(head["hash"]), str(head["time"]), str(head["sig"]), "audit.head")
-            )
         for cseq, chash, ctime, csig, where in checkpoints:
             try:
                 self.public_key.verify(bytes.fromhex(csig), _checkpoint_message(cseq, chash, ctime))

@@ -251,8 +251,13 @@ def audit_export(app: App, since: str | None, subject_id: str | None) -> None:
         req["Since"] = since
     if subject_id:
         req["Subject"] = subject_id
-    for line in app.call("ExportAudit", req)["Lines"]:
-        click.echo(line)
+    while True:  # a page at a time, so that a long log streams
+        page = app.call("ExportAudit", req)
+        for line in page["Lines"]:
+            click.echo(line)
+        if "NextToken" not in page:
+            return
+        req["NextToken"] = page["NextToken"]
 
 
 @main.group()

@@ -14,7 +14,7 @@ from typing import Any
 from ..audit import transparency_report
 from ..errors import InvalidInput
 from ..policy import consent as consent_mod
-from .core import Context, Service, operation
+from .core import Context, Service, integer, operation
 
 log = logging.getLogger("facewarden.service")
 
@@ -278,13 +278,37 @@ def verify_audit(self: Service, ctx: Context) -> dict[str, Any]:
 
 @operation("ExportAudit")
 def export_audit(self: Service, ctx: Context) -> dict[str, Any]:
-    """The audit log as JSON lines (optionally from a date on, or naming one subject)."""
-    subject = _text(ctx.request, "Subject", required=False)
+    """The audit log as JSON lines (optionally from a date on, or naming one subject), a page at a
+    time: oldest first, or newest first with NewestFirst. NextToken continues where a page ended."""
+    req = ctx.request
+    subject = _text(req, "Subject", required=False)
     if subject:
         ctx.subjects.append(subject)
-    lines = list(self.audit.export(since=_time(ctx.request.get("Since"), "Since"), subject=subject))
+    limit = integer(req, "MaxResults", 1, 10_000, 1000)
+    newest = req.get("NewestFirst", False)
+    if not isinstance(newest, bool):
+        raise InvalidInput("NewestFirst must be true or false.")
+    token = _text(req, "NextToken", required=False)
+    if token is not None and not token.isdigit():
+        raise InvalidInput("NextToken must be the NextToken string of the previous response.")
+    since = _time(req.get("Since"), "Since")
+    if newest:
+        page = self.audit.export(since=since, subject=subject, before=int(token) if token else 2**62)
+    else:
+        page = self.audit.export(since=since, subject=subject, after=int(token) if token else 0)
+    lines, last = [], None
+    for seq, line in page:
+        if len(lines) == limit:
+            break
+        lines.append(line)
+        last = seq
+    else:
+        last = None
     ctx.counts["records"] = len(lines)
-    return {"Lines": lines}
+    out: dict[str, Any] = {"Lines": lines}
+    if last is not None:
+        out["NextToken"] = str(last)
+    return out
 
 
 @operation("GetTransparencyReport")

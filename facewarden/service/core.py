@@ -610,6 +610,22 @@ def largest(faces: list[DetectedFace]) -> DetectedFace:
     return max(faces, key=lambda f: f.box.area)
 
 
+def integer(req: dict[str, Any], name: str, lo: int, hi: int, default: int) -> int:
+    """A whole-number request parameter, range-checked, ``default`` when absent."""
+    value = req.get(name)
+    if value is None:
+        return default
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        and not (isinstance(value, float) and value.is_integer())
+    ):
+        raise InvalidInput(f"{name} must be a whole number between {lo} and {hi}.")
+    if not lo <= int(value) <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}, not {value}.")
+    return int(value)
+
+
 def number(value: Any, name: str, lo: float, hi: float) -> float:
     """A numeric request parameter, range-checked, with a clear error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -21,7 +21,7 @@ from ..engine import DetectedFace
 from ..errors import InvalidInput, ModelMismatch, NoFaceFound, ResourceAlreadyExists, ResourceNotFound
 from ..gallery import MAX_FACES_PER_USER, Collection, Face, NewFace, Store
 from ..policy.consent import require_consent
-from .core import Context, Service, number, operation
+from .core import Context, Service, integer, number, operation
 from .faces import _attributes
 
 # ---- request validation ----------------------------------------------------------------------
@@ -79,21 +79,6 @@ def _face_ids(req: dict[str, Any], name: str, most: int) -> list[str]:
     if not isinstance(value, list) or not 1 <= len(value) <= most:
         raise InvalidInput(f"{name} must be a list of 1 to {most} face ids.")
     return [_face_id(v, f"{name}[{i}]") for i, v in enumerate(value)]
-
-
-def _int(req: dict[str, Any], name: str, lo: int, hi: int, default: int) -> int:
-    value = req.get(name)
-    if value is None:
-        return default
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        and not (isinstance(value, float) and value.is_integer())
-    ):
-        raise InvalidInput(f"{name} must be a whole number between {lo} and {hi}.")
-    if not lo <= int(value) <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}, not {value}.")
-    return int(value)
 
 
 def _threshold_arg(req: dict[str, Any], name: str, default: float) -> float:
@@ -276,7 +261,7 @@ def create_collection(self: Service, ctx: Context) -> dict[str, Any]:
         raise InvalidInput(
             "ConsentMode must be 'required' (the default) or 'household' (a personal photo library)."
         )
-    retention = _int(req, "RetentionDays", 1, 36500, 365)
+    retention = integer(req, "RetentionDays", 1, 36500, 365)
     owner = getattr(ctx.principal, "org", None)  # the caller's organisation owns what it creates
     col = self.store.create_collection(
         cid,
@@ -304,7 +289,7 @@ def describe_collection(self: Service, ctx: Context) -> dict[str, Any]:
 
 @operation("ListCollections")
 def list_collections(self: Service, ctx: Context) -> dict[str, Any]:
-    limit = _int(ctx.request, "MaxResults", 0, 4096, 1000) or 1000
+    limit = integer(ctx.request, "MaxResults", 0, 4096, 1000) or 1000
     store = self.store
     visible = getattr(self, "visible_collection", None)  # policy: others' household collections are hidden
     after, cols, more = _token(ctx.request), [], False
@@ -347,7 +332,7 @@ def index_faces(self: Service, ctx: Context) -> dict[str, Any]:
         _ident(external, "ExternalImageId", _EXTERNAL_RE, "1-255 characters of a-z, A-Z, 0-9, _ . - :")
         ctx.subjects.append(external)
     require_consent(self, ctx, col.collection_id, external)  # policy: consent before any pixel
-    max_faces = _int(req, "MaxFaces", 1, MAX_FACES_TO_INDEX, MAX_FACES_TO_INDEX)
+    max_faces = integer(req, "MaxFaces", 1, MAX_FACES_TO_INDEX, MAX_FACES_TO_INDEX)
     quality = _quality_filter(req, "AUTO")
     analysed = req.get("_Analysed")
     if analysed is not None:
@@ -409,7 +394,7 @@ def _image_id(sha256: str) -> str:
 def list_faces(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
     store, col = _collection(self, ctx)
-    limit = _int(req, "MaxResults", 0, 4096, 1000) or 1000
+    limit = integer(req, "MaxResults", 0, 4096, 1000) or 1000
     user_id = _user_id(req) if req.get("UserId") is not None else None
     face_ids = _face_ids(req, "FaceIds", 4096) if req.get("FaceIds") is not None else None
     after = _token(req)
@@ -446,7 +431,7 @@ def search_faces(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
     store, col = _collection(self, ctx)
     face_id = _face_id(_required(req, "FaceId"))
-    k = _int(req, "MaxFaces", 1, 4096, 80)
+    k = integer(req, "MaxFaces", 1, 4096, 80)
     requested = _threshold_arg(req, "FaceMatchThreshold", self.settings.match_threshold)
     templates = store.templates(col.collection_id, [face_id])
     if face_id not in templates:
@@ -464,7 +449,7 @@ def search_faces(self: Service, ctx: Context) -> dict[str, Any]:
 def search_faces_by_image(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
     store, col = _collection(self, ctx)
-    k = _int(req, "MaxFaces", 1, 4096, 80)
+    k = integer(req, "MaxFaces", 1, 4096, 80)
     requested = _threshold_arg(req, "FaceMatchThreshold", self.settings.match_threshold)
     quality = _quality_filter(req, "NONE")
     _check_model(self, col)
@@ -509,7 +494,7 @@ def delete_user(self: Service, ctx: Context) -> dict[str, Any]:
 @operation("ListUsers")
 def list_users(self: Service, ctx: Context) -> dict[str, Any]:
     store, col = _collection(self, ctx)
-    limit = _int(ctx.request, "MaxResults", 1, 500, 100)
+    limit = integer(ctx.request, "MaxResults", 1, 500, 100)
     users = store.list_users(col.collection_id, after=_token(ctx.request), limit=limit + 1)
     out: dict[str, Any] = {"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in users[:limit]]}
     if len(users) > limit:
@@ -635,7 +620,7 @@ def _user_matches(
 def search_users(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
     store, col = _collection(self, ctx)
-    max_users = _int(req, "MaxUsers", 1, 500, 100)
+    max_users = integer(req, "MaxUsers", 1, 500, 100)
     requested = _threshold_arg(req, "UserMatchThreshold", self.settings.match_threshold)
     has_user, has_face = req.get("UserId") is not None, req.get("FaceId") is not None
     if has_user == has_face:
@@ -676,7 +661,7 @@ def search_users(self: Service, ctx: Context) -> dict[str, Any]:
 def search_users_by_image(self: Service, ctx: Context) -> dict[str, Any]:
     req = ctx.request
     store, col = _collection(self, ctx)
-    max_users = _int(req, "MaxUsers", 1, 500, 100)
+    max_users = integer(req, "MaxUsers", 1, 500, 100)
     requested = _threshold_arg(req, "UserMatchThreshold", self.settings.match_threshold)
     quality = _quality_filter(req, "NONE")
     _check_model(self, col)

@@ -205,8 +205,8 @@ async function loadAudit() {
       v.textContent = (res.Ok ? "✔ Audit chain verified: " : "✘ Audit chain BROKEN: ") + (res.Problem || `${res.Records} records`);
     } catch (e) { v.className = "card error"; v.textContent = e.message; }
   } else { v.textContent = ""; }
-  const r = await api("GET", "/v1/admin/audit");
-  const rows = (r.Lines || []).map(l => { const line = JSON.parse(l); return line.record || line; }).reverse().slice(0, 200);
+  const r = await api("GET", "/v1/admin/audit?NewestFirst=true&MaxResults=200");
+  const rows = (r.Lines || []).map(l => { const line = JSON.parse(l); return line.record || line; });
   const body = $("#audit tbody"); body.replaceChildren();
   for (const a of rows) {
     body.append(el("tr", {}, el("td", { class: "num" }, fmt(a.seq)), el("td", {}, fmtTime(a.time)), el("td", {}, a.org || ""),
