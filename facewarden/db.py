@@ -48,6 +48,12 @@ class Tx:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return list(self.execute(sql, params).fetchall())
 
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
+        """The result a batch of rows at a time, for results too big to hold as Python tuples."""
+        cur = self.execute(sql, params)
+        while batch := cur.fetchmany(size):
+            yield batch
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.one(sql, params)
         return None if row is None else row[0]

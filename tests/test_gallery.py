@@ -423,3 +423,23 @@ def test_two_hundred_faces_in_one_photo(service: Any, faces_dir: Path, db_url: s
     assert len(reasons) == 100 and all(x == ["EXCEEDS_MAX_FACES"] for x in reasons)
     assert call(service, "DescribeCollection", CollectionId="crowd")["FaceCount"] == 100
     assert len({f["Face"]["FaceId"] for f in r["FaceRecords"]}) == 100
+
+
+def test_vector_index_save_and_load_round_trip(tmp_path: Path) -> None:
+    from facewarden.gallery.vindex import VectorIndex
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "index.npz"
+    for n, mode in ((400, "ivf"), (60, "exact")):
+        mat = unit(rng, n)
+        idx = VectorIndex(128, "uid-1", ann_threshold=100)
+        idx.rebuild(np.arange(10, 10 + n), mat)
+        idx.generation = 7
+        assert idx.mode == mode
+        idx.save(path)
+        back = VectorIndex.load(path, ann_threshold=100)
+        assert back is not None and (back.mode, back.generation, back.uid, len(back)) == (mode, 7, "uid-1", n)
+        assert np.array_equal(back.live_ids(), idx.live_ids())
+        assert all(back.search(q, 3) == idx.search(q, 3) for q in mat[:25])
+    path.write_bytes(path.read_bytes()[:200])  # truncated by a crash: rebuilt from the store instead
+    assert VectorIndex.load(path, ann_threshold=100) is None

@@ -15,11 +15,12 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..db import Database
+from ..db import Database, Tx
 from ..errors import ResourceNotFound
 from .sql import CHUNK, SqlStore, _marks
 from .store import Collection, register_backend
@@ -136,14 +137,14 @@ class SqliteStore(SqlStore):
             gen = int(gen)
             if gen == idx.generation and not idx.needs_rebuild():
                 return
-            seqs = np.fromiter(
-                (
-                    r[0]
-                    for r in tx.all(
+            seqs = np.concatenate(
+                [np.zeros(0, np.int64)]
+                + [
+                    np.fromiter((r[0] for r in batch), np.int64, len(batch))
+                    for batch in tx.stream(
                         "SELECT seq FROM gallery_faces WHERE collection_id = ?", (col.collection_id,)
                     )
-                ),
-                dtype=np.int64,
+                ]
             )
             live = idx.live_ids()
             missing = np.setdiff1d(seqs, live)
@@ -154,37 +155,33 @@ class SqliteStore(SqlStore):
                 or len(missing) + len(extra) > max(1000, len(seqs) // 3)
             )
             if full:
-                rows = tx.all(
-                    "SELECT seq, template FROM gallery_faces WHERE collection_id = ?", (col.collection_id,)
+                ids, mat = _read_templates(
+                    tx,
+                    "SELECT seq, template FROM gallery_faces WHERE collection_id = ?",
+                    (col.collection_id,),
+                    col.dim,
+                    len(seqs),
                 )
-                ids, mat = self._unpack(rows, col.dim)
                 idx.rebuild(ids, mat)
+                del mat
                 # needs_rebuild() may still say yes for a collection shrunk below the threshold: exact now.
                 rebuilt = True
             else:
                 idx.remove(extra)
-                rows = []
                 for i in range(0, len(missing), CHUNK):
                     part = [int(s) for s in missing[i : i + CHUNK]]
-                    rows.extend(
-                        tx.all(
+                    idx.add(
+                        *_read_templates(
+                            tx,
                             f"SELECT seq, template FROM gallery_faces WHERE seq IN ({_marks(len(part))})",
                             part,
+                            col.dim,
+                            len(part),
                         )
                     )
-                ids, mat = self._unpack(rows, col.dim)
-                idx.add(ids, mat)
             idx.generation = gen
         if idx.mode == "ivf" and (rebuilt or self._save_due(idx)):
             idx.save(self.index_path(col.collection_id))
-
-    @staticmethod
-    def _unpack(rows: list[tuple], dim: int) -> tuple[np.ndarray, np.ndarray]:
-        if not rows:
-            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
-        return ids, mat.astype(np.float32)
 
     def _nearest(self, col: Collection, probe: np.ndarray, k: int) -> list[tuple[int, float]]:
         idx = self._index(col)
@@ -267,3 +264,24 @@ class SqliteStore(SqlStore):
 
 
 register_backend("sqlite", lambda db, settings: SqliteStore(db, settings))
+
+
+def _read_templates(
+    tx: Tx, sql: str, params: Sequence[Any], dim: int, expected: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(seqs, templates)`` of the ``(seq, template)`` rows ``sql`` selects, read a batch at a time
+    into arrays sized up front: a million templates never exist as Python objects all at once,
+    which would cost the process more memory (kept by the allocator) than the index itself."""
+    ids = np.empty(expected, np.int64)
+    mat = np.empty((expected, dim), np.float32)
+    n = 0
+    for batch in tx.stream(sql, params):
+        if n + len(batch) > len(ids):  # rows added since the count: grow
+            cap = max(n + len(batch), 2 * len(ids))
+            ids = np.concatenate([ids[:n], np.empty(cap - n, np.int64)])
+            mat = np.concatenate([mat[:n], np.empty((cap - n, dim), np.float32)])
+        k = n + len(batch)
+        ids[n:k] = np.fromiter((r[0] for r in batch), np.int64, len(batch))
+        mat[n:k] = np.frombuffer(b"".join(r[1] for r in batch), "<f4").reshape(len(batch), dim)
+        n = k
+    return ids[:n], mat[:n]

@@ -11,8 +11,9 @@ database's and reconciles (adds what is missing, drops what was deleted) or rebu
   ``nprobe`` chosen to scan ~1/12 of the lists. Supports adding and removing ids in place; it is
   retrained (rebuilt from the store) once the collection has doubled or halved since training.
 
-Persistence: :meth:`save` writes one ``.npz`` file atomically (temp file, fsync, rename); a file
-from before a crash is simply stale and is reconciled with the store when loaded.
+Persistence: :meth:`save` writes one ``.npz``-style zip atomically (temp file, fsync, rename), the
+FAISS index streamed in and out of it; a file from before a crash is simply stale and is
+reconciled with the store when loaded, and an unreadable one is rebuilt from the store.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,8 @@ try:  # FAISS is optional at import time: without it every index stays exact.
     import faiss  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover
     faiss = None
+
+_FAISS_MEMBER = "ivf.faiss"
 
 
 class VectorIndex:
@@ -145,20 +149,25 @@ class VectorIndex:
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, path: Path) -> None:
+        """Write the index atomically: a zip of ``.npy`` arrays (the ``.npz`` layout) plus the FAISS
+        index streamed into its own member, so that saving never holds a second copy of it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        payload: dict[str, np.ndarray] = {
+        arrays: dict[str, np.ndarray] = {
             "meta": np.array([self.dim, self.generation, self._trained_n], np.int64),
             "uid": np.frombuffer(self.uid.encode(), np.uint8),
-            "ids": self.live_ids(),
+            "ids": self.live_ids() if self._ivf is not None else self._ids[: self._n],
         }
-        if self._ivf is not None:
-            payload["ivf"] = faiss.serialize_index(self._ivf)
-        else:
-            payload["mat"] = self._mat[: self._n]
-            payload["ids"] = self._ids[: self._n]
+        if self._ivf is None:
+            arrays["mat"] = self._mat[: self._n]
         with open(tmp, "wb") as fh:
-            np.savez(fh, **payload)
+            with zipfile.ZipFile(fh, "w") as z:
+                for name, arr in arrays.items():
+                    with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, arr, allow_pickle=False)
+                if self._ivf is not None:
+                    with z.open(_FAISS_MEMBER, "w", force_zip64=True) as member:
+                        faiss.write_index(self._ivf, faiss.PyCallbackIOWriter(member.write))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -168,20 +177,25 @@ class VectorIndex:
     def load(cls, path: Path, *, ann_threshold: int) -> VectorIndex | None:
         """The index saved at ``path``, or None when missing or unreadable (then: rebuild)."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                dim, generation, trained = (int(v) for v in data["meta"])
-                idx = cls(dim, bytes(data["uid"]).decode(), ann_threshold=ann_threshold)
+            with zipfile.ZipFile(path) as z:
+
+                def array(name: str) -> np.ndarray:
+                    with z.open(f"{name}.npy") as member:
+                        return np.lib.format.read_array(member, allow_pickle=False)
+
+                dim, generation, trained = (int(v) for v in array("meta"))
+                idx = cls(dim, bytes(array("uid")).decode(), ann_threshold=ann_threshold)
                 idx.generation = generation
-                if "ivf" in data.files:
+                idx._ids = np.asarray(array("ids"), np.int64)
+                if _FAISS_MEMBER in z.namelist():
                     if faiss is None:
                         return None
-                    idx._ivf = faiss.deserialize_index(np.array(data["ivf"]))
+                    with z.open(_FAISS_MEMBER) as member:
+                        idx._ivf = faiss.read_index(faiss.PyCallbackIOReader(member.read))
                     idx._trained_n = trained
-                    idx._ids = np.array(data["ids"], np.int64)
                 else:
-                    idx._mat = np.array(data["mat"], np.float32).reshape(-1, dim)
-                    idx._ids = np.array(data["ids"], np.int64)
+                    idx._mat = np.asarray(array("mat"), np.float32).reshape(-1, dim)
                     idx._n = len(idx._ids)
                 return idx
-        except (OSError, ValueError, KeyError, RuntimeError):
+        except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile):
             return None
