@@ -26,6 +26,9 @@ from .sql import CHUNK, SqlStore, _marks
 from .store import Collection, register_backend
 from .vindex import VectorIndex
 
+#: Above this many templates missing from an index, one pass over the collection reads them.
+_SCAN_OVER = 20 * CHUNK
+
 DEFAULT_ANN_THRESHOLD = 50_000
 
 MIGRATIONS = [
@@ -149,36 +152,23 @@ class SqliteStore(SqlStore):
             live = idx.live_ids()
             missing = np.setdiff1d(seqs, live)
             extra = np.setdiff1d(live, seqs)
-            full = (
-                idx.generation < 0
-                or idx.needs_rebuild()
-                or len(missing) + len(extra) > max(1000, len(seqs) // 3)
-            )
-            if full:
-                ids, mat = _read_templates(
-                    tx,
-                    "SELECT seq, template FROM gallery_faces WHERE collection_id = ?",
-                    (col.collection_id,),
-                    col.dim,
-                    len(seqs),
-                )
+            every = ("SELECT seq, template FROM gallery_faces WHERE collection_id = ?", (col.collection_id,))
+            if idx.generation >= 0 and not idx.needs_rebuild():
+                # Reconcile in place (a saved index stays trained): read only what changed.
+                idx.remove(extra)
+                if len(missing) > _SCAN_OVER:  # one pass over the collection beats thousands of IN lists
+                    idx.add(*_read_templates(tx, *every, col.dim, len(missing), only=missing))
+                else:
+                    for i in range(0, len(missing), CHUNK):
+                        part = [int(s) for s in missing[i : i + CHUNK]]
+                        sql = f"SELECT seq, template FROM gallery_faces WHERE seq IN ({_marks(len(part))})"
+                        idx.add(*_read_templates(tx, sql, part, col.dim, len(part)))
+            if idx.generation < 0 or idx.needs_rebuild():
+                ids, mat = _read_templates(tx, *every, col.dim, len(seqs))
                 idx.rebuild(ids, mat)
                 del mat
                 # needs_rebuild() may still say yes for a collection shrunk below the threshold: exact now.
                 rebuilt = True
-            else:
-                idx.remove(extra)
-                for i in range(0, len(missing), CHUNK):
-                    part = [int(s) for s in missing[i : i + CHUNK]]
-                    idx.add(
-                        *_read_templates(
-                            tx,
-                            f"SELECT seq, template FROM gallery_faces WHERE seq IN ({_marks(len(part))})",
-                            part,
-                            col.dim,
-                            len(part),
-                        )
-                    )
             idx.generation = gen
         if idx.mode == "ivf" and (rebuilt or self._save_due(idx)):
             idx.save(self.index_path(col.collection_id))
@@ -267,21 +257,24 @@ register_backend("sqlite", lambda db, settings: SqliteStore(db, settings))
 
 
 def _read_templates(
-    tx: Tx, sql: str, params: Sequence[Any], dim: int, expected: int
+    tx: Tx, sql: str, params: Sequence[Any], dim: int, expected: int, only: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(seqs, templates)`` of the ``(seq, template)`` rows ``sql`` selects, read a batch at a time
-    into arrays sized up front: a million templates never exist as Python objects all at once,
-    which would cost the process more memory (kept by the allocator) than the index itself."""
+    """``(seqs, templates)`` of the ``(seq, template)`` rows ``sql`` selects (those with a seq in
+    ``only``, if given), read a batch at a time into arrays sized up front: a million templates
+    never exist as Python objects all at once, which would cost the process more memory (kept by
+    the allocator) than the index itself."""
     ids = np.empty(expected, np.int64)
     mat = np.empty((expected, dim), np.float32)
     n = 0
     for batch in tx.stream(sql, params):
-        if n + len(batch) > len(ids):  # rows added since the count: grow
-            cap = max(n + len(batch), 2 * len(ids))
+        seqs = np.fromiter((r[0] for r in batch), np.int64, len(batch))
+        rows = np.arange(len(batch)) if only is None else np.flatnonzero(np.isin(seqs, only))
+        k = n + len(rows)
+        if k > len(ids):  # rows added since they were counted: grow
+            cap = max(k, 2 * len(ids))
             ids = np.concatenate([ids[:n], np.empty(cap - n, np.int64)])
             mat = np.concatenate([mat[:n], np.empty((cap - n, dim), np.float32)])
-        k = n + len(batch)
-        ids[n:k] = np.fromiter((r[0] for r in batch), np.int64, len(batch))
-        mat[n:k] = np.frombuffer(b"".join(r[1] for r in batch), "<f4").reshape(len(batch), dim)
+        ids[n:k] = seqs[rows]
+        mat[n:k] = np.frombuffer(b"".join(batch[i][1] for i in rows), "<f4").reshape(len(rows), dim)
         n = k
     return ids[:n], mat[:n]
