@@ -443,3 +443,33 @@ def test_vector_index_save_and_load_round_trip(tmp_path: Path) -> None:
         assert all(back.search(q, 3) == idx.search(q, 3) for q in mat[:25])
     path.write_bytes(path.read_bytes()[:200])  # truncated by a crash: rebuilt from the store instead
     assert VectorIndex.load(path, ann_threshold=100) is None
+
+
+def test_saved_index_is_reconciled_in_place(tmp_path: Path, monkeypatch: Any) -> None:
+    """A restarted process loads the saved index and adds what changed since, without retraining,
+    by either read path (IN lists for a few missing templates, one pass for many)."""
+    from facewarden.db import Database
+    from facewarden.gallery import sqlite as sqlite_store
+
+    rng = np.random.default_rng(5)
+    db = Database(f"sqlite:///{tmp_path / 'g.sqlite3'}")
+
+    def store() -> Any:
+        return sqlite_store.SqliteStore(db, None, ann_threshold=100, index_dir=tmp_path / "index")
+
+    first = store()
+    first.create_collection("c", "dlib-resnet-v1", 128)
+    first.add_faces("c", new_faces(unit(rng, 300)), "dlib-resnet-v1")
+    first.sync_index("c")  # trains and saves
+    for scan_over, more in ((10_000, 20), (50, 120)):
+        monkeypatch.setattr(sqlite_store, "_SCAN_OVER", scan_over)
+        added = first.add_faces("c", new_faces(unit(rng, more)), "dlib-resnet-v1")
+        gone = sorted(first.store_face_ids("c") - {f.face_id for f in added})[:7]
+        first.delete_faces("c", gone)
+        restarted = store()
+        assert restarted.index_face_ids("c") == restarted.store_face_ids("c")
+        idx = restarted._indexes["c"]
+        assert (idx.mode, idx._trained_n) == ("ivf", 300)
+        t = restarted.templates("c", [added[-1].face_id])[added[-1].face_id]
+        assert restarted.search("c", t, 1)[0].face.face_id == added[-1].face_id
+    db.close()
