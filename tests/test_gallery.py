@@ -449,6 +449,7 @@ def test_saved_index_is_reconciled_in_place(tmp_path: Path, monkeypatch: Any) ->
     """A restarted process loads the saved index and adds what changed since, without retraining,
     by either read path (IN lists for a few missing templates, one pass for many)."""
     from facewarden.db import Database
+    from facewarden.gallery import localindex
     from facewarden.gallery import sqlite as sqlite_store
 
     rng = np.random.default_rng(5)
@@ -462,7 +463,7 @@ def test_saved_index_is_reconciled_in_place(tmp_path: Path, monkeypatch: Any) ->
     first.add_faces("c", new_faces(unit(rng, 300)), "dlib-resnet-v1")
     first.sync_index("c")  # trains and saves
     for scan_over, more in ((10_000, 20), (50, 120)):
-        monkeypatch.setattr(sqlite_store, "_SCAN_OVER", scan_over)
+        monkeypatch.setattr(localindex, "_SCAN_OVER", scan_over)
         added = first.add_faces("c", new_faces(unit(rng, more)), "dlib-resnet-v1")
         gone = sorted(first.store_face_ids("c") - {f.face_id for f in added})[:7]
         first.delete_faces("c", gone)
