@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -49,7 +50,14 @@ class Tx:
         return list(self.execute(sql, params).fetchall())
 
     def stream(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
-        """The result a batch of rows at a time, for results too big to hold as Python tuples."""
+        """The result a batch of rows at a time, for results too big to hold at once: SQLite's cursor
+        steps through the result; on PostgreSQL a server-side cursor keeps it in the server."""
+        if self.dialect == "postgresql":
+            with self._cur.connection.cursor(name=f"fw_stream_{uuid.uuid4().hex[:12]}") as cur:
+                cur.execute(self._sql(sql), tuple(params))
+                while batch := cur.fetchmany(size):
+                    yield batch
+            return
         cur = self.execute(sql, params)
         while batch := cur.fetchmany(size):
             yield batch
@@ -128,12 +136,15 @@ class Database:
 
     # ---- transactions ------------------------------------------------------------------------
     @contextmanager
-    def transaction(self, lock: str | None = None, write: bool = True) -> Iterator[Tx]:
+    def transaction(
+        self, lock: str | None = None, write: bool = True, snapshot: bool = False
+    ) -> Iterator[Tx]:
         """A transaction; ``lock`` names a lock that serialises it with others across processes.
 
         On SQLite every write transaction takes the database's write lock at BEGIN (IMMEDIATE),
         which serialises all writers of all processes; on PostgreSQL a named lock is an
-        advisory lock held until commit.
+        advisory lock held until commit. With ``snapshot`` every statement sees the same committed
+        state (PostgreSQL's REPEATABLE READ; a SQLite transaction always reads one snapshot).
         """
         conn = self._connection()
         if self.dialect == "sqlite":
@@ -146,6 +157,8 @@ class Database:
         with conn.transaction():
             cur = conn.cursor()
             tx = Tx(cur, "postgresql")
+            if snapshot:
+                tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             if lock:
                 tx.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(lock),))
             yield tx
@@ -171,8 +184,8 @@ class Database:
         finally:
             cur.close()
 
-    def read(self) -> Any:
-        return self.transaction(write=False)
+    def read(self, snapshot: bool = False) -> Any:
+        return self.transaction(write=False, snapshot=snapshot)
 
     # ---- migrations --------------------------------------------------------------------------
     def migrate(self, component: str, migrations: Sequence[Migration]) -> None:

@@ -367,10 +367,23 @@ def _range(shape: Any, value: float, path: str, errors: list[str]) -> None:
 
 
 # ---- gallery fixtures: the same tests against every backend --------------------------------------
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-local", marks=pytest.mark.postgres),
+    ]
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A gallery database: SQLite, PostgreSQL searched with HNSW, or PostgreSQL searched through
+    each process's in-process index (the environment passes the choice on to worker processes)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'gallery.sqlite3'}"
+    if request.param == "postgres-local":
+        monkeypatch.setenv("FACEWARDEN_GALLERY_PG_SEARCH", "local")
+        monkeypatch.setenv(
+            "XDG_DATA_HOME", str(tmp_path / "xdg")
+        )  # where a store without settings keeps its index
     return fresh_pg_database(request.getfixturevalue("pg_url"))
 
 

@@ -149,7 +149,9 @@ def test_processes_share_one_gallery(db_url: str, tmp_path: Path) -> None:
     store.db.close()
 
 
-def test_crash_loses_no_acknowledged_face(db_url: str, tmp_path: Path) -> None:
+def test_crash_loses_no_acknowledged_face(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGKILL a writer mid-indexing: every face it acknowledged is stored, and after restart the
     vector index (here forced into FAISS mode, with an index file saved before the crash) agrees
     with the store exactly."""
@@ -191,10 +193,11 @@ def test_crash_loses_no_acknowledged_face(db_url: str, tmp_path: Path) -> None:
         index_dir = Path(db_url[len("sqlite:///") :]).parent / "index"
         restarted: Any = SqliteStore(db2, None, ann_threshold=100, index_dir=index_dir)
     else:
+        monkeypatch.setenv("FACEWARDEN_GALLERY_ANN_THRESHOLD", "100")
         restarted = open_store(db2, None)
     assert restarted.index_face_ids("crash") == stored == restarted.store_face_ids("crash")
     t = restarted.templates("crash", [acked[-1]])[acked[-1]]
     assert restarted.search("crash", t, 1)[0].face.face_id == acked[-1]
-    if db_url.startswith("sqlite"):
-        assert restarted.index_info("crash")["mode"] == "ivf"
+    local = db_url.startswith("sqlite") or os.environ.get("FACEWARDEN_GALLERY_PG_SEARCH") == "local"
+    assert restarted.index_info("crash")["mode"] == ("ivf" if local else "exact")
     db2.close()

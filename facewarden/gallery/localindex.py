@@ -39,9 +39,15 @@ class LocalIndexStore(SqlStore):
         self, db: Database, settings: Any, *, index_dir: str | Path | None, ann_threshold: int
     ) -> None:
         super().__init__(db, settings)
-        data_dir = getattr(settings, "data_dir", None) or (db.path.parent if db.path else Path("."))
-        self.index_dir = Path(index_dir) if index_dir else Path(data_dir) / "index"
-        self.ann_threshold = int(ann_threshold)
+        if index_dir is None:
+            from ..config import Settings
+
+            data_dir = getattr(settings, "data_dir", None) or (
+                db.path.parent if db.path else Settings.from_env().data_dir
+            )
+            index_dir = Path(data_dir) / "index"
+        self.index_dir = Path(index_dir)
+        self.index_ann_threshold = int(ann_threshold)  # exact below, FAISS IVF above
         self._indexes: dict[str, VectorIndex] = {}
         self._guard = threading.Lock()
 
@@ -59,9 +65,11 @@ class LocalIndexStore(SqlStore):
         with self._guard:
             idx = self._indexes.get(col.collection_id)
             if idx is None or idx.uid != col.uid or idx.dim != col.dim:
-                idx = VectorIndex.load(self.index_path(col.collection_id), ann_threshold=self.ann_threshold)
+                idx = VectorIndex.load(
+                    self.index_path(col.collection_id), ann_threshold=self.index_ann_threshold
+                )
                 if idx is None or idx.uid != col.uid or idx.dim != col.dim:
-                    idx = VectorIndex(col.dim, col.uid, ann_threshold=self.ann_threshold)
+                    idx = VectorIndex(col.dim, col.uid, ann_threshold=self.index_ann_threshold)
                 self._indexes[col.collection_id] = idx
             return idx
 
@@ -73,7 +81,7 @@ class LocalIndexStore(SqlStore):
         if idx.generation == col.generation and not idx.needs_rebuild():
             return
         rebuilt = False
-        with self.db.read() as tx:
+        with self.db.read(snapshot=True) as tx:  # the generation and the rows it counts agree
             gen = tx.scalar(
                 "SELECT generation FROM gallery_collections WHERE collection_id = ? AND uid = ?",
                 (col.collection_id, col.uid),

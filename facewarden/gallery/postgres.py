@@ -10,20 +10,33 @@ pgvector 0.6 filters HNSW results *after* the index scan (no iterative scans), w
 when the searched collection is a small part of the table. So a search uses the HNSW index only when
 the collection is large (``>= ann_threshold`` faces) and makes up a good share of the faces of its
 dimension; otherwise it is an exact scan of the collection's rows (via the collection index).
+
+HNSW's recall falls with size (bench/bench_pgvector.py: 0.99 at 100,000 synthetic templates, 0.78
+at a million). ``FACEWARDEN_GALLERY_PG_SEARCH=local`` searches through the same in-process index the
+SQLite backend uses instead (:mod:`facewarden.gallery.localindex`): every process keeps the
+collections it searches in memory (about 750 bytes a face), kept in step with the database by
+generation, as exact as FAISS IVF at a million faces. The database stays the only truth.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..db import Database
+from ..errors import InvalidInput
+from .localindex import LocalIndexStore
 from .sql import SqlStore
 from .store import Collection, register_backend
 
 DEFAULT_ANN_THRESHOLD = 20_000
+#: How a search finds the nearest templates: pgvector's HNSW in the database, or an in-process index.
+SEARCH_MODES = ("hnsw", "local")
+#: For the in-process index: exact below this many faces, FAISS IVF above (as on SQLite).
+LOCAL_ANN_THRESHOLD = 50_000
 
 MIGRATIONS = [
     """
@@ -74,11 +87,26 @@ MIGRATIONS = [
 ]
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(LocalIndexStore):
     dialect = "postgresql"
 
-    def __init__(self, db: Database, settings: Any = None, *, ann_threshold: int | None = None) -> None:
-        super().__init__(db, settings)
+    def __init__(
+        self,
+        db: Database,
+        settings: Any = None,
+        *,
+        ann_threshold: int | None = None,
+        search: str | None = None,
+        index_dir: str | Path | None = None,
+    ) -> None:
+        self.search_mode = (search or os.environ.get("FACEWARDEN_GALLERY_PG_SEARCH") or "hnsw").lower()
+        if self.search_mode not in SEARCH_MODES:
+            raise InvalidInput(
+                f"FACEWARDEN_GALLERY_PG_SEARCH must be one of {', '.join(SEARCH_MODES)}, not {self.search_mode!r}."
+            )
+        local_threshold = int(os.environ.get("FACEWARDEN_GALLERY_ANN_THRESHOLD", LOCAL_ANN_THRESHOLD))
+        super().__init__(db, settings, index_dir=index_dir, ann_threshold=local_threshold)
+        self.local = self.search_mode == "local"
         self.ann_threshold = int(
             ann_threshold
             or getattr(settings, "gallery_ann_threshold", 0)
@@ -117,7 +145,40 @@ class PostgresStore(SqlStore):
             )
         self._dims_indexed.add(dim)
 
+    # ---- search: in-process index, or HNSW in the database ------------------------------------
+    def _template_matrix(self, values: list[Any], dim: int) -> np.ndarray:
+        return (
+            np.stack([self._template_value(v) for v in values]) if values else np.zeros((0, dim), np.float32)
+        )
+
+    def sync_index(self, collection_id: str) -> None:
+        if self.local:
+            super().sync_index(collection_id)
+        else:
+            SqlStore.sync_index(self, collection_id)
+
+    def index_face_ids(self, collection_id: str) -> set[str]:
+        return (
+            super().index_face_ids(collection_id)
+            if self.local
+            else SqlStore.index_face_ids(self, collection_id)
+        )
+
+    def index_info(self, collection_id: str) -> dict[str, Any]:
+        if self.local:
+            return super().index_info(collection_id)
+        col = self.get_collection(collection_id)
+        mode = "hnsw" if col.face_count >= self.ann_threshold else "exact"
+        return {
+            "mode": mode,
+            "size": col.face_count,
+            "generation": col.generation,
+            "store_generation": col.generation,
+        }
+
     def _nearest(self, col: Collection, probe: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if self.local:
+            return super()._nearest(col, probe, k)
         from pgvector import Vector
 
         dim = int(col.dim)
