@@ -1,12 +1,15 @@
-"""pgvector's HNSW at scale: recall@1 and latency against ef_search, bulk-loaded.
+"""PostgreSQL search at scale: pgvector's HNSW against ef_search, and the store's in-process index.
 
 The gallery's PostgreSQL store keeps its HNSW index up to date on every insert, which costs about
 2.7 s per 1,000 templates on this machine (bench_gallery.py), too slow to fill a million here.
 This bench loads the same synthetic templates with COPY, builds the index the store uses
 (vector_ip_ops, m = 16, ef_construction = 64) once, and measures exact-top-1 recall and latency
-at several ef_search values (the store's default is 200). Not a test.
+at several ef_search values (the store's default is 200). Then it loads the same templates into
+the store's own tables and searches them as the store does with FACEWARDEN_GALLERY_PG_SEARCH=local
+(an in-process FAISS index built from the database): recall, latency, build time and the memory the
+index takes in the process. Not a test.
 
-    python bench/bench_pgvector.py [--sizes 100000,1000000] [--queries 200]
+    python bench/bench_pgvector.py [--sizes 100000,1000000] [--queries 200] [--ef 100,200,400]
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ def run(n: int, queries: int, efs: list[int]) -> list[list[object]]:
         load = time.perf_counter() - t
         conn.execute("SET maintenance_work_mem = '3GB'")
         t = time.perf_counter()
-        conn.execute("CREATE INDEX ON t USING hnsw (v vector_ip_ops) WITH (m = 16, ef_construction = 64)")
+        if efs:
+            conn.execute("CREATE INDEX ON t USING hnsw (v vector_ip_ops) WITH (m = 16, ef_construction = 64)")
+            size = conn.execute("SELECT pg_relation_size('t_v_idx')").fetchone()[0]
         build = time.perf_counter() - t
-        size = conn.execute("SELECT pg_relation_size('t_v_idx')").fetchone()[0]
         for ef in efs:
             conn.execute(f"SET hnsw.ef_search = {ef}")
             hits, lat = 0, []
@@ -73,20 +77,77 @@ def run(n: int, queries: int, efs: list[int]) -> list[list[object]]:
                     round(size / n),
                 ]
             )
+        rows.append(local_row(srv, conn, gallery, qs, truth, Path(d)))
         conn.close()
         srv.cleanup()
     return rows
+
+
+def local_row(srv, conn, gallery: np.ndarray, qs: np.ndarray, truth: np.ndarray, tmp: Path) -> list[object]:
+    """The store's ``local`` search mode on the same templates, bulk-loaded into its own tables."""
+    import uuid
+
+    from bench_gallery import rss_mb
+
+    from facewarden.db import Database
+    from facewarden.gallery.postgres import PostgresStore
+
+    n = len(gallery)
+    conn.execute("CREATE DATABASE gallery")
+    url = srv.get_uri("gallery")
+    store = PostgresStore(Database(url), None, search="local", index_dir=tmp / "index")
+    store.create_collection("bench", "dlib-resnet-v1", 128)
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(url) as bulk:
+        register_vector(bulk)
+        bulk.execute("DROP INDEX gallery_faces_hnsw_128")  # not used by this mode; slows COPY
+        with bulk.cursor().copy(
+            "COPY gallery_faces (seq, face_id, collection_id, image_id, bbox, confidence, template, dim,"
+            " model_version, indexed_at) FROM STDIN WITH (FORMAT BINARY)"
+        ) as cp:
+            cp.set_types(
+                ["int8", "text", "text", "text", "text", "float8", "vector", "int4", "text", "float8"]
+            )
+            for i, v in enumerate(gallery):
+                cp.write_row((i + 1, ids[i], "bench", ids[i], "{}", 99.0, v, 128, "dlib-resnet-v1", 0.0))
+        bulk.execute("UPDATE gallery_collections SET face_count = %s, generation = 1", (n,))
+    before = rss_mb()
+    t = time.perf_counter()
+    store.sync_index("bench")
+    build = time.perf_counter() - t
+    grown = (rss_mb() - before) * 2**20 / n
+    hits, lat = 0, []
+    for q, tr in zip(qs, truth):
+        t = time.perf_counter()
+        m = store.search("bench", q, 1)
+        lat.append(time.perf_counter() - t)
+        hits += bool(m) and m[0].face.face_id == ids[tr]
+    mode = f"local ({store.index_info('bench')['mode']})"
+    store.db.close()
+    return [
+        f"{n:,}",
+        mode,
+        hits / len(qs),
+        np.median(lat) * 1000,
+        np.percentile(lat, 99) * 1000,
+        "",
+        f"{build:.0f}",
+        round(grown),
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--ef", default="100,200,400")
+    ap.add_argument("--ef", default="100,200,400", help='HNSW ef_search values; "" for the local index only')
     args = ap.parse_args()
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        rows += run(n, args.queries, [int(e) for e in args.ef.split(",")])
+        rows += run(n, args.queries, [int(e) for e in args.ef.split(",") if e])
     print(
         table(
             [
@@ -96,7 +157,7 @@ def main() -> None:
                 "p50 ms",
                 "p99 ms",
                 "COPY s",
-                "HNSW build s",
+                "index build s",
                 "index B/face",
             ],
             rows,
