@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from facewarden.audit import AuditLog
-from facewarden.audit.log import _record_message, canonical, chain_hash, digests_of
+from facewarden.audit import AuditLog, transparency_report
+from facewarden.audit.log import COLUMNS, _record_message, canonical, chain_hash, columns_of, digests_of
 from facewarden.db import Database
 
 N = 8
@@ -90,6 +90,28 @@ def test_edited_column_is_caught(log: AuditLog) -> None:
     assert (res.ok, res.first_bad_seq, res.kind, res.fields) == (False, 5, "edited", ["org"])
 
 
+def test_edited_report_column_is_caught(log: AuditLog) -> None:
+    """The transparency report counts columns; an edit there to hide a denial is caught."""
+    sql(log, "UPDATE audit_log SET rule = NULL, faces_erased = 9 WHERE seq = 3")
+    res = log.verify()
+    assert (res.ok, res.first_bad_seq, res.kind, res.fields) == (False, 3, "edited", ["rule", "faces_erased"])
+
+
+def test_upgrade_backfills_the_report_columns(tmp_path: Path) -> None:
+    a = open_log(tmp_path)
+    for i in range(1, 13):
+        a.append({**entry(i, "denied" if i % 4 == 0 else "allowed"), "counts": {"faces_erased": i % 3}})
+    with a.db.transaction() as tx:  # back to the schema before the columns existed
+        tx.execute("DROP INDEX audit_log_report")
+        for c in ("purpose", "sector", "rule", "faces_erased"):
+            tx.execute(f"ALTER TABLE audit_log DROP COLUMN {c}")
+        tx.execute("DELETE FROM schema_migrations WHERE component = 'audit' AND version = 2")
+    upgraded = open_log(tmp_path)
+    assert upgraded.verify().ok
+    assert transparency_report(upgraded) == _reference_report(upgraded)
+    assert transparency_report(upgraded)["FacesErased"] == sum(i % 3 for i in range(1, 13) if i % 4)
+
+
 def test_edit_with_recomputed_digests_and_hash_is_caught(log: AuditLog) -> None:
     r = row(log, 4)
     record = json.loads(r[5])
@@ -128,9 +150,10 @@ def _forge(log: AuditLog, seq: int, prev: str, key: Ed25519PrivateKey | None) ->
     digests = canonical(digests_of(record))
     h = chain_hash(prev, digests)
     sig = (key or Ed25519PrivateKey.generate()).sign(_record_message(h)).hex()
-    sql(log, "INSERT INTO audit_log (seq, ts, operation, decision, org, record, digests, prev_hash, hash, sig)"
-             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (seq, 1.0, record["operation"], "allowed", "acme", canonical(record), digests, prev, h, sig))  # fmt: skip
+    cols = columns_of(record)  # a forger with database access writes columns that agree with the record
+    sql(log, f"INSERT INTO audit_log (seq, ts, record, digests, prev_hash, hash, sig, {', '.join(COLUMNS)})"
+             f" VALUES (?, ?, ?, ?, ?, ?, ?{', ?' * len(COLUMNS)})",
+        (seq, 1.0, canonical(record), digests, prev, h, sig, *(cols[c] for c in COLUMNS)))  # fmt: skip
 
 
 def test_forged_appended_record_with_a_perfect_chain(log: AuditLog) -> None:
@@ -241,6 +264,7 @@ def test_postgres_log_and_service_pipeline(pg_url: str, tmp_path: Path) -> None:
         s.call("GrantConsent", {"Subject": "x", "Evidence": "form"}, owner)
         assert s.lookup_secret(p.key_id)[1] == k["SecretAccessKey"]
         assert s.audit.verify().ok
+        assert transparency_report(s.audit) == _reference_report(s.audit)  # the SQL on PostgreSQL
         s.audit.checkpoint()
         with s.db.transaction() as tx:
             tx.execute("DELETE FROM audit_log WHERE seq = 2")
@@ -248,3 +272,74 @@ def test_postgres_log_and_service_pipeline(pg_url: str, tmp_path: Path) -> None:
         assert (res.ok, res.first_bad_seq, res.kind) == (False, 2, "deleted")
     finally:
         s.close()
+
+
+def _reference_report(audit: AuditLog, since: float | None = None) -> dict[str, Any]:
+    """The transparency report computed record by record in Python: what the SQL must agree with."""
+    from collections import Counter, defaultdict
+
+    from facewarden.audit.log import iso
+    from facewarden.audit.report import _INTERNAL
+
+    by_purpose: dict = defaultdict(Counter)
+    by_sector: dict = defaultdict(Counter)
+    by_rule: Counter = Counter()
+    denials_by_sector: dict = defaultdict(Counter)
+    decisions: Counter = Counter()
+    changes, erased, subjects, searches, times = [], 0, 0, 0, []
+    for r in audit.records(since=since):
+        times.append(r["time"])
+        op = r.get("operation") or ""
+        if op == "PolicyChanged":
+            changes.append(
+                {"Time": r["time"], "PolicyHash": r.get("policy_hash"), **(r.get("details") or {})}
+            )
+        if op in _INTERNAL:
+            erased += int((r.get("counts") or {}).get("faces_erased", 0))
+            continue
+        decision = r.get("decision") or ""
+        decisions[decision] += 1
+        purpose, sector, rule = (r.get(k) or "(none)" for k in ("purpose", "sector", "rule"))
+        if decision == "denied":
+            by_rule[rule] += 1
+            denials_by_sector[sector][rule] += 1
+            continue
+        by_purpose[purpose][op] += 1
+        by_sector[sector][op] += 1
+        searches += op.startswith("Search") and decision == "allowed"
+        erased += int((r.get("counts") or {}).get("faces_erased", 0))
+        subjects += op in ("EraseSubject", "WithdrawConsent") and decision == "allowed"
+    return {
+        "Since": iso(since) if since is not None else None,
+        "From": times[0] if times else None,
+        "To": times[-1] if times else None,
+        "Decisions": dict(decisions),
+        "OperationsByPurpose": {k: dict(v) for k, v in sorted(by_purpose.items())},
+        "OperationsBySector": {k: dict(v) for k, v in sorted(by_sector.items())},
+        "DenialsByRule": dict(by_rule.most_common()),
+        "DenialsBySector": {k: dict(v) for k, v in sorted(denials_by_sector.items())},
+        "IdentificationSearches": searches,
+        "SubjectsErasedOrWithdrawn": subjects,
+        "FacesErased": erased,
+        "PolicyChanges": changes,
+    }
+
+
+def test_transparency_report_is_counted_by_the_database(tmp_path: Path) -> None:
+    t = [1_750_000_000.0]
+    db = Database(f"sqlite:///{tmp_path}/gallery.sqlite3")
+    a = AuditLog(db, tmp_path, lambda: t[0])
+    ops = ["SearchFacesByImage", "CompareFaces", "EraseSubject", "WithdrawConsent", "RetentionSweep",
+           "PolicyChanged", "IndexFaces", "SearchUsers"]  # fmt: skip
+    for i in range(60):
+        t[0] += 60
+        e = entry(i, "denied" if i % 5 == 0 else "allowed")
+        e.update(operation=ops[i % len(ops)], purpose=[None, "access_control", ""][i % 3],
+                 sector=["commercial", "law_enforcement"][i % 2], rule=[None, "moratorium", "purpose"][i % 3],
+                 counts={"faces_erased": i % 4} if i % 2 else {}, details={"version": i})  # fmt: skip
+        a.append(e)
+    for since in (None, 1_750_000_000.0 + 60 * 31):
+        ours, reference = transparency_report(a, since), _reference_report(a, since)
+        assert ours == reference
+    assert ours["FacesErased"] > 0 and ours["PolicyChanges"] and ours["DenialsByRule"]
+    assert transparency_report(a, 2e9) == _reference_report(a, 2e9)  # nothing that late

@@ -62,8 +62,21 @@ FIELDS = (
     "details",
     "policy_hash",
 )
-#: Columns duplicated from the record for queries; verify checks they agree with it.
-COLUMNS = ("operation", "decision", "org")
+#: Columns duplicated from the record for queries (the transparency report counts them in the
+#: database); verify checks they agree with the signed record.
+COLUMNS = ("operation", "decision", "org", "purpose", "sector", "rule", "faces_erased")
+
+
+def columns_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The values of :data:`COLUMNS` for a record."""
+    return {
+        "operation": record.get("operation") or "",
+        "decision": record.get("decision") or "",
+        "org": record.get("org"),
+        **{k: record.get(k) or None for k in ("purpose", "sector", "rule")},
+        "faces_erased": int((record.get("counts") or {}).get("faces_erased") or 0),
+    }
+
 
 MIGRATIONS = [
     """
@@ -87,6 +100,28 @@ MIGRATIONS = [
         sig TEXT NOT NULL
     )
     """,
+    {
+        "sqlite": """
+        ALTER TABLE audit_log ADD COLUMN purpose TEXT;
+        ALTER TABLE audit_log ADD COLUMN sector TEXT;
+        ALTER TABLE audit_log ADD COLUMN rule TEXT;
+        ALTER TABLE audit_log ADD COLUMN faces_erased BIGINT NOT NULL DEFAULT 0;
+        UPDATE audit_log SET purpose = NULLIF(json_extract(record, '$.purpose'), ''),
+            sector = NULLIF(json_extract(record, '$.sector'), ''),
+            rule = NULLIF(json_extract(record, '$.rule'), ''),
+            faces_erased = COALESCE(CAST(json_extract(record, '$.counts.faces_erased') AS INTEGER), 0);
+        CREATE INDEX audit_log_report ON audit_log (operation, decision, purpose, sector, rule, faces_erased, ts)
+        """,
+        "postgresql": """
+        ALTER TABLE audit_log ADD COLUMN purpose TEXT, ADD COLUMN sector TEXT, ADD COLUMN rule TEXT,
+            ADD COLUMN faces_erased BIGINT NOT NULL DEFAULT 0;
+        UPDATE audit_log SET purpose = NULLIF((record::jsonb) ->> 'purpose', ''),
+            sector = NULLIF((record::jsonb) ->> 'sector', ''),
+            rule = NULLIF((record::jsonb) ->> 'rule', ''),
+            faces_erased = COALESCE(((record::jsonb) -> 'counts' ->> 'faces_erased')::bigint, 0);
+        CREATE INDEX audit_log_report ON audit_log (operation, decision, purpose, sector, rule, faces_erased, ts)
+        """,
+    },
 ]
 
 
@@ -224,12 +259,12 @@ class AuditLog:
         digests_text = canonical(digests_of(record))
         h = chain_hash(prev, digests_text)
         sig = self._key.sign(_record_message(h)).hex()
+        cols = columns_of(record)
         tx.execute(
-            "INSERT INTO audit_log (seq, ts, operation, decision, org, record, digests, prev_hash, hash, sig)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, now, record["operation"] or "", record["decision"] or "", record["org"], record_text,
-             digests_text, prev, h, sig),
-        )  # fmt: skip
+            f"INSERT INTO audit_log (seq, ts, record, digests, prev_hash, hash, sig, {', '.join(COLUMNS)})"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?{', ?' * len(COLUMNS)})",
+            (seq, now, record_text, digests_text, prev, h, sig, *(cols[c] for c in COLUMNS)),
+        )
         cp = self._checkpoint_tx(tx, seq, h) if seq % self.checkpoint_every == 0 else None
         return record, cp
 
@@ -333,6 +368,42 @@ class AuditLog:
                 continue
             yield int(seq), canonical({"record": record, "prev_hash": prev, "hash": h, "sig": sig})
 
+    def tally(self, since: float | None = None) -> list[tuple[str, str, str, str, str, int, int]]:
+        """``(operation, decision, purpose, sector, rule, records, faces erased)`` for every distinct
+        combination, counted by the database from the record's columns (no record parsed)."""
+        where = " WHERE ts >= ?" if since is not None else ""
+        rows = self._all(
+            "SELECT operation, decision, purpose, sector, rule, COUNT(*), SUM(faces_erased) FROM audit_log"
+            f"{where} GROUP BY operation, decision, purpose, sector, rule",
+            () if since is None else (since,),
+        )
+        return [
+            (op, dec or "", p or "", s or "", r or "", int(n), int(e or 0)) for op, dec, p, s, r, n, e in rows
+        ]
+
+    def span(self, since: float | None = None) -> tuple[str | None, str | None]:
+        """The times of the first and the last record (from ``since`` on)."""
+        where = " WHERE ts >= ?" if since is not None else ""
+        params = () if since is None else (since,)
+        ends = []
+        for order in ("ASC", "DESC"):
+            row = self._all(f"SELECT record FROM audit_log{where} ORDER BY seq {order} LIMIT 1", params)
+            ends.append(json.loads(row[0][0]).get("time") if row else None)
+        return ends[0], ends[1]
+
+    def records_of(self, operation: str, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """The records of one operation, in order (through the operation index)."""
+        where = " AND ts >= ?" if since is not None else ""
+        params = (operation,) if since is None else (operation, since)
+        for (text,) in self._all(
+            f"SELECT record FROM audit_log WHERE operation = ?{where} ORDER BY seq", params
+        ):
+            yield json.loads(text)
+
+    def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self.db.read() as tx:
+            return tx.all(sql, params)
+
     def _seq_of_hash(self, hash_: str) -> int | None:
         with self.db.read() as tx:
             seq = tx.scalar("SELECT seq FROM audit_log WHERE hash = ?", (hash_,))
@@ -363,8 +434,8 @@ class AuditLog:
             res.fields = fields or []
             return res
 
-        scanned = "operation, decision, org, record, digests, prev_hash, hash, sig"
-        for seq, op, decision, org, text, digests_text, prev_hash, h, sig in self._scan(scanned):
+        scanned = f"record, digests, prev_hash, hash, sig, {', '.join(COLUMNS)}"
+        for seq, text, digests_text, prev_hash, h, sig, *stored_cols in self._scan(scanned):
             seq = int(seq)
             res.records += 1
             if seq != expected:
@@ -396,10 +467,8 @@ class AuditLog:
                     seq, "edited", f"Record {seq} was edited: field(s) {', '.join(changed)} no longer match "
                     "the digests its hash covers.", changed,
                 )  # fmt: skip
-            columns = {"operation": op, "decision": decision, "org": org}
-            col_changed = [
-                c for c in COLUMNS if (record.get(c) or ("" if c != "org" else None)) != columns[c]
-            ]
+            expected = columns_of(record)
+            col_changed = [c for c, v in zip(COLUMNS, stored_cols) if expected[c] != v]
             if col_changed:
                 return bad(seq, "edited", f"Record {seq} was edited: column(s) {', '.join(col_changed)} "
                            "disagree with the signed record.", col_changed)  # fmt: skip

@@ -12,40 +12,36 @@ _INTERNAL = {"PolicyChanged", "Init", "RetentionSweep", "ConsentExpired", "Check
 
 
 def transparency_report(audit: AuditLog, since: float | None = None) -> dict[str, Any]:
+    """Counts by purpose, sector, decision and rule, aggregated by the database (a log of millions
+    of records is never read into Python), plus the policy changes."""
     ops_by_purpose: dict[str, Counter[str]] = defaultdict(Counter)
     ops_by_sector: dict[str, Counter[str]] = defaultdict(Counter)
     denials_by_rule: Counter[str] = Counter()
     denials_by_sector: dict[str, Counter[str]] = defaultdict(Counter)
     decisions: Counter[str] = Counter()
-    policy_changes: list[dict[str, Any]] = []
     faces_erased = subjects_erased = searches = 0
-    first = last = None
-    for r in audit.records(since=since):
-        first = first or r["time"]
-        last = r["time"]
-        op = r.get("operation") or ""
-        if op == "PolicyChanged":
-            policy_changes.append(
-                {"Time": r["time"], "PolicyHash": r.get("policy_hash"), **(r.get("details") or {})}
-            )
+    for op, decision, purpose, sector, rule, n, erased in audit.tally(since):
         if op in _INTERNAL:
-            faces_erased += int((r.get("counts") or {}).get("faces_erased", 0))
+            faces_erased += erased
             continue
-        decision = r.get("decision") or ""
-        decisions[decision] += 1
-        purpose, sector = r.get("purpose") or "(none)", r.get("sector") or "(none)"
+        decisions[decision] += n
+        purpose, sector, rule = purpose or "(none)", sector or "(none)", rule or "(none)"
         if decision == "denied":
-            denials_by_rule[r.get("rule") or "(none)"] += 1
-            denials_by_sector[sector][r.get("rule") or "(none)"] += 1
+            denials_by_rule[rule] += n
+            denials_by_sector[sector][rule] += n
             continue
-        ops_by_purpose[purpose][op] += 1
-        ops_by_sector[sector][op] += 1
+        ops_by_purpose[purpose][op] += n
+        ops_by_sector[sector][op] += n
+        faces_erased += erased
         if op.startswith("Search") and decision == "allowed":
-            searches += 1
-        counts = r.get("counts") or {}
-        faces_erased += int(counts.get("faces_erased", 0))
+            searches += n
         if op in ("EraseSubject", "WithdrawConsent") and decision == "allowed":
-            subjects_erased += 1
+            subjects_erased += n
+    first, last = audit.span(since)
+    policy_changes = [
+        {"Time": r["time"], "PolicyHash": r.get("policy_hash"), **(r.get("details") or {})}
+        for r in audit.records_of("PolicyChanged", since)
+    ]
     return {
         "Since": iso(since) if since is not None else None,
         "From": first,
