@@ -28,7 +28,9 @@ from bench_gallery import probes, synthetic
 from common import table
 
 
-def run(n: int, queries: int, efs: list[int]) -> list[list[object]]:
+def run(
+    n: int, queries: int, efs: list[int], m: int = 16, ef_construction: int = 64, local: bool = True
+) -> list[list[object]]:
     import pgserver
     import psycopg
     from pgvector.psycopg import register_vector
@@ -54,7 +56,9 @@ def run(n: int, queries: int, efs: list[int]) -> list[list[object]]:
         conn.execute("SET maintenance_work_mem = '3GB'")
         t = time.perf_counter()
         if efs:
-            conn.execute("CREATE INDEX ON t USING hnsw (v vector_ip_ops) WITH (m = 16, ef_construction = 64)")
+            conn.execute(
+                f"CREATE INDEX ON t USING hnsw (v vector_ip_ops) WITH (m = {m}, ef_construction = {ef_construction})"
+            )
             size = conn.execute("SELECT pg_relation_size('t_v_idx')").fetchone()[0]
         build = time.perf_counter() - t
         for ef in efs:
@@ -77,7 +81,8 @@ def run(n: int, queries: int, efs: list[int]) -> list[list[object]]:
                     round(size / n),
                 ]
             )
-        rows.append(local_row(srv, conn, gallery, qs, truth, Path(d)))
+        if local:
+            rows.append(local_row(srv, conn, gallery, qs, truth, Path(d)))
         conn.close()
         srv.cleanup()
     return rows
@@ -144,10 +149,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--ef", default="100,200,400", help='HNSW ef_search values; "" for the local index only')
+    ap.add_argument("--m", type=int, default=16, help="HNSW m (the store's: 16)")
+    ap.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction (the store's: 64)")
+    ap.add_argument("--no-local", action="store_true", help="skip the store's local index mode")
     args = ap.parse_args()
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        rows += run(n, args.queries, [int(e) for e in args.ef.split(",") if e])
+        efs = [int(e) for e in args.ef.split(",") if e]
+        rows += run(n, args.queries, efs, args.m, args.ef_construction, not args.no_local)
     print(
         table(
             [
