@@ -217,6 +217,38 @@ def test_subjects_are_pseudonymous(tmp_path: Path) -> None:
     assert list(a.export(subject="John Doe")) == []
 
 
+def test_subject_index(tmp_path: Path) -> None:
+    """A subject's records come from the subject index (in order, across scan batches); rows
+    deleted from or added to the index are caught by verify, naming the record."""
+    a = open_log(tmp_path)
+    jane, john = a.subject_ref("Jane Doe"), a.subject_ref("John Doe")
+    for i in range(1, 13):
+        a.append({**entry(i), "subjects": [jane, jane] if i % 3 == 0 else [john] if i % 4 == 0 else []})
+    assert [r["seq"] for r in a.records(subject="Jane Doe")] == [3, 6, 9, 12]
+    assert [s for s, _ in a.export(subject="John Doe")] == [4, 8]
+    assert [s for s, _ in a.export(subject="Jane Doe", before=10**9)] == [12, 9, 6, 3]
+    assert a.verify().ok
+    sql(a, "DELETE FROM audit_subjects WHERE seq = 6")  # hide a record from Jane's access request
+    res = a.verify()
+    assert (res.ok, res.first_bad_seq, res.kind) == (False, 6, "edited") and "subject index" in res.problem
+    sql(a, "INSERT INTO audit_subjects (ref, seq) VALUES (?, 6)", (jane,))
+    assert a.verify().ok
+    sql(a, "INSERT INTO audit_subjects (ref, seq) VALUES (?, 2)", (john,))  # implicate someone
+    assert (a.verify().first_bad_seq, a.verify().kind) == (2, "edited")
+
+
+def test_upgrade_backfills_the_subject_index(tmp_path: Path) -> None:
+    a = open_log(tmp_path)
+    ref = a.subject_ref("Jane Doe")
+    for i in range(1, 8):
+        a.append({**entry(i), "subjects": [ref] if i % 2 else []})
+    with a.db.transaction() as tx:  # back to the schema before the index existed
+        tx.execute("DROP TABLE audit_subjects")
+        tx.execute("DELETE FROM schema_migrations WHERE component = 'audit' AND version = 3")
+    upgraded = open_log(tmp_path)
+    assert upgraded.verify().ok and [r["seq"] for r in upgraded.records(subject="Jane Doe")] == [1, 3, 5, 7]
+
+
 def test_no_image_or_template_fields(tmp_path: Path) -> None:
     a = open_log(tmp_path)
     with pytest.raises(ValueError):

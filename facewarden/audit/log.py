@@ -122,6 +122,19 @@ MIGRATIONS = [
         CREATE INDEX audit_log_report ON audit_log (operation, decision, purpose, sector, rule, faces_erased, ts)
         """,
     },
+    # Which records name which data subject (by pseudonym): a subject's records without reading the log.
+    {
+        "sqlite": """
+        CREATE TABLE audit_subjects (ref TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (ref, seq));
+        INSERT OR IGNORE INTO audit_subjects (ref, seq)
+            SELECT j.value, a.seq FROM audit_log a, json_each(a.record, '$.subjects') j
+        """,
+        "postgresql": """
+        CREATE TABLE audit_subjects (ref TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (ref, seq));
+        INSERT INTO audit_subjects (ref, seq)
+            SELECT DISTINCT jsonb_array_elements_text((record::jsonb) -> 'subjects'), seq FROM audit_log
+        """,
+    },
 ]
 
 
@@ -132,6 +145,14 @@ def canonical(value: Any) -> str:
 
 def digests_of(record: dict[str, Any]) -> dict[str, str]:
     return {k: hashlib.sha256(canonical(v).encode()).hexdigest() for k, v in record.items()}
+
+
+def _refs(record: dict[str, Any]) -> set[str]:
+    return {str(r) for r in record.get("subjects") or []}
+
+
+def _pair_digest(ref: str, seq: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{ref}\n{seq}".encode()).digest()[:16], "big")
 
 
 def chain_hash(prev_hash: str, digests_text: str) -> str:
@@ -265,6 +286,9 @@ class AuditLog:
             f" VALUES (?, ?, ?, ?, ?, ?, ?{', ?' * len(COLUMNS)})",
             (seq, now, record_text, digests_text, prev, h, sig, *(cols[c] for c in COLUMNS)),
         )
+        tx.executemany(
+            "INSERT INTO audit_subjects (ref, seq) VALUES (?, ?)", [(r, seq) for r in _refs(record)]
+        )
         cp = self._checkpoint_tx(tx, seq, h) if seq % self.checkpoint_every == 0 else None
         return record, cp
 
@@ -318,30 +342,39 @@ class AuditLog:
         with self.db.read() as tx:
             return int(tx.scalar("SELECT COUNT(*) FROM audit_log") or 0)
 
-    def _scan(self, columns: str, *, after: int = 0, before: int | None = None) -> Iterator[tuple[Any, ...]]:
+    def _scan(
+        self, columns: str, *, after: int = 0, before: int | None = None, ref: str | None = None
+    ) -> Iterator[tuple[Any, ...]]:
         """``(seq, *columns)`` rows in sequence order, a batch per read: the log may hold millions,
-        and neither verification nor export may need it all in memory. With ``before``, newest first."""
+        and neither verification nor export may need it all in memory. With ``before``, newest
+        first; with ``ref``, only the records naming that subject pseudonym."""
         cursor = before
+        source, params = "audit_log a WHERE", ()
+        if ref is not None:
+            source, params = "audit_subjects s JOIN audit_log a ON a.seq = s.seq WHERE s.ref = ? AND", (ref,)
         while True:
             with self.db.read() as tx:
                 if before is None:
                     rows = tx.all(
-                        f"SELECT seq, {columns} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (after, self.scan_batch),
+                        f"SELECT a.seq, {columns} FROM {source} a.seq > ? ORDER BY a.seq LIMIT ?",
+                        (*params, after, self.scan_batch),
                     )
                 else:
                     rows = tx.all(
-                        f"SELECT seq, {columns} FROM audit_log WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-                        (cursor, self.scan_batch),
+                        f"SELECT a.seq, {columns} FROM {source} a.seq < ? ORDER BY a.seq DESC LIMIT ?",
+                        (*params, cursor, self.scan_batch),
                     )
             if not rows:
                 return
             yield from rows
             after = cursor = int(rows[-1][0])
 
-    def records(self, *, since: float | None = None, after_seq: int = 0) -> Iterator[dict[str, Any]]:
-        """Records in sequence order (optionally from a time on)."""
-        for _, text, ts in self._scan("record, ts", after=after_seq):
+    def records(
+        self, *, since: float | None = None, after_seq: int = 0, subject: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Records in sequence order (optionally from a time on, or naming one data subject)."""
+        ref = self.subject_ref(subject) if subject is not None else None
+        for _, text, ts in self._scan("record, ts", after=after_seq, ref=ref):
             if since is None or ts >= since:
                 yield json.loads(text)
 
@@ -357,15 +390,13 @@ class AuditLog:
         oldest first after ``after``, or newest first below ``before``."""
         ref = self.subject_ref(subject) if subject is not None else None
         for seq, ts, text, prev, h, sig in self._scan(
-            "ts, record, prev_hash, hash, sig", after=after, before=before
+            "ts, record, prev_hash, hash, sig", after=after, before=before, ref=ref
         ):
             if since is not None and ts < since:
                 if before is not None:
                     return  # newest first: everything further is older still
                 continue
             record = json.loads(text)
-            if ref is not None and ref not in (record.get("subjects") or []):
-                continue
             yield int(seq), canonical({"record": record, "prev_hash": prev, "hash": h, "sig": sig})
 
     def tally(self, since: float | None = None) -> list[tuple[str, str, str, str, str, int, int]]:
@@ -404,6 +435,29 @@ class AuditLog:
         with self.db.read() as tx:
             return tx.all(sql, params)
 
+    def _subjects_digest(self, last_seq: int) -> int:
+        acc, after = 0, ("", -1)
+        while True:  # keyset pages over the primary key (ref, seq)
+            rows = self._all(
+                "SELECT ref, seq FROM audit_subjects WHERE (ref, seq) > (?, ?) ORDER BY ref, seq LIMIT ?",
+                (after[0], after[1], self.scan_batch),
+            )
+            if not rows:
+                return acc
+            for ref, seq in rows:
+                if int(seq) <= last_seq:
+                    acc ^= _pair_digest(str(ref), int(seq))
+            after = (str(rows[-1][0]), int(rows[-1][1]))
+
+    def _first_subject_mismatch(self, last_seq: int) -> int:
+        """The first record whose subjects and index rows differ (only run once a mismatch is known)."""
+        indexed: dict[int, set[str]] = {}
+        for ref, seq in self._all("SELECT ref, seq FROM audit_subjects WHERE seq <= ?", (last_seq,)):
+            indexed.setdefault(int(seq), set()).add(str(ref))
+        named = {int(seq): _refs(json.loads(text)) for seq, text in self._scan("record")}
+        bad = [s for s in set(indexed) | set(named) if indexed.get(s, set()) != named.get(s, set())]
+        return min(bad) if bad else last_seq
+
     def _seq_of_hash(self, hash_: str) -> int | None:
         with self.db.read() as tx:
             seq = tx.scalar("SELECT seq FROM audit_log WHERE hash = ?", (hash_,))
@@ -426,6 +480,7 @@ class AuditLog:
             )
         wanted = {c[0] for c in checkpoints}
         hashes: dict[int, str] = {}  # of the checkpointed records only
+        subjects = 0  # order-free digest of the (subject, record) pairs the records name
         res = VerifyResult(ok=True, records=0, checkpoints=len(cps))
         prev, expected = GENESIS, 1
 
@@ -491,6 +546,8 @@ class AuditLog:
             prev, expected = str(h), seq + 1
             if seq in wanted:
                 hashes[seq] = str(h)
+            for ref in _refs(record):
+                subjects ^= _pair_digest(ref, seq)
 
         last_seq = expected - 1
         for cseq, chash, ctime, csig, where in checkpoints:
@@ -508,6 +565,10 @@ class AuditLog:
                 return bad(cseq, "edited", f"Record {cseq}'s hash differs from the one its signed checkpoint "
                            f"({where}) recorded: the log was rewritten.")  # fmt: skip
             res.last_checkpoint = max(res.last_checkpoint or 0, cseq)
+        if self._subjects_digest(last_seq) != subjects:
+            seq = self._first_subject_mismatch(last_seq)
+            return bad(seq, "edited", f"The subject index disagrees with record {seq}: rows were added to or "
+                       "deleted from audit_subjects, so a subject's records would be misreported.")  # fmt: skip
         res.problem = (
             f"{res.records} records, chain and signatures intact; {len(checkpoints)} checkpoints agree"
             + (f" (last at record {res.last_checkpoint})." if res.last_checkpoint else ".")

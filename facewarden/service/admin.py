@@ -229,9 +229,7 @@ def export_subject(self: Service, ctx: Context) -> dict[str, Any]:
             {**f.to_rekognition(), "CollectionId": f.collection_id, "IndexedAt": f.indexed_at} for f in faces
         ],
         "Consents": self.consents.list(subject=subject),
-        "AuditRecords": [
-            r for r in self.audit.records() if self.audit.subject_ref(subject) in (r.get("subjects") or [])
-        ],
+        "AuditRecords": list(self.audit.records(subject=subject)),
     }
     if include:
         templates: dict[str, list[float]] = {}
