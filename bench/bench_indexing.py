@@ -7,10 +7,15 @@ photo (load_image_file, face_locations, face_encodings), as its own `face_recogn
 does. Best of three runs each, in the same process, then the ratio. Finally the templates are
 compared on the same face boxes: facewarden's (ONNX Runtime) and face_recognition's (dlib),
 both L2-normalised. Not a test.
+
+    python bench/bench_indexing.py                      # HOG, both at their defaults, every photo
+    python bench/bench_indexing.py --detector cnn       # dlib's CNN detector on both (ONNX Runtime in
+                                                        # facewarden), photos up to --max-side 300 px
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -20,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,23 +40,23 @@ from facewarden.service import Service
 WORKERS = os.cpu_count() or 2
 
 
-def _peer_one(path: str) -> int:
+def _peer_one(path: str, model: str = "hog") -> int:
     import face_recognition
 
     img = face_recognition.load_image_file(path)
-    return len(face_recognition.face_encodings(img, face_recognition.face_locations(img)))
+    return len(face_recognition.face_encodings(img, face_recognition.face_locations(img, model=model)))
 
 
-def peer_run(paths: list[str]) -> tuple[float, int]:
+def peer_run(paths: list[str], detector: str = "hog") -> tuple[float, int]:
     t = time.perf_counter()
     with ProcessPoolExecutor(WORKERS) as pool:
-        faces = sum(pool.map(_peer_one, paths, chunksize=4))
+        faces = sum(pool.map(_peer_one, paths, [detector] * len(paths), chunksize=4))
     return time.perf_counter() - t, faces
 
 
-def ours_run(paths: list[str]) -> tuple[float, int]:
+def ours_run(paths: list[str], detector: str = "hog") -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as d:
-        svc = Service(Settings(data_dir=Path(d)))
+        svc = Service(Settings(data_dir=Path(d), detector=detector))
         owner, _ = svc.init_owner("bench", "individual", purpose="photo_organisation")
         svc.call("CreateCollection", {"CollectionId": "bench", "ConsentMode": "household"}, owner)
         t = time.perf_counter()
@@ -60,11 +66,11 @@ def ours_run(paths: list[str]) -> tuple[float, int]:
     return elapsed, summary["faces_indexed"] + summary.get("faces_unindexed", 0)
 
 
-def descriptor_agreement(paths: list[str]) -> tuple[int, float]:
+def descriptor_agreement(paths: list[str], detector: str = "hog") -> tuple[int, float]:
     """Max abs difference of normalised templates on facewarden's boxes, over every face."""
     import face_recognition
 
-    engine = Engine(Settings.from_env())
+    engine = Engine(Settings(detector=detector))
     worst, n = 0.0, 0
     for p in paths:
         img = images.read(p)
@@ -93,16 +99,22 @@ def main() -> None:
         import face_recognition  # noqa: F401
     except ImportError:
         raise SystemExit("install the peer first: pip install --no-deps face_recognition==1.3.0") from None
-    paths = [str(p) for p in photos()]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--detector", choices=("hog", "cnn"), default="hog")
+    ap.add_argument("--max-side", type=int, default=None, help="only photos up to this size (cnn: 300)")
+    args = ap.parse_args()
+    max_side = args.max_side or (300 if args.detector == "cnn" else 10**9)
+    paths = [str(p) for p in photos() if max(Image.open(p).size) <= max_side]
     ours_t, peer_t = [], []
     for _ in range(3):
-        t, ours_faces = ours_run(paths)
+        t, ours_faces = ours_run(paths, args.detector)
         ours_t.append(t)
-        t, peer_faces = peer_run(paths)
+        t, peer_faces = peer_run(paths, args.detector)
         peer_t.append(t)
     best_ours, best_peer = min(ours_t), min(peer_t)
     print(
-        f"{len(paths)} photos of ../shared/faces, {WORKERS} worker processes each, best of 3 (median in brackets)"
+        f"{len(paths)} photos of ../shared/faces, {args.detector.upper()} detector, {WORKERS} worker processes each,"
+        " best of 3 (median in brackets)"
     )
     print(
         table(
@@ -124,7 +136,7 @@ def main() -> None:
         )
     )
     print(f"ratio (facewarden photos/s / face_recognition photos/s): {best_peer / best_ours:.2f}x")
-    n, worst = descriptor_agreement(paths)
+    n, worst = descriptor_agreement(paths, args.detector)
     print(f"templates on the same {n} face boxes: max abs difference {worst:.2e} (L2-normalised)")
 
 
