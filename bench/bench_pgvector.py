@@ -95,12 +95,12 @@ def local_row(srv, conn, gallery: np.ndarray, qs: np.ndarray, truth: np.ndarray,
     from bench_gallery import rss_mb
 
     from facewarden.db import Database
-    from facewarden.gallery.postgres import PostgresStore
+    from facewarden.gallery.postgres import LocalPostgresStore
 
     n = len(gallery)
     conn.execute("CREATE DATABASE gallery")
     url = srv.get_uri("gallery")
-    store = PostgresStore(Database(url), None, search="local", index_dir=tmp / "index")
+    store = LocalPostgresStore(Database(url), None, index_dir=tmp / "index")
     store.create_collection("bench", "dlib-resnet-v1", 128)
     ids = [str(uuid.uuid4()) for _ in range(n)]
     import psycopg

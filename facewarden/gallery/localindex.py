@@ -15,6 +15,7 @@ faces, where pgvector's HNSW falls short), at the cost of the index's memory in 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from .sql import CHUNK, SqlStore, _marks
 from .store import Collection
 from .vindex import VectorIndex
 
+DEFAULT_ANN_THRESHOLD = 50_000
+
 #: Above this many templates missing from an index, one pass over the collection reads them.
 _SCAN_OVER = 20 * CHUNK
 
@@ -36,7 +39,12 @@ class LocalIndexStore(SqlStore):
     """An :class:`SqlStore` whose nearest-neighbour search runs on in-process vector indexes."""
 
     def __init__(
-        self, db: Database, settings: Any, *, index_dir: str | Path | None, ann_threshold: int
+        self,
+        db: Database,
+        settings: Any = None,
+        *,
+        index_dir: str | Path | None = None,
+        index_ann_threshold: int | None = None,
     ) -> None:
         super().__init__(db, settings)
         if index_dir is None:
@@ -47,7 +55,11 @@ class LocalIndexStore(SqlStore):
             )
             index_dir = Path(data_dir) / "index"
         self.index_dir = Path(index_dir)
-        self.index_ann_threshold = int(ann_threshold)  # exact below, FAISS IVF above
+        self.index_ann_threshold = int(  # exact below, FAISS IVF above
+            index_ann_threshold
+            or getattr(settings, "gallery_ann_threshold", 0)
+            or os.environ.get("FACEWARDEN_GALLERY_ANN_THRESHOLD", DEFAULT_ANN_THRESHOLD)
+        )
         self._indexes: dict[str, VectorIndex] = {}
         self._guard = threading.Lock()
 

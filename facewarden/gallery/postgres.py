@@ -35,8 +35,6 @@ from .store import Collection, register_backend
 DEFAULT_ANN_THRESHOLD = 20_000
 #: How a search finds the nearest templates: pgvector's HNSW in the database, or an in-process index.
 SEARCH_MODES = ("hnsw", "local")
-#: For the in-process index: exact below this many faces, FAISS IVF above (as on SQLite).
-LOCAL_ANN_THRESHOLD = 50_000
 
 MIGRATIONS = [
     """
@@ -87,26 +85,13 @@ MIGRATIONS = [
 ]
 
 
-class PostgresStore(LocalIndexStore):
+class PostgresStore(SqlStore):
+    """Searched by pgvector's HNSW index in the database (the default search mode)."""
+
     dialect = "postgresql"
 
-    def __init__(
-        self,
-        db: Database,
-        settings: Any = None,
-        *,
-        ann_threshold: int | None = None,
-        search: str | None = None,
-        index_dir: str | Path | None = None,
-    ) -> None:
-        self.search_mode = (search or os.environ.get("FACEWARDEN_GALLERY_PG_SEARCH") or "hnsw").lower()
-        if self.search_mode not in SEARCH_MODES:
-            raise InvalidInput(
-                f"FACEWARDEN_GALLERY_PG_SEARCH must be one of {', '.join(SEARCH_MODES)}, not {self.search_mode!r}."
-            )
-        local_threshold = int(os.environ.get("FACEWARDEN_GALLERY_ANN_THRESHOLD", LOCAL_ANN_THRESHOLD))
-        super().__init__(db, settings, index_dir=index_dir, ann_threshold=local_threshold)
-        self.local = self.search_mode == "local"
+    def __init__(self, db: Database, settings: Any = None, *, ann_threshold: int | None = None) -> None:
+        super().__init__(db, settings)
         self.ann_threshold = int(
             ann_threshold
             or getattr(settings, "gallery_ann_threshold", 0)
@@ -145,28 +130,8 @@ class PostgresStore(LocalIndexStore):
             )
         self._dims_indexed.add(dim)
 
-    # ---- search: in-process index, or HNSW in the database ------------------------------------
-    def _template_matrix(self, values: list[Any], dim: int) -> np.ndarray:
-        return (
-            np.stack([self._template_value(v) for v in values]) if values else np.zeros((0, dim), np.float32)
-        )
-
-    def sync_index(self, collection_id: str) -> None:
-        if self.local:
-            super().sync_index(collection_id)
-        else:
-            SqlStore.sync_index(self, collection_id)
-
-    def index_face_ids(self, collection_id: str) -> set[str]:
-        return (
-            super().index_face_ids(collection_id)
-            if self.local
-            else SqlStore.index_face_ids(self, collection_id)
-        )
-
+    # ---- search ----------------------------------------------------------------------------
     def index_info(self, collection_id: str) -> dict[str, Any]:
-        if self.local:
-            return super().index_info(collection_id)
         col = self.get_collection(collection_id)
         mode = "hnsw" if col.face_count >= self.ann_threshold else "exact"
         return {
@@ -177,8 +142,6 @@ class PostgresStore(LocalIndexStore):
         }
 
     def _nearest(self, col: Collection, probe: np.ndarray, k: int) -> list[tuple[int, float]]:
-        if self.local:
-            return super()._nearest(col, probe, k)
         from pgvector import Vector
 
         dim = int(col.dim)
@@ -214,4 +177,22 @@ class PostgresStore(LocalIndexStore):
         return [(int(seq), -float(nip)) for seq, nip in rows]
 
 
-register_backend("postgresql", lambda db, settings: PostgresStore(db, settings))
+class LocalPostgresStore(LocalIndexStore, PostgresStore):
+    """Searched through each process's in-process index (``FACEWARDEN_GALLERY_PG_SEARCH=local``);
+    everything else as :class:`PostgresStore`."""
+
+    def __init__(self, db: Database, settings: Any = None, *, index_dir: str | Path | None = None) -> None:
+        super().__init__(db, settings, index_dir=index_dir)
+
+
+def open_postgres(db: Database, settings: Any = None, search: str | None = None) -> PostgresStore:
+    """The PostgreSQL store in the search mode asked for (default: ``FACEWARDEN_GALLERY_PG_SEARCH``)."""
+    mode = (search or os.environ.get("FACEWARDEN_GALLERY_PG_SEARCH") or "hnsw").lower()
+    if mode not in SEARCH_MODES:
+        raise InvalidInput(
+            f"FACEWARDEN_GALLERY_PG_SEARCH must be one of {', '.join(SEARCH_MODES)}, not {mode!r}."
+        )
+    return LocalPostgresStore(db, settings) if mode == "local" else PostgresStore(db, settings)
+
+
+register_backend("postgresql", open_postgres)

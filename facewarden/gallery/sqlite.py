@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,6 @@ import numpy as np
 from ..db import Database
 from .localindex import LocalIndexStore
 from .store import register_backend
-
-DEFAULT_ANN_THRESHOLD = 50_000
 
 MIGRATIONS = [
     """
@@ -72,16 +69,7 @@ class SqliteStore(LocalIndexStore):
         index_dir: str | Path | None = None,
         ann_threshold: int | None = None,
     ) -> None:
-        super().__init__(
-            db,
-            settings,
-            index_dir=index_dir,
-            ann_threshold=int(
-                ann_threshold
-                or getattr(settings, "gallery_ann_threshold", 0)
-                or os.environ.get("FACEWARDEN_GALLERY_ANN_THRESHOLD", DEFAULT_ANN_THRESHOLD)
-            ),
-        )
+        super().__init__(db, settings, index_dir=index_dir, index_ann_threshold=ann_threshold)
 
     def migrations(self) -> list[Any]:
         return MIGRATIONS
