@@ -22,14 +22,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import timed
 
 from facewarden import images
 from facewarden.config import Settings
@@ -41,17 +41,6 @@ EXTS = {".jpg", ".jpeg", ".png", ".webp"}
 EMBED_MFLOP = 541.7  # per 150x150 face: convolutions + fc (2 FLOP per multiply-add)
 
 
-def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     """Single-thread float32 matmul throughput (threadpoolctl limits BLAS when installed)."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
@@ -60,9 +49,9 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
-            t = median_time(lambda: a @ b, repeats)
+            t = timed(lambda: a @ b, repeats, warmup=1)
     except ImportError:
-        t = median_time(lambda: a @ b, repeats)
+        t = timed(lambda: a @ b, repeats, warmup=1)
     return 2 * n**3 / t / 1e9
 
 
@@ -154,18 +143,18 @@ def main() -> None:
     # ---- embedding ---------------------------------------------------------------------------
     dlib_emb = DlibEmbedder()
     sample = allchips[: min(n, 32)]
-    t_dlib = median_time(lambda: dlib_emb.embed(sample), max(1, args.repeats // 2)) / len(sample)
+    t_dlib = timed(lambda: dlib_emb.embed(sample), max(1, args.repeats // 2), warmup=1) / len(sample)
     ref = dlib_emb.embed(allchips)
     results = []
     for threads in sorted({1, 2, onnx_resnet.default_threads()}):
         so = onnx_resnet.session_options(threads)
         sess = ort.InferenceSession(str(resnet_path), so, providers=onnx_resnet.providers())
         batch = allchips[: onnx_resnet.BATCH]
-        t_b = median_time(
-            lambda sess=sess, batch=batch: sess.run(None, {"chips": batch}), args.repeats
+        t_b = timed(
+            lambda sess=sess, batch=batch: sess.run(None, {"chips": batch}), args.repeats, warmup=1
         ) / len(batch)
         one = allchips[:1]
-        t_1 = median_time(lambda sess=sess, one=one: sess.run(None, {"chips": one}), args.repeats * 4)
+        t_1 = timed(lambda sess=sess, one=one: sess.run(None, {"chips": one}), args.repeats * 4, warmup=1)
         results.append((threads, t_b, t_1))
     ours = OnnxResnetEmbedder(cache_dir=cache).embed(allchips)
     maxdiff = float(np.abs(ours - ref).max())
@@ -217,11 +206,9 @@ def main() -> None:
         if max(image.shape[:2]) >= args.cnn_side:
             bench_imgs.append(detect_mod._resize(image, args.cnn_side / max(image.shape[:2])))
     with runtime.hog_detectors.borrow() as hog:
-        t_hog_few = [median_time(lambda im=im: hog.run(im, 0, 0.0), args.repeats) for im in bench_imgs]
-    t_dlib_cnn = [
-        median_time(lambda im=im: detect_mod.DlibCnn().detect(im), 1, warmup=0) for im in bench_imgs
-    ]
-    t_onnx_cnn = [median_time(lambda im=im: cnn.detect(im), args.repeats) for im in bench_imgs]
+        t_hog_few = [timed(lambda im=im: hog.run(im, 0, 0.0), args.repeats, warmup=1) for im in bench_imgs]
+    t_dlib_cnn = [timed(lambda im=im: detect_mod.DlibCnn().detect(im), 1) for im in bench_imgs]
+    t_onnx_cnn = [timed(lambda im=im: cnn.detect(im), args.repeats, warmup=1) for im in bench_imgs]
     box_diff, score_diff, nboxes = 0.0, 0.0, 0
     for im in bench_imgs:
         a = cnn.detect(im)

@@ -24,8 +24,10 @@ def photos(kinds: Sequence[str] = ("single", "group")) -> list[Path]:
     return out
 
 
-def timed(fn: Callable[[], object], repeats: int = 3) -> float:
-    """Median wall time of ``repeats`` calls, in seconds."""
+def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 0) -> float:
+    """Median wall time of ``repeats`` calls (after ``warmup`` untimed ones), in seconds."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
