@@ -25,7 +25,7 @@ import numpy as np
 
 from ..db import Database, Tx
 from ..errors import ResourceNotFound
-from .sql import CHUNK, SqlStore, _marks
+from .sql import CHUNK, SqlStore, _chunks, _marks
 from .store import Collection
 from .vindex import VectorIndex
 
@@ -122,8 +122,7 @@ class LocalIndexStore(SqlStore):
                 if len(missing) > _SCAN_OVER:  # one pass over the collection beats thousands of IN lists
                     idx.add(*self._read_templates(tx, *every, col.dim, len(missing), only=missing))
                 else:
-                    for i in range(0, len(missing), CHUNK):
-                        part = [int(s) for s in missing[i : i + CHUNK]]
+                    for part in _chunks([int(s) for s in missing]):
                         sql = f"SELECT seq, template FROM gallery_faces WHERE seq IN ({_marks(len(part))})"
                         idx.add(*self._read_templates(tx, sql, part, col.dim, len(part)))
             if idx.generation < 0 or idx.needs_rebuild():
@@ -181,18 +180,12 @@ class LocalIndexStore(SqlStore):
         with idx.lock:
             self._sync(col, idx)
             live = [int(s) for s in idx.live_ids()]
-        out: set[str] = set()
         found: dict[int, str] = {}
         with self.db.read() as tx:
-            for i in range(0, len(live), CHUNK):
-                part = live[i : i + CHUNK]
-                for seq, fid in tx.all(
-                    f"SELECT seq, face_id FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part
-                ):
-                    found[int(seq)] = fid
-        for s in live:
-            out.add(found.get(s, f"seq:{s}"))
-        return out
+            for part in _chunks(live):
+                sql = f"SELECT seq, face_id FROM gallery_faces WHERE seq IN ({_marks(len(part))})"
+                found.update((int(seq), fid) for seq, fid in tx.all(sql, part))
+        return {found.get(s, f"seq:{s}") for s in live}
 
     def index_info(self, collection_id: str) -> dict[str, Any]:
         col = self.get_collection(collection_id)

@@ -8,6 +8,7 @@ that enrol), then audited. Secrets are returned once, by CreateKey, and never lo
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from typing import Any
 
@@ -294,18 +295,11 @@ def export_audit(self: Service, ctx: Context) -> dict[str, Any]:
         page = self.audit.export(since=since, subject=subject, before=int(token) if token else 2**62)
     else:
         page = self.audit.export(since=since, subject=subject, after=int(token) if token else 0)
-    lines, last = [], None
-    for seq, line in page:
-        if len(lines) == limit:
-            break
-        lines.append(line)
-        last = seq
-    else:
-        last = None
-    ctx.counts["records"] = len(lines)
-    out: dict[str, Any] = {"Lines": lines}
-    if last is not None:
-        out["NextToken"] = str(last)
+    rows = list(itertools.islice(page, limit + 1))  # one more than a page: is there a next one?
+    ctx.counts["records"] = min(len(rows), limit)
+    out: dict[str, Any] = {"Lines": [line for _, line in rows[:limit]]}
+    if len(rows) > limit:
+        out["NextToken"] = str(rows[limit - 1][0])
     return out
 
 
