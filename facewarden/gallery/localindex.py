@@ -25,7 +25,7 @@ import numpy as np
 
 from ..db import Database, Tx
 from ..errors import ResourceNotFound
-from .sql import CHUNK, SqlStore, _chunks, _marks
+from .sql import CHUNK, SqlStore, _chunks, _marks, _rows_in
 from .store import Collection
 from .vindex import VectorIndex
 
@@ -180,11 +180,9 @@ class LocalIndexStore(SqlStore):
         with idx.lock:
             self._sync(col, idx)
             live = [int(s) for s in idx.live_ids()]
-        found: dict[int, str] = {}
         with self.db.read() as tx:
-            for part in _chunks(live):
-                sql = f"SELECT seq, face_id FROM gallery_faces WHERE seq IN ({_marks(len(part))})"
-                found.update((int(seq), fid) for seq, fid in tx.all(sql, part))
+            sql = "SELECT seq, face_id FROM gallery_faces WHERE seq IN ({in})"
+            found = {int(seq): fid for seq, fid in _rows_in(tx, sql, live)}
         return {found.get(s, f"seq:{s}") for s in live}
 
     def index_info(self, collection_id: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,13 @@ def _chunks(items: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
+
+
+def _rows_in(tx: Tx, sql: str, keys: Sequence[Any], *head: Any) -> Iterator[tuple]:
+    """The rows of ``sql``, whose ``IN ({in})`` takes ``keys``, a chunk at a time (databases cap the
+    number of parameters); ``head`` are the parameters before the list."""
+    for part in _chunks(list(keys)):
+        yield from tx.all(sql.format(**{"in": _marks(len(part))}), (*head, *part))
 
 
 def lock_name(collection_id: str) -> str:
@@ -222,13 +229,11 @@ class SqlStore:
                 return []
             if skip_known_image:
                 shas = sorted({f.image_sha256 for f in faces if f.image_sha256})
-                for part in _chunks(shas):
-                    if tx.one(
-                        f"SELECT 1 FROM gallery_faces WHERE collection_id = ? AND image_sha256 IN ({_marks(len(part))})"
-                        " LIMIT 1",
-                        (collection_id, *part),
-                    ):
-                        return []
+                known = (
+                    "SELECT 1 FROM gallery_faces WHERE collection_id = ? AND image_sha256 IN ({in}) LIMIT 1"
+                )
+                if next(_rows_in(tx, known, shas, collection_id), None):
+                    return []
             rows, templates = [], []
             default_image = str(uuid.uuid4())
             for f in faces:
@@ -260,12 +265,12 @@ class SqlStore:
                 rows,
             )
             ids = [r[0] for r in rows]
-            seq_of: dict[str, int] = {}
-            for part in _chunks(ids):
-                for seq, fid in tx.all(
-                    f"SELECT seq, face_id FROM gallery_faces WHERE face_id IN ({_marks(len(part))})", part
-                ):
-                    seq_of[fid] = int(seq)
+            seq_of = {
+                fid: int(seq)
+                for seq, fid in _rows_in(
+                    tx, "SELECT seq, face_id FROM gallery_faces WHERE face_id IN ({in})", ids
+                )
+            }
             generation = self._bump(tx, collection_id, len(rows))
         stored = [
             Face(
@@ -301,12 +306,9 @@ class SqlStore:
         out: dict[str, Face] = {}
 
         def run(t: Tx) -> None:
-            for part in _chunks(ids):
-                for row in t.all(
-                    f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND face_id IN ({_marks(len(part))})",
-                    (collection_id, *part),
-                ):
-                    out[row[1]] = _face(row)
+            sql = f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND face_id IN ({{in}})"
+            for row in _rows_in(t, sql, ids, collection_id):
+                out[row[1]] = _face(row)
 
         if tx is not None:
             run(tx)
@@ -316,13 +318,8 @@ class SqlStore:
         return out
 
     def _faces_by_seq(self, tx: Tx, seqs: Sequence[int]) -> dict[int, Face]:
-        out: dict[int, Face] = {}
-        for part in _chunks(list(seqs)):
-            for row in tx.all(
-                f"SELECT {FACE_COLS} FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part
-            ):
-                out[int(row[0])] = _face(row)
-        return out
+        sql = f"SELECT {FACE_COLS} FROM gallery_faces WHERE seq IN ({{in}})"
+        return {int(row[0]): _face(row) for row in _rows_in(tx, sql, seqs)}
 
     def list_faces(
         self,
@@ -385,17 +382,10 @@ class SqlStore:
 
     def templates(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Templates of the given faces (biometric data: callers must not log or return them)."""
-        out: dict[str, np.ndarray] = {}
-        ids = list(dict.fromkeys(face_ids))
+        sql = "SELECT face_id, template FROM gallery_faces WHERE collection_id = ? AND face_id IN ({in})"
         with self.db.read() as tx:
-            for part in _chunks(ids):
-                for fid, value in tx.all(
-                    f"SELECT face_id, template FROM gallery_faces WHERE collection_id = ? AND face_id IN"
-                    f" ({_marks(len(part))})",
-                    (collection_id, *part),
-                ):
-                    out[fid] = self._template_value(value)
-        return out
+            rows = _rows_in(tx, sql, dict.fromkeys(face_ids), collection_id)
+            return {fid: self._template_value(value) for fid, value in rows}
 
     def count_faces(self, collection_id: str) -> int:
         return self.get_collection(collection_id).face_count
@@ -510,17 +500,9 @@ class SqlStore:
         return [User(collection_id, r[0], r[1], float(r[2])) for r in rows]
 
     def users_status(self, collection_id: str, user_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(dict.fromkeys(user_ids))
-        out: dict[str, str] = {}
+        sql = "SELECT user_id, status FROM gallery_users WHERE collection_id = ? AND user_id IN ({in})"
         with self.db.read() as tx:
-            for part in _chunks(ids):
-                for uid, status in tx.all(
-                    f"SELECT user_id, status FROM gallery_users WHERE collection_id = ? AND user_id IN"
-                    f" ({_marks(len(part))})",
-                    (collection_id, *part),
-                ):
-                    out[uid] = status
-        return out
+            return dict(_rows_in(tx, sql, dict.fromkeys(user_ids), collection_id))
 
     def count_users(self, collection_id: str) -> int:
         with self.db.read() as tx:
