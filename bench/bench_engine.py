@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import timed
 
-from facewarden import images
+from facewarden.media import images
 from facewarden.config import Settings
 from facewarden.engine import Engine, onnx_convert, runtime
 from facewarden.engine import detect as detect_mod

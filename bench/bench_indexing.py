@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import photos, table
 
-from facewarden import images
+from facewarden.media import images
 from facewarden.config import Settings
 from facewarden.engine import Engine
 from facewarden.gallery.indexing import index_paths

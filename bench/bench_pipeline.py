@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from common import photos, table
 
-from facewarden import images
+from facewarden.media import images
 from facewarden.config import Settings
 from facewarden.engine import Engine
 

@@ -65,6 +65,6 @@ def open(data_dir: str | Path | None = None, *, key_id: str | None = None, **set
 def _image(image: ImageLike) -> dict[str, bytes]:
     if isinstance(image, (bytes, bytearray)):
         return {"Bytes": bytes(image)}
-    from . import images
+    from .media import images
 
     return {"Bytes": images.read_bytes(Path(image).expanduser())}

@@ -230,7 +230,7 @@ def engine_cache(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="session")
 def photo_templates(engine_cache: EngineCache, faces_dir: Path) -> dict[Path, tuple[Any, np.ndarray]]:
     """Every single-person photo -> (its largest face, that face's template), computed once."""
-    from facewarden import images
+    from facewarden.media import images
 
     engine = CachedEngine(engine_cache)
     out: dict[Path, tuple[Any, np.ndarray]] = {}

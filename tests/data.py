@@ -50,7 +50,7 @@ def engine():
 def photo_templates() -> dict[str, object]:
     """Template of the largest face of every single-person photo (None where none is found), once."""
     if "templates" not in _cache:
-        from facewarden import images
+        from facewarden.media import images
         from facewarden.service import largest
 
         eng = engine()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facewarden import images
+from facewarden.media import images
 from facewarden.engine.faces import template_from_bytes, template_to_bytes
 
 from .data import engine, faces_dir, manifest, photo_templates, single_person_photos

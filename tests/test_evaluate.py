@@ -235,7 +235,7 @@ def test_figures_match_an_independent_computation(pairs_report):
 
 def test_similarities_match_the_engine(pairs_report, faces, settings, calibration):
     """Spot-check two per-pair similarities against the engine itself (largest face of each image)."""
-    from facewarden import images
+    from facewarden.media import images
     from facewarden.engine import Engine
 
     _, full, _ = pairs_report

@@ -387,7 +387,7 @@ def _grid_of_faces(faces_dir: Path, n: int = 200) -> bytes:
     """One photo with ``n`` faces: a face crop tiled into a grid."""
     from PIL import Image
 
-    from facewarden import images
+    from facewarden.media import images
     from facewarden.engine import detect
 
     path = faces_dir / "barack_obama" / "barack_obama_1.jpg"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facewarden import images
+from facewarden.media import images
 from facewarden.errors import ImageTooLarge, InvalidImage
 
 from .data import engine, faces_dir

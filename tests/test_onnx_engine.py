@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from facewarden import images
+from facewarden.media import images
 from facewarden.config import Settings
 from facewarden.engine import Engine, dlib_dat, onnx_convert, runtime
 from facewarden.engine import detect as detect_mod

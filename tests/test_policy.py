@@ -138,7 +138,7 @@ def test_policy_before_pixels_corrupt_image_gets_the_access_error(svc: Any, monk
         raise AssertionError("an image was decoded for a denied request")
 
     monkeypatch.setattr(svc, "decode_image", no_decoding)
-    monkeypatch.setattr("facewarden.images.decode", no_decoding)
+    monkeypatch.setattr("facewarden.media.images.decode", no_decoding)
     denied(svc, "CompareFaces", TEMPLATE_OPS["CompareFaces"], p, "moratorium")
     # The same corrupt image from an allowed principal reaches the decoder (and fails there).
     monkeypatch.undo()

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .. import images
+from ..media import images
 from ..config import Settings
 from ..errors import FacewardenError, UnrecognizedClient
 

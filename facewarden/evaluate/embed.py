@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import images
+from ..media import images
 from ..config import Settings
 from ..errors import FacewardenError, InvalidInput
 

@@ -72,7 +72,7 @@ def analyse_file(
     path: Path, max_faces: int, quality: str, detector: str | None, engine: Any = None, settings: Any = None
 ) -> tuple[Path, Any]:
     """Decode, detect, select and embed one photo -> ``(path, AnalysedImage)`` or ``(path, error text)``."""
-    from .. import images
+    from ..media import images
     from ..errors import FacewardenError
     from ..service.gallery import AnalysedImage, select_faces
 

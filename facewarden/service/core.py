@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import images
+from ..media import images
 from ..audit import AuditLog
 from ..config import Settings
 from ..db import Database, Tx

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ImageTooLarge, InvalidImage
+from ..errors import ImageTooLarge, InvalidImage
 
 #: Pillow format names accepted (MPO is the multi-picture JPEG some cameras write).
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
