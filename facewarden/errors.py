@@ -12,6 +12,9 @@ PostgreSQL) are mapped to these at their boundary; nothing else escapes.
     │   ├── NoFaceFound                   InvalidParameterException / 400
     │   ├── ModelMismatch                 InvalidParameterException / 400
     │   ├── UnsupportedOperation          InvalidParameterException / 400
+    │   ├── InvalidVideo                  InvalidParameterException / 400
+    │   │   └── VideoTooLarge             VideoTooLargeException / 400
+    │   ├── IdempotentParameterMismatch   IdempotentParameterMismatchException / 400
     │   └── InvalidS3Object               InvalidS3ObjectException / 400
     ├── ResourceNotFound                  ResourceNotFoundException / 400
     ├── ResourceAlreadyExists             ResourceAlreadyExistsException / 400
@@ -72,6 +75,23 @@ class ModelMismatch(InvalidInput):
 
 class UnsupportedOperation(InvalidInput):
     """Something facewarden deliberately does not do (e.g. infer gender, age, emotion)."""
+
+
+class InvalidVideo(InvalidInput):
+    """The file is not a video facewarden can read (empty, corrupt, truncated, no video stream,
+    a codec it cannot decode). A video job that meets one ends FAILED with this message."""
+
+
+class VideoTooLarge(InvalidVideo):
+    """The video exceeds the byte, duration or pixel limit."""
+
+    aws_code = "VideoTooLargeException"
+
+
+class IdempotentParameterMismatch(InvalidInput):
+    """A ClientRequestToken was used before with different parameters."""
+
+    aws_code = "IdempotentParameterMismatchException"
 
 
 class InvalidS3Object(InvalidInput):
