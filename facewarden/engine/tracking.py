@@ -1,0 +1,278 @@
+"""Faces across frames: a SORT-style tracker (constant-velocity Kalman filter + IoU assignment).
+
+Video analysis detects faces on sampled frames; the tracker links the detections of one person
+into a *track*, so that a video search embeds and searches a person once (with the track's best
+faces) instead of every frame, and so that each person keeps one ``Person.Index``.
+
+The method is SORT (Bewley et al., 2016): each track carries a Kalman filter over its box centre,
+scale (area) and aspect ratio, with constant velocities for centre and scale; at each frame the
+filters predict where their faces are, and detections are assigned to predictions by the Hungarian
+algorithm (:func:`scipy.optimize.linear_sum_assignment`) on ``1 - IoU``. Two changes suit sampled
+video: the filter advances by the real time between frames (frames are 200 ms apart at 5/s, not
+one step), and a detection that does not overlap its prediction may still join a track whose
+centre is within ``max_shift`` face sizes and whose size is similar (a fast face at 5 frames/s can
+move more than its own width between samples). A track that goes unmatched for ``max_age_ms`` ends;
+a track needs ``min_hits`` detections to count (a single-frame detection is more often a false face
+than a person), and confirmed tracks are numbered 0, 1, 2... in the order they began.
+
+Each observation carries a quality in 0..1 (:func:`face_quality`: detector confidence, size,
+sharpness, frontal pose), and :meth:`Track.best` picks the observations worth embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .faces import Box, DetectedFace
+
+#: Defaults, tuned on sampled video (5 frames/s).
+IOU_THRESHOLD = 0.2
+MAX_AGE_MS = 1000
+MIN_HITS = 2
+MAX_SHIFT = 1.5
+#: Face height (px) from which size no longer improves a face's quality for embedding.
+GOOD_FACE_PX = 100.0
+
+
+@dataclass
+class Observation:
+    """One detection of a track: when, where, what the detector returned and how good it is."""
+
+    timestamp_ms: int
+    box: Box
+    quality: float
+    payload: Any = None  # e.g. the DetectedFace
+    frame: int | None = None  # the caller's frame number, if it gave one
+
+
+@dataclass
+class Track:
+    """One person's detections over time. ``index`` is assigned when the track is confirmed."""
+
+    track_id: int
+    observations: list[Observation] = field(default_factory=list)
+    index: int | None = None
+
+    @property
+    def start_ms(self) -> int:
+        return self.observations[0].timestamp_ms
+
+    @property
+    def end_ms(self) -> int:
+        return self.observations[-1].timestamp_ms
+
+    def best(self, n: int = 3, min_gap_ms: int = 0) -> list[Observation]:
+        """The ``n`` observations of highest quality (ties: earliest), at least ``min_gap_ms``
+        apart so that they show the face at different moments; returned in time order."""
+        chosen: list[Observation] = []
+        for obs in sorted(self.observations, key=lambda o: (-o.quality, o.timestamp_ms)):
+            if len(chosen) >= n:
+                break
+            if all(abs(obs.timestamp_ms - c.timestamp_ms) >= min_gap_ms for c in chosen):
+                chosen.append(obs)
+        return sorted(chosen, key=lambda o: o.timestamp_ms)
+
+
+def face_quality(face: DetectedFace) -> float:
+    """How suitable a detected face is for a template, 0..1: detector confidence x size x sharpness
+    x frontality (a profile or blurred face gives a worse template than a sharp frontal one)."""
+    conf = min(max(face.confidence / 100.0, 0.0), 1.0)
+    size = min(face.box.height / GOOD_FACE_PX, 1.0)
+    sharp = 0.25 + 0.75 * min(max(face.quality.sharpness / 100.0, 0.0), 1.0)
+    yaw, pitch = abs(face.pose.yaw), abs(face.pose.pitch)
+    frontal = max(0.0, math.cos(math.radians(min(yaw, 89.0)))) * max(
+        0.0, math.cos(math.radians(min(pitch, 89.0)))
+    )
+    return float(conf * size * sharp * (0.2 + 0.8 * frontal))
+
+
+class _Kalman:
+    """Constant-velocity Kalman filter over [cx, cy, s, r, vcx, vcy, vs] (s = area, r = w/h);
+    velocities are per second, so irregular frame gaps predict correctly."""
+
+    def __init__(self, box: Box) -> None:
+        self.x = np.zeros(7)
+        self.x[:4] = _to_z(box)
+        self.P = np.diag([10.0, 10.0, 10.0, 10.0, 1e4, 1e4, 1e4])
+        self.R = np.diag([1.0, 1.0, 10.0, 10.0])
+        self.H = np.eye(4, 7)
+
+    def _F(self, dt: float) -> np.ndarray:
+        F = np.eye(7)
+        F[0, 4] = F[1, 5] = F[2, 6] = dt
+        return F
+
+    def _Q(self, dt: float) -> np.ndarray:
+        # process noise grows with the gap; velocities may change (people accelerate, turn)
+        q = np.diag([1.0, 1.0, 1.0, 0.01, 100.0, 100.0, 100.0])
+        return q * max(dt, 1e-3) * 5.0
+
+    def predict(self, dt: float) -> Box:
+        if self.x[2] + self.x[6] * dt <= 0:
+            self.x[6] = 0.0
+        F = self._F(dt)
+        self.x = F @ self.x
+        self.P = F @ self.P @ F.T + self._Q(dt)
+        return _to_box(self.x)
+
+    def update(self, box: Box) -> None:
+        z = _to_z(box)
+        y = z - self.H @ self.x
+        S = self.H @ self.P @ self.H.T + self.R
+        K = self.P @ self.H.T @ np.linalg.inv(S)
+        self.x = self.x + K @ y
+        self.P = (np.eye(7) - K @ self.H) @ self.P
+
+    @property
+    def box(self) -> Box:
+        return _to_box(self.x)
+
+
+def _to_z(b: Box) -> np.ndarray:
+    w, h = max(b.width, 1e-3), max(b.height, 1e-3)
+    return np.array([b.left + w / 2, b.top + h / 2, w * h, w / h])
+
+
+def _to_box(x: np.ndarray) -> Box:
+    s, r = max(float(x[2]), 1e-6), max(float(x[3]), 1e-6)
+    w = math.sqrt(s * r)
+    h = s / w
+    return Box(float(x[0]) - w / 2, float(x[1]) - h / 2, float(x[0]) + w / 2, float(x[1]) + h / 2)
+
+
+@dataclass
+class _Live:
+    track: Track
+    kf: _Kalman
+    last_ms: int
+    hits: int = 1
+    predicted: Box | None = None
+
+
+class Tracker:
+    """Feed it each analysed frame in time order with :meth:`update`; :meth:`finish` returns the
+    confirmed tracks, numbered by start time. Deterministic: the same detections give the same
+    tracks and indices."""
+
+    def __init__(
+        self,
+        *,
+        iou_threshold: float = IOU_THRESHOLD,
+        max_age_ms: int = MAX_AGE_MS,
+        min_hits: int = MIN_HITS,
+        max_shift: float = MAX_SHIFT,
+    ) -> None:
+        self.iou_threshold = iou_threshold
+        self.max_age_ms = max_age_ms
+        self.min_hits = max(1, min_hits)
+        self.max_shift = max_shift
+        self._live: list[_Live] = []
+        self._done: list[Track] = []
+        self._next_id = 0
+        self._next_index = 0
+        self._last_ms: int | None = None
+
+    def update(
+        self,
+        timestamp_ms: int,
+        boxes: Sequence[Box],
+        *,
+        qualities: Sequence[float] | None = None,
+        payloads: Sequence[Any] | None = None,
+        frame: int | None = None,
+    ) -> list[int]:
+        """Add one frame's detections; returns each detection's track id (tracks not yet
+        confirmed have ids too; their index is None until ``min_hits`` detections)."""
+        if self._last_ms is not None and timestamp_ms < self._last_ms:
+            raise ValueError(f"frames must come in time order ({timestamp_ms} ms after {self._last_ms} ms)")
+        self._last_ms = timestamp_ms
+        n = len(boxes)
+        qualities = list(qualities) if qualities is not None else [1.0] * n
+        payloads = list(payloads) if payloads is not None else [None] * n
+        # end tracks unmatched for too long, then predict the rest to this moment
+        still: list[_Live] = []
+        for live in self._live:
+            if timestamp_ms - live.last_ms > self.max_age_ms:
+                self._end(live)
+            else:
+                live.predicted = live.kf.predict((timestamp_ms - live.last_ms) / 1000.0)
+                still.append(live)
+        self._live = still
+        pairs = self._assign([lv.predicted or lv.kf.box for lv in self._live], list(boxes))
+        ids = [-1] * n
+        matched_live = set()
+        for li, di in pairs:
+            live = self._live[li]
+            live.kf.update(boxes[di])
+            live.last_ms = timestamp_ms
+            live.hits += 1
+            live.track.observations.append(
+                Observation(timestamp_ms, boxes[di], float(qualities[di]), payloads[di], frame)
+            )
+            if live.track.index is None and live.hits >= self.min_hits:
+                live.track.index = self._next_index
+                self._next_index += 1
+            ids[di] = live.track.track_id
+            matched_live.add(li)
+        for di in range(n):
+            if ids[di] >= 0:
+                continue
+            track = Track(self._next_id)
+            self._next_id += 1
+            track.observations.append(
+                Observation(timestamp_ms, boxes[di], float(qualities[di]), payloads[di], frame)
+            )
+            if self.min_hits <= 1:
+                track.index = self._next_index
+                self._next_index += 1
+            self._live.append(_Live(track, _Kalman(boxes[di]), timestamp_ms))
+            ids[di] = track.track_id
+        return ids
+
+    def _assign(self, predicted: list[Box], boxes: list[Box]) -> list[tuple[int, int]]:
+        if not predicted or not boxes:
+            return []
+        from scipy.optimize import linear_sum_assignment
+
+        big = 1e6
+        cost = np.full((len(predicted), len(boxes)), big)
+        for i, p in enumerate(predicted):
+            for j, b in enumerate(boxes):
+                iou = p.iou(b)
+                if iou >= self.iou_threshold:
+                    cost[i, j] = 1.0 - iou
+                elif self._near(p, b):
+                    # not overlapping enough: allowed, but any overlapping pair is preferred
+                    cost[i, j] = 1.0 + _centre_distance(p, b) / _size(p)
+        rows, cols = linear_sum_assignment(cost)
+        return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < big]
+
+    def _near(self, p: Box, b: Box) -> bool:
+        ratio = _size(b) / _size(p)
+        return 0.6 <= ratio <= 1 / 0.6 and _centre_distance(p, b) <= self.max_shift * _size(p)
+
+    def _end(self, live: _Live) -> None:
+        if live.track.index is not None:
+            self._done.append(live.track)
+
+    def finish(self) -> list[Track]:
+        """End every track; the confirmed ones, by index (= by start time of confirmation)."""
+        for live in self._live:
+            self._end(live)
+        self._live = []
+        return sorted(self._done, key=lambda t: t.index if t.index is not None else -1)
+
+
+def _centre_distance(a: Box, b: Box) -> float:
+    return math.hypot(
+        (a.left + a.right) / 2 - (b.left + b.right) / 2, (a.top + a.bottom) / 2 - (b.top + b.bottom) / 2
+    )
+
+
+def _size(b: Box) -> float:
+    return max(math.sqrt(max(b.area, 0.0)), 1e-3)
