@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from ..errors import ImageTooLarge, InvalidImage
 
@@ -36,6 +38,31 @@ def decode(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Decode encoded image bytes into an ``(height, width, 3)`` ``uint8`` RGB array."""
+    return _decode(data, max_bytes, max_pixels, still=False).pixels
+
+
+@dataclass(frozen=True)
+class Still:
+    """A decoded still image and what is needed to write it back in its own format."""
+
+    pixels: np.ndarray
+    #: Pillow's name of the source format (``JPEG``, ``PNG``, ...).
+    format: str
+    #: Colour profile and the source's own encoding choices (JPEG quantisation tables and chroma
+    #: subsampling, TIFF compression); never metadata about the picture or the camera.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_still(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Still:
+    """Like :func:`decode`, for an image that will be written back (:func:`encode_like`): an
+    animated image (GIF, WebP, PNG, a multi-page TIFF) is refused, since writing back its first
+    frame would silently drop the rest."""
+    return _decode(data, max_bytes, max_pixels, still=True)
+
+
+def _decode(data: bytes, max_bytes: int, max_pixels: int, still: bool) -> Still:
     if not data:
         raise InvalidImage(f"The image is empty (0 bytes). Send the bytes of a {_SUPPORTED_TEXT} file.")
     if len(data) > max_bytes:
@@ -58,10 +85,17 @@ def decode(
                 )
             if width < 1 or height < 1:
                 raise InvalidImage(f"The {fmt} image has no pixels ({width}x{height}).")
-            img.seek(0)  # first frame of an animated GIF/WebP/TIFF
+            frames = getattr(img, "n_frames", 1)
+            if still and frames > 1 and fmt != "MPO":
+                raise InvalidImage(
+                    f"The {fmt} image is animated ({frames} frames); only still images are redacted "
+                    "as images. Convert it to a video file (e.g. MP4) and redact that."
+                )
+            img.seek(0)  # first frame of an animated GIF/WebP/TIFF; MPO's primary picture
             img.load()
+            options = _save_options(img, fmt) if still else {}
             img = ImageOps.exif_transpose(img) or img
-            return _to_rgb(img)
+            return Still(_to_rgb(img), fmt, options)
     except (InvalidImage, ImageTooLarge):
         raise
     except UnidentifiedImageError:
@@ -78,6 +112,42 @@ def decode(
             f"The image could not be decoded: it is corrupt or truncated ({exc}). "
             "Check that the whole file was sent."
         ) from None
+
+
+#: The format an image is written back in: MPO (a camera's multi-picture JPEG) becomes a plain
+#: JPEG of its primary picture, since its other pictures would carry the face unredacted.
+_WRITE_AS = {"MPO": "JPEG"}
+_TIFF_COMPRESSIONS = ("raw", "tiff_lzw", "tiff_deflate", "tiff_adobe_deflate", "packbits", "jpeg")
+
+
+def encode_like(pixels: np.ndarray, source: Still) -> bytes:
+    """``pixels`` (RGB) encoded in the source's format with its colour profile and encoding
+    choices, and no metadata at all: no EXIF (so no GPS position, camera serial or thumbnail),
+    no XMP, IPTC, comments or text chunks."""
+    fmt = _WRITE_AS.get(source.format, source.format)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").save(buf, fmt, **source.options)
+    return buf.getvalue()
+
+
+def _save_options(img: Image.Image, fmt: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if img.info.get("icc_profile"):
+        options["icc_profile"] = img.info["icc_profile"]
+    if fmt in ("JPEG", "MPO"):
+        tables = getattr(img, "quantization", None)
+        if tables:
+            options["qtables"] = [list(tables[k]) for k in sorted(tables)]
+        sampling = JpegImagePlugin.get_sampling(img)
+        if sampling != -1:
+            options["subsampling"] = sampling
+        else:
+            options["quality"] = 90
+    elif fmt == "WEBP":
+        options["quality"] = 90
+    elif fmt == "TIFF" and img.info.get("compression") in _TIFF_COMPRESSIONS:
+        options["compression"] = img.info["compression"]
+    return options
 
 
 def read(
