@@ -34,7 +34,7 @@ from common import photos, table
 from facewarden.media import images
 from facewarden.config import Settings
 from facewarden.engine import Engine
-from facewarden.gallery.indexing import index_paths
+from facewarden.service.bulk import index_paths
 from facewarden.service import Service
 
 WORKERS = os.cpu_count() or 2

@@ -258,7 +258,7 @@ def make_service(db_url: str, data_dir: Path, cache: Any = None) -> Any:
     # The gallery tests measure the gallery at the thresholds they request (the default 80); the
     # policy's cap on expected false matches per search (which raises thresholds with the gallery
     # size) is policy's to test, so it is relaxed here.
-    from facewarden.service.core import DEFAULT_POLICY_PATH
+    from facewarden.policy.rules import DEFAULT_POLICY_PATH
 
     text = Path(DEFAULT_POLICY_PATH).read_text()
     (data_dir / "policy.toml").write_text(

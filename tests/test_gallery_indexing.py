@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facewarden.gallery.indexing import (
-    cluster_faces,
+from facewarden.gallery.cluster import cluster_faces
+from facewarden.service.bulk import (
     cluster_paths,
     external_id_for,
     index_paths,

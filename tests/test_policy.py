@@ -17,7 +17,7 @@ import pytest
 
 from facewarden.config import Settings
 from facewarden.errors import AccessDenied, ConsentRequired, InvalidImage, QuotaExceeded
-from facewarden.policy import Policy
+from facewarden.policy import Kind, Policy
 from facewarden.policy.rules import DEFAULT_POLICY_PATH
 from facewarden.service import OPERATIONS, Service, operation
 
@@ -125,8 +125,8 @@ def test_moratorium_covers_users_and_even_the_owner(tmp_path: Path, clock: Clock
                         ("StartFaceSearch", {"CollectionId": "c"})]:  # fmt: skip
             if op in OPERATIONS:
                 denied(s, op, req, owner, "moratorium")
-        assert s.policy.decide(owner, "StartFaceSearch", now=clock()).rule_id == "moratorium"
-        assert s.policy.decide(owner, "DetectFaces", now=clock()).allowed
+        assert s.policy.decide(owner, "StartFaceSearch", Kind.IDENTIFY, now=clock()).rule_id == "moratorium"
+        assert s.policy.decide(owner, "DetectFaces", Kind.DETECT, now=clock()).allowed
     finally:
         s.close()
 
@@ -195,7 +195,9 @@ def test_key_scoped_to_collections(svc: Any) -> None:
     rec = denied(svc, "SearchFacesByImage", {"CollectionId": "staff", "Image": CORRUPT}, p,
                  "collection_scope", "members", "staff")  # fmt: skip
     assert rec["collection"] == "staff"
-    assert svc.policy.decide(p, "SearchFacesByImage", collection_id="members", now=svc.clock()).allowed
+    assert svc.policy.decide(
+        p, "SearchFacesByImage", Kind.IDENTIFY, collection_id="members", now=svc.clock()
+    ).allowed
 
 
 def test_revoked_key(svc: Any, faces_dir: Path) -> None:
@@ -223,14 +225,56 @@ def test_no_principal_no_bypass(svc: Any) -> None:
 
 
 def test_unclassified_operation_is_denied(svc: Any) -> None:
-    @operation("FrobnicateFaces")
-    def frob(self: Any, ctx: Any) -> dict[str, Any]:  # pragma: no cover - never reached
-        raise AssertionError("ran")
+    # An operation cannot be declared without a kind ...
+    with pytest.raises(TypeError):
+        operation("FrobnicateFaces")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        operation("FrobnicateFaces", kind="identify")  # type: ignore[arg-type]
+    assert "FrobnicateFaces" not in OPERATIONS
+    # ... and work that declares none is refused by policy (and audited).
+    before = svc.audit.count()
+    with pytest.raises(AccessDenied) as info:
+        svc.authorize(svc.owner, "FrobnicateFaces")
+    assert info.value.rule == "unclassified" and "FrobnicateFaces" in info.value.reason
+    assert svc.audit.count() == before + 1
+    rec = svc.audit.last_record()
+    assert (rec["operation"], rec["decision"], rec["rule"]) == ("FrobnicateFaces", "denied", "unclassified")
 
-    try:
-        denied(svc, "FrobnicateFaces", {}, svc.owner, "unclassified", "FrobnicateFaces")
-    finally:
-        OPERATIONS.pop("FrobnicateFaces", None)
+
+def test_every_operation_declares_a_kind_that_some_purpose_allows() -> None:
+    policy = Policy.default()
+    allowed = {k for spec in policy.purposes.values() for k in spec["operations"]}
+    for name, op in OPERATIONS.items():
+        assert isinstance(op.kind, Kind), name
+        assert op.kind.value in allowed, name
+
+
+def test_a_policy_file_cannot_reclassify_an_operation(svc: Any) -> None:
+    from facewarden.errors import InvalidInput
+
+    text = DEFAULT_POLICY_PATH.read_text()
+    assert "[classes]" not in text  # kinds are declared in code
+    # Older installations' files carry a [classes] table: accepted while it agrees with the code ...
+    legacy = text.replace(
+        "# ---- deny rules",
+        '[classes]\nidentify = ["SearchFaces", "SearchFacesByImage", "Search*", "StartFaceSearch"]\n'
+        'cluster = ["ClusterFaces", "Cluster*"]\nevaluate = ["Evaluate*"]\n\n# ---- deny rules',
+    )
+    assert svc.call("ApplyPolicy", {"Policy": legacy}, svc.owner)["Changed"]
+    # ... refused when it moves an operation to another kind, or names a class that is no kind.
+    for table in ('manage = ["SearchFacesByImage"]', 'detect = ["Cluster*"]', 'watching = ["SearchFaces"]'):
+        bad = text.replace("# ---- deny rules", f"[classes]\n{table}\n\n# ---- deny rules")
+        with pytest.raises(InvalidInput, match="classes"):
+            svc.call("ApplyPolicy", {"Policy": bad}, svc.owner)
+        assert svc.policy.text == legacy
+    # A file edited by hand the same way is refused when it is reloaded; the policy in force stays.
+    path = svc.settings.data_dir / "policy.toml"
+    path.write_text(
+        text.replace("# ---- deny rules", '[classes]\nmanage = ["SearchFaces"]\n# ---- deny rules')
+    )
+    p = key(svc, "agency", "law_enforcement", "access_control")
+    denied(svc, "SearchFaces", {"CollectionId": "c", "FaceId": "f"}, p, "moratorium")
+    assert svc.policy.text == legacy
 
 
 # ---- quotas ---------------------------------------------------------------------------------------------
@@ -279,7 +323,7 @@ def _consume(args: tuple[str, str, int]) -> int:
     q, ok = Quotas(db), 0
     for _ in range(n):
         try:
-            q.consume(policy, p, "CompareFaces", 1_750_000_000.0)
+            q.consume(policy, p, "CompareFaces", Kind.COMPARE, 1_750_000_000.0)
             ok += 1
         except QE:
             pass
@@ -302,7 +346,7 @@ def test_purpose_floor_raises_a_low_request(svc: Any) -> None:
     from facewarden.service import Context
 
     p = key(svc, "bank", "commercial", "identity_verification")
-    ctx = Context("CompareFaces", p, {})
+    ctx = Context("CompareFaces", Kind.COMPARE, p)
     t = svc.effective_threshold(ctx, 60.0, 1)
     assert t["Similarity"] == 90.0 and t["Source"] == "floor"
     assert ctx.applied_threshold == t
@@ -312,7 +356,7 @@ def test_purpose_floor_raises_a_low_request(svc: Any) -> None:
 def test_gallery_size_raises_the_threshold(svc: Any) -> None:
     from facewarden.service import Context
 
-    ctx = Context("SearchFacesByImage", key(svc, "lib", "commercial", "photo_organisation"), {})
+    ctx = Context("SearchFacesByImage", Kind.IDENTIFY, key(svc, "lib", "commercial", "photo_organisation"))
     small = svc.effective_threshold(ctx, 80.0, 100)
     large = svc.effective_threshold(ctx, 80.0, 100_000)
     assert large["Similarity"] > small["Similarity"]
@@ -346,8 +390,8 @@ def test_household_collection_serves_only_its_owner(svc: Any) -> None:
     denied(svc, "CreateCollection", {"CollectionId": "h2", "ConsentMode": "household"}, door, "household")
     from facewarden.service import Context
 
-    assert not svc.visible_collection(Context("ListCollections", other, {}), "albums")
-    assert svc.visible_collection(Context("ListCollections", mine, {}), "albums")
+    assert not svc.visible_collection(Context("ListCollections", Kind.MANAGE, other), "albums")
+    assert svc.visible_collection(Context("ListCollections", Kind.MANAGE, mine), "albums")
 
 
 def test_other_organisations_collections_are_off_limits(svc: Any) -> None:

@@ -22,6 +22,7 @@ from botocore.model import OperationNotFoundError, ServiceModel, Shape
 from botocore.validate import ParamValidator
 
 from ..errors import ImageTooLarge, InvalidImage, InvalidInput
+from ..service import OPERATIONS
 
 #: Rekognition's limit for an image passed as raw bytes (API reference: "up to 5 MB").
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
@@ -104,10 +105,6 @@ def decode_request(operation: str, body: Any) -> dict[str, Any]:
     """
     if not isinstance(body, dict):
         raise InvalidInput("The request body must be a JSON object.")
-    # Members starting with "_" are internal to facewarden (e.g. the indexer's); never from HTTP.
-    body = {k: v for k, v in body.items() if not (isinstance(k, str) and k.startswith("_"))}
-    from ..service import OPERATIONS
-
     if operation not in OPERATIONS:
         return body  # the service answers: facewarden does not offer it
     shape = input_shape(operation)

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from ..media import images
 from ..config import Settings
 from ..errors import FacewardenError, UnrecognizedClient
+from ..policy.principals import Principal
+from ..service import Operation, Service
+from ..service.faces import CompareFacesRequest, CompareFacesResult, DetectFacesRequest, DetectFacesResult
+from ..service.faces import compare_faces as compare_op
+from ..service.faces import detect_faces as detect_op
+from ..service.params import Image, Time, time_of, to_wire
 
 EXIT_BAD_INPUT = 3
 EXIT_DENIED = 4
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 
 
 class App:
@@ -27,18 +36,16 @@ class App:
         self.settings = Settings.from_env(data_dir=data_dir)
         self.json = as_json
         self.key = key
-        self._service: Any = None
+        self._service: Service | None = None
 
     @property
-    def service(self) -> Any:
+    def service(self) -> Service:
         if self._service is None:
-            from ..service import Service
-
             self._service = Service(self.settings)
         return self._service
 
     @property
-    def principal(self) -> Any:
+    def principal(self) -> Principal:
         """The owner's principal, or the one of ``--key``; nobody bypasses policy."""
         svc = self.service
         if self.key:
@@ -46,18 +53,18 @@ class App:
             if principal is None:
                 raise UnrecognizedClient(f"Unknown access key {self.key}: see `facewarden key list`.")
             return principal
-        owner = getattr(svc, "owner_principal", None)
-        return owner() if owner else None
+        return svc.owner_principal()
 
-    def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-        return self.service.call(operation, request, self.principal)
+    def run(self, op: Operation[Req, Res], request: Req) -> Res:
+        """Run one operation (policy, audit) as this command's principal."""
+        return self.service.execute(op, request, self.principal)
 
     def each_image(
         self,
         paths: tuple[str, ...],
-        operation: str,
-        request_for: Callable[[str], dict[str, Any]],
-        human: Callable[[str, dict[str, Any]], None],
+        op: Operation[Req, Res],
+        request_for: Callable[[str], Req],
+        human: Callable[[str, Res], None],
     ) -> None:
         """One operation per image, in order, one output per image. A bad image is reported (on
         stderr, and as an error line in --json mode, so lines still match images) and the others
@@ -65,7 +72,7 @@ class App:
         worst = 0
         for path in paths:
             try:
-                result = self.call(operation, request_for(path))
+                result = self.run(op, request_for(path))
             except FacewardenError as exc:
                 if exc.exit_code == EXIT_DENIED:
                     raise
@@ -80,11 +87,30 @@ class App:
         if worst:
             raise click.exceptions.Exit(worst)
 
-    def emit(self, obj: Any, human: Callable[[Any], None] | None = None) -> None:
+    def emit(self, obj: Any, human: Callable[[Any], object] | None = None) -> None:
+        """Print a result: as JSON (in Rekognition's shape) with --json, else for a person."""
         if self.json or human is None:
-            click.echo(json.dumps(obj, default=_json_default))
+            click.echo(json.dumps(to_wire(obj), default=_json_default))
         else:
             human(obj)
+
+
+class When(click.ParamType):
+    """An option that is a point in time: an ISO 8601 date or date/time, or a Unix time."""
+
+    name = "date"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Time:
+        if isinstance(value, Time):
+            return value
+        text = str(value)
+        number = text.replace(".", "", 1).isdigit()
+        return time_of(float(text) if number else text, param.opts[0] if param else "date")
+
+
+def given(**members: Any) -> dict[str, Any]:
+    """The request members an option set (None: not given, the request's default applies)."""
+    return {k: v for k, v in members.items() if v is not None}
 
 
 def _json_default(o: Any) -> Any:
@@ -135,8 +161,8 @@ def main(ctx: click.Context, data_dir: str | None, as_json: bool, key: str | Non
     ctx.obj = App(data_dir, as_json, key)
 
 
-def image_request(path: str, app: App) -> dict[str, Any]:
-    return {"Bytes": images.read_bytes(path, max_bytes=app.settings.max_image_bytes)}
+def image_request(path: str, app: App) -> Image:
+    return Image(images.read_bytes(path, max_bytes=app.settings.max_image_bytes))
 
 
 # ---- faces in images ---------------------------------------------------------------------------
@@ -150,15 +176,14 @@ def image_request(path: str, app: App) -> dict[str, Any]:
 def detect(app: App, images_: tuple[str, ...], detector: str | None, attributes: str) -> None:
     """Find the faces in each IMAGE (DetectFaces): boxes, landmarks, pose, quality."""
 
-    def request_for(path: str) -> dict[str, Any]:
-        request = {"Image": image_request(path, app), "Attributes": [attributes.upper()]}
-        return request | ({"Detector": detector} if detector else {})
+    def request_for(path: str) -> DetectFacesRequest:
+        return DetectFacesRequest(image_request(path, app), attributes.upper(), detector)
 
-    app.each_image(images_, "DetectFaces", request_for, _print_faces)
+    app.each_image(images_, detect_op, request_for, _print_faces)
 
 
-def _print_faces(path: str, result: dict[str, Any]) -> None:
-    faces = result["FaceDetails"]
+def _print_faces(path: str, result: DetectFacesResult) -> None:
+    faces = result.face_details
     click.echo(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
     for i, f in enumerate(faces, 1):
         b, p, q = f["BoundingBox"], f["Pose"], f["Quality"]
@@ -182,30 +207,25 @@ def _print_faces(path: str, result: dict[str, Any]) -> None:
 @pass_app
 def compare(app: App, source: str, target: str, threshold: float | None, detector: str | None) -> None:
     """Is the largest face in SOURCE among the faces in TARGET? (CompareFaces)"""
-    request: dict[str, Any] = {
-        "SourceImage": image_request(source, app),
-        "TargetImage": image_request(target, app),
-    }
-    if threshold is not None:
-        request["SimilarityThreshold"] = threshold
-    if detector:
-        request["Detector"] = detector
-    app.emit(app.call("CompareFaces", request), _print_compare)
+    request = CompareFacesRequest(
+        image_request(source, app), image_request(target, app), threshold, detector or None
+    )
+    app.emit(app.run(compare_op, request), _print_compare)
 
 
-def _print_compare(result: dict[str, Any]) -> None:
-    thr = result["AppliedThreshold"]["Similarity"]
-    matches = result["FaceMatches"]
-    others = result["UnmatchedFaces"]
+def _print_compare(result: CompareFacesResult) -> None:
+    thr = (result.applied_threshold or {})["Similarity"]
+    matches = result.face_matches
+    others = result.unmatched_faces
     if matches:
-        best = matches[0]["Similarity"]
+        best = matches[0].similarity
         click.echo(
             f"MATCH  similarity {best:.1f} >= threshold {thr:g}  ({len(matches)} matching face(s) in target)"
         )
     else:
         click.echo(f"NO MATCH  threshold {thr:g}; {len(others)} face(s) in target, none similar enough")
     for m in matches:
-        click.echo(f"  match     similarity {m['Similarity']:.1f}")
+        click.echo(f"  match     similarity {m.similarity:.1f}")
 
 
 # ---- setting up ----------------------------------------------------------------------------------

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
-
 import click
 
-from . import App, main, pass_app
+from ..service import OPERATIONS
+from ..service import admin as admin_ops
+from ..service import consent as consent_ops
+from ..service.params import Empty, Time, to_wire
+from . import App, When, main, pass_app
 from .gallery import _table
 
 
@@ -29,15 +32,15 @@ def org() -> None:
 @click.option("--description", default="")
 @pass_app
 def org_create(app: App, name: str, sector: str, description: str) -> None:
-    r = app.call("CreateOrganization", {"Name": name, "Sector": sector, "Description": description})
+    r = app.run(admin_ops.create_organization, admin_ops.CreateOrganizationRequest(name, sector, description))
     app.emit(r, lambda r: click.echo(f"created organisation {name} (sector: {sector})"))
 
 
 @org.command("list")
 @pass_app
 def org_list(app: App) -> None:
-    r = app.call("ListOrganizations", {})
-    app.emit(r, lambda r: _table(r["Organizations"], ["Name", "Sector", "Owner", "CreatedAt"]))
+    r = app.run(admin_ops.list_organizations, Empty())
+    app.emit(r, lambda r: _table(r.organizations, ["Name", "Sector", "Owner", "CreatedAt"]))
 
 
 @main.group()
@@ -53,19 +56,21 @@ def key() -> None:
     help="photo_organisation, access_control, identity_verification, research_audit, ...",
 )
 @click.option("--collections", default=None, help="Comma-separated collections this key is limited to.")
-@click.option("--expires", default=None, help="Expiry date (ISO 8601, e.g. 2027-01-31).")
+@click.option("--expires", type=When(), default=None, help="Expiry date (ISO 8601, e.g. 2027-01-31).")
 @click.option("--description", default="")
 @pass_app
 def key_create(
-    app: App, org_name: str, purpose: str, collections: str | None, expires: str | None, description: str
+    app: App, org_name: str, purpose: str, collections: str | None, expires: Time | None, description: str
 ) -> None:
     """Create a key; its secret is printed once."""
-    req: dict[str, Any] = {"Organization": org_name, "Purpose": purpose, "Description": description}
-    if collections:
-        req["Collections"] = [c.strip() for c in collections.split(",") if c.strip()]
-    if expires:
-        req["ExpiresAt"] = expires
-    k = app.call("CreateKey", req)["AccessKey"]
+    req = admin_ops.CreateKeyRequest(
+        org_name,
+        purpose,
+        [c.strip() for c in collections.split(",") if c.strip()] if collections else None,
+        expires,
+        description,
+    )
+    k = app.run(admin_ops.create_key, req).access_key
     if app.json:
         click.echo(json.dumps({"AccessKeyId": k["AccessKeyId"], "SecretAccessKey": k["SecretAccessKey"]}))
     else:
@@ -78,11 +83,11 @@ def key_create(
 @key.command("list")
 @pass_app
 def key_list(app: App) -> None:
-    r = app.call("ListKeys", {})
+    r = app.run(admin_ops.list_keys, admin_ops.ListKeysRequest())
     app.emit(
         r,
         lambda r: _table(
-            r["Keys"],
+            r.keys,
             ["AccessKeyId", "Organization", "Sector", "Purpose", "Collections", "ExpiresAt", "RevokedAt"],
         ),
     )
@@ -92,7 +97,10 @@ def key_list(app: App) -> None:
 @click.argument("key_id")
 @pass_app
 def key_revoke(app: App, key_id: str) -> None:
-    app.emit(app.call("RevokeKey", {"AccessKeyId": key_id}), lambda r: click.echo(f"revoked {key_id}"))
+    app.emit(
+        app.run(admin_ops.revoke_key, admin_ops.RevokeKeyRequest(key_id)),
+        lambda r: click.echo(f"revoked {key_id}"),
+    )
 
 
 # ---- policy ------------------------------------------------------------------------------------------
@@ -104,7 +112,7 @@ def policy() -> None:
 @policy.command("show")
 @pass_app
 def policy_show(app: App) -> None:
-    p = app.call("DescribePolicy", {})["Policy"]
+    p = app.run(admin_ops.describe_policy, Empty()).policy
     app.emit(
         p, lambda p: click.echo(f"# {p['Name']} (version {p['Version']}, sha256 {p['Sha256']})\n{p['Text']}")
     )
@@ -116,8 +124,9 @@ def policy_show(app: App) -> None:
 def policy_check(app: App, file: str) -> None:
     """Validate FILE without applying it."""
     from ..policy.rules import Policy
+    from ..service.core import declared_kinds
 
-    p = Policy.parse(Path(file).read_text(), source=file)
+    p = Policy.parse(Path(file).read_text(), source=file, kinds=declared_kinds())
     app.emit(
         {"Valid": True, "Version": p.version, "Sha256": p.sha256},
         lambda r: click.echo(f"{file}: valid (version {p.version})"),
@@ -129,13 +138,26 @@ def policy_check(app: App, file: str) -> None:
 @pass_app
 def policy_apply(app: App, file: str) -> None:
     """Put FILE in force (recorded in the audit log with its hash)."""
-    r = app.call("ApplyPolicy", {"Policy": Path(file).read_text()})
+    r = app.run(admin_ops.apply_policy, admin_ops.ApplyPolicyRequest(Path(file).read_text()))
     app.emit(
         r,
-        lambda r: click.echo(
-            ("applied" if r["Changed"] else "unchanged") + f": sha256 {r['Policy']['Sha256']}"
-        ),
+        lambda r: click.echo(("applied" if r.changed else "unchanged") + f": sha256 {r.policy['Sha256']}"),
     )
+
+
+@main.command()
+@pass_app
+def operations(app: App) -> None:
+    """The operations this installation offers, each with its kind (what policy decides on)."""
+    rows = [
+        {
+            "Operation": name,
+            "Kind": op.kind.value,
+            "Route": f"{op.rest.method} {op.rest.path}" if op.rest else f"POST /v1/operations/{name}",
+        }
+        for name, op in sorted(OPERATIONS.items(), key=lambda kv: (kv[1].kind.value, kv[0]))
+    ]
+    app.emit({"Operations": rows}, lambda r: _table(rows, ["Kind", "Operation", "Route"]))
 
 
 # ---- consent and data-subject rights --------------------------------------------------------------------
@@ -151,15 +173,16 @@ def consent() -> None:
     "--evidence", required=True, help="Where the signed consent is kept (a reference, not the document)."
 )
 @click.option(
-    "--expires", default=None, help="Expiry date (ISO 8601); an expired consent counts as withdrawn."
+    "--expires",
+    type=When(),
+    default=None,
+    help="Expiry date (ISO 8601); an expired consent counts as withdrawn.",
 )
 @pass_app
-def consent_grant(app: App, subject: str, collection_id: str, evidence: str, expires: str | None) -> None:
-    req: dict[str, Any] = {"Subject": subject, "CollectionId": collection_id, "Evidence": evidence}
-    if expires:
-        req["ExpiresAt"] = expires
+def consent_grant(app: App, subject: str, collection_id: str, evidence: str, expires: Time | None) -> None:
+    req = consent_ops.GrantConsentRequest(subject, evidence, collection_id, expires)
     app.emit(
-        app.call("GrantConsent", req),
+        app.run(consent_ops.grant_consent, req),
         lambda r: click.echo(f"consent recorded for {subject} in {collection_id}"),
     )
 
@@ -168,11 +191,13 @@ def consent_grant(app: App, subject: str, collection_id: str, evidence: str, exp
 @click.option("--collection", "collection_id", default=None)
 @pass_app
 def consent_list(app: App, collection_id: str | None) -> None:
-    r = app.call("ListConsents", {"CollectionId": collection_id} if collection_id else {})
+    r = app.run(
+        consent_ops.list_consents, consent_ops.ListConsentsRequest(collection_id=collection_id or None)
+    )
     app.emit(
         r,
         lambda r: _table(
-            r["Consents"], ["Subject", "CollectionId", "Evidence", "GrantedAt", "ExpiresAt", "WithdrawnAt"]
+            r.consents, ["Subject", "CollectionId", "Evidence", "GrantedAt", "ExpiresAt", "WithdrawnAt"]
         ),
     )
 
@@ -183,8 +208,8 @@ def consent_list(app: App, collection_id: str | None) -> None:
 @pass_app
 def consent_withdraw(app: App, subject: str, collection_id: str) -> None:
     """Withdraw consent: the subject's templates in the collection are erased at once."""
-    r = app.call("WithdrawConsent", {"Subject": subject, "CollectionId": collection_id})
-    app.emit(r, lambda r: click.echo(f"withdrawn; {r.get('FacesErased', 0)} face(s) erased"))
+    r = app.run(consent_ops.withdraw_consent, consent_ops.WithdrawConsentRequest(subject, collection_id))
+    app.emit(r, lambda r: click.echo(f"withdrawn; {r.faces_erased} face(s) erased"))
 
 
 @main.group()
@@ -197,19 +222,19 @@ def subject() -> None:
 @click.option("--include-templates", is_flag=True, help="Also export the biometric templates (audited).")
 @pass_app
 def subject_export(app: App, subject_id: str, include_templates: bool) -> None:
-    r = app.call("ExportSubject", {"Subject": subject_id, "IncludeTemplates": include_templates})
-    click.echo(json.dumps(r, indent=None if app.json else 1, default=str))
+    r = app.run(admin_ops.export_subject, admin_ops.ExportSubjectRequest(subject_id, include_templates))
+    click.echo(json.dumps(to_wire(r), indent=None if app.json else 1, default=str))
 
 
 @subject.command("erase")
 @click.argument("subject_id")
 @pass_app
 def subject_erase(app: App, subject_id: str) -> None:
-    r = app.call("EraseSubject", {"Subject": subject_id})
+    r = app.run(admin_ops.erase_subject, admin_ops.EraseSubjectRequest(subject_id))
     app.emit(
         r,
         lambda r: click.echo(
-            f"erased {r['FacesErased']} face(s) and {r['ConsentsErased']} consent record(s) of {subject_id}"
+            f"erased {r.faces_erased} face(s) and {r.consents_erased} consent record(s) of {subject_id}"
         ),
     )
 
@@ -224,40 +249,33 @@ def audit() -> None:
 @pass_app
 def audit_verify(app: App) -> None:
     """Exit 0 if the log is intact, 1 naming the first bad record if not."""
-    r = app.call("VerifyAudit", {})
+    r = app.run(admin_ops.verify_audit, Empty())
 
-    def human(r: dict[str, Any]) -> None:
-        if r["Ok"]:
-            click.echo(f"audit log intact: {r.get('Records')} records")
+    def human(r: admin_ops.VerifyAuditResult) -> None:
+        if r.ok:
+            click.echo(f"audit log intact: {r.records} records")
         else:
-            click.echo(
-                f"audit log BROKEN at sequence {r.get('FirstBadSequence')}: "
-                f"{r.get('Kind')}: {r.get('Problem')}"
-            )
+            click.echo(f"audit log BROKEN at sequence {r.first_bad_sequence}: {r.kind}: {r.problem}")
 
     app.emit(r, human)
-    if not r["Ok"]:
+    if not r.ok:
         raise click.exceptions.Exit(1)
 
 
 @audit.command("export")
-@click.option("--since", default=None, help="ISO date or time.")
+@click.option("--since", type=When(), default=None, help="ISO date or time.")
 @click.option("--subject", "subject_id", default=None)
 @pass_app
-def audit_export(app: App, since: str | None, subject_id: str | None) -> None:
+def audit_export(app: App, since: Time | None, subject_id: str | None) -> None:
     """The records as JSON lines."""
-    req: dict[str, Any] = {}
-    if since:
-        req["Since"] = since
-    if subject_id:
-        req["Subject"] = subject_id
+    req = admin_ops.ExportAuditRequest(since, subject_id or None)
     while True:  # a page at a time, so that a long log streams
-        page = app.call("ExportAudit", req)
-        for line in page["Lines"]:
+        page = app.run(admin_ops.export_audit, req)
+        for line in page.lines:
             click.echo(line)
-        if "NextToken" not in page:
+        if page.next_token is None:
             return
-        req["NextToken"] = page["NextToken"]
+        req = dataclasses.replace(req, next_token=page.next_token)
 
 
 @main.group()
@@ -266,9 +284,10 @@ def report() -> None:
 
 
 @report.command("transparency")
-@click.option("--since", default=None, help="ISO date.")
+@click.option("--since", type=When(), default=None, help="ISO date.")
 @pass_app
-def report_transparency(app: App, since: str | None) -> None:
+def report_transparency(app: App, since: Time | None) -> None:
     """Operations by purpose and sector, denials by rule."""
-    r = app.call("GetTransparencyReport", {"Since": since} if since else {})["Report"]
+    req = admin_ops.TransparencyReportRequest(since)
+    r = app.run(admin_ops.get_transparency_report, req).report
     click.echo(json.dumps(r, indent=None if app.json else 1, default=str))

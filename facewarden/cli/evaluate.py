@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..service.evaluation import EVALUATE_CALIBRATION, EVALUATE_GALLERY, EVALUATE_PAIRS
 from . import App, main, pass_app
 
 HEADLINE = (
@@ -58,7 +59,7 @@ def evaluate_pairs(
     """1:1 verification on PAIRS_TSV (path_a, path_b, same): ROC/DET, EER, FMR/FNMR per group."""
     from ..evaluate import evaluate_pairs as run
 
-    app.service.authorize(app.principal, "EvaluatePairs")  # an audit like any other use
+    app.service.authorize(app.principal, EVALUATE_PAIRS)  # an audit like any other use
     floors = _policy_floors(app)
     report = run(
         pairs_tsv,
@@ -112,7 +113,7 @@ def evaluate_gallery(
     """1:N test in the ACLU's form: enrol the gallery, search every probe (identity = folder name)."""
     from ..evaluate import evaluate_gallery as run
 
-    app.service.authorize(app.principal, "EvaluateGallery")
+    app.service.authorize(app.principal, EVALUATE_GALLERY)
     report = run(
         gallery_dir,
         probes_dir,
@@ -166,7 +167,7 @@ def calibrate(
     from ..engine import Engine
     from ..evaluate import calibrate as run
 
-    app.service.authorize(app.principal, "EvaluateCalibration")
+    app.service.authorize(app.principal, EVALUATE_CALIBRATION)
     settings = app.settings.replace(model=model_name) if model_name else app.settings
     spec = Engine(settings).spec
     if out_path is None:

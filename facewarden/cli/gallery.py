@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import click
 
-from . import App, image_request, main, pass_app
+from ..service import Operation
+from ..service import gallery as gallery_ops
+from ..service import users as user_ops
+from ..service.params import to_wire
+from . import App, given, image_request, main, pass_app
+
+
+class Paged(Protocol):
+    @property
+    def next_token(self) -> str | None: ...
+
+
+Req = TypeVar("Req")
+Page = TypeVar("Page", bound=Paged)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -22,16 +37,15 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def _pages(app: App, operation: str, request: dict[str, Any], key: str) -> list[Any]:
+def _pages(app: App, op: Operation[Req, Page], request: Req, items: Callable[[Page], list[Any]]) -> list[Any]:
     """Every item of a paginated List* operation."""
-    items: list[Any] = []
-    token = None
+    out: list[Any] = []
     while True:
-        page = app.call(operation, {**request, **({"NextToken": token} if token else {})})
-        items += page.get(key, [])
-        token = page.get("NextToken")
-        if not token:
-            return items
+        page = app.run(op, request)
+        out += items(page)
+        if not page.next_token:
+            return out
+        request = dataclasses.replace(request, next_token=page.next_token)  # type: ignore[type-var]
 
 
 # ---- collections ---------------------------------------------------------------------------------
@@ -59,19 +73,21 @@ def collection() -> None:
 @pass_app
 def collection_create(app: App, name: str, consent_mode: str, retention_days: int | None) -> None:
     """Create collection NAME."""
-    req: dict[str, Any] = {"CollectionId": name, "ConsentMode": consent_mode}
-    if retention_days is not None:
-        req["RetentionDays"] = retention_days
+    req = gallery_ops.CreateCollectionRequest(
+        name, consent_mode=consent_mode, **given(retention_days=retention_days)
+    )
     app.emit(
-        app.call("CreateCollection", req),
-        lambda r: click.echo(f"created {r['CollectionArn']} ({r['FaceModelVersion']})"),
+        app.run(gallery_ops.create_collection, req),
+        lambda r: click.echo(f"created {r.collection_arn} ({r.face_model_version})"),
     )
 
 
 @collection.command("list")
 @pass_app
 def collection_list(app: App) -> None:
-    ids = _pages(app, "ListCollections", {}, "CollectionIds")
+    ids = _pages(
+        app, gallery_ops.list_collections, gallery_ops.ListCollectionsRequest(), lambda p: p.collection_ids
+    )
     app.emit({"CollectionIds": ids}, lambda r: click.echo("\n".join(ids) if ids else "(no collections)"))
 
 
@@ -79,18 +95,22 @@ def collection_list(app: App) -> None:
 @click.argument("name")
 @pass_app
 def collection_describe(app: App, name: str) -> None:
-    def human(r: dict[str, Any]) -> None:
+    def human(r: gallery_ops.DescribeCollectionResult) -> None:
+        wire = to_wire(r)
         for k in ("CollectionARN", "FaceCount", "UserCount", "FaceModelVersion", "CreationTimestamp"):
-            click.echo(f"{k}: {r.get(k)}")
+            click.echo(f"{k}: {wire.get(k)}")
 
-    app.emit(app.call("DescribeCollection", {"CollectionId": name}), human)
+    app.emit(app.run(gallery_ops.describe_collection, gallery_ops.CollectionRequest(name)), human)
 
 
 @collection.command("delete")
 @click.argument("name")
 @pass_app
 def collection_delete(app: App, name: str) -> None:
-    app.emit(app.call("DeleteCollection", {"CollectionId": name}), lambda r: click.echo(f"deleted {name}"))
+    app.emit(
+        app.run(gallery_ops.delete_collection, gallery_ops.CollectionRequest(name)),
+        lambda r: click.echo(f"deleted {name}"),
+    )
 
 
 # ---- indexing and search ---------------------------------------------------------------------------
@@ -112,7 +132,7 @@ def index(
     app: App, paths: tuple[str, ...], collection_id: str, external_id_from: str, workers: int | None
 ) -> None:
     """Enrol the faces in PATH... (files or folders) into a collection; re-running skips done images."""
-    from ..gallery.indexing import index_paths
+    from ..service.bulk import index_paths
 
     summary = index_paths(
         app.service,
@@ -146,26 +166,25 @@ def search(
     app: App, images_: tuple[str, ...], collection_id: str, threshold: float | None, max_faces: int | None
 ) -> None:
     """Who is the largest face in each IMAGE? (SearchFacesByImage, one response per image)"""
-    base: dict[str, Any] = {"CollectionId": collection_id}
-    if threshold is not None:
-        base["FaceMatchThreshold"] = threshold
-    if max_faces is not None:
-        base["MaxFaces"] = max_faces
+    options = given(face_match_threshold=threshold, max_faces=max_faces)
     app.each_image(
-        images_, "SearchFacesByImage", lambda p: base | {"Image": image_request(p, app)}, _print_search
+        images_,
+        gallery_ops.search_faces_by_image,
+        lambda p: gallery_ops.SearchFacesByImageRequest(collection_id, image_request(p, app), **options),
+        _print_search,
     )
 
 
-def _print_search(path: str, r: dict[str, Any]) -> None:
-    thr = r.get("AppliedThreshold", {})
-    matches = r.get("FaceMatches", [])
+def _print_search(path: str, r: gallery_ops.SearchFacesByImageResult) -> None:
+    thr = r.applied_threshold or {}
+    matches = r.face_matches
     click.echo(
         f"{path}: {len(matches)} match(es) at similarity >= {thr.get('Similarity', '?'):g} ({thr.get('Source', '')})"
     )
     for m in matches:
-        f = m["Face"]
+        f = m.face
         click.echo(
-            f"  {m['Similarity']:6.1f}  {f.get('ExternalImageId', '')}  face {f['FaceId']}  user {f.get('UserId', '')}"
+            f"  {m.similarity:6.1f}  {f.get('ExternalImageId', '')}  face {f['FaceId']}  user {f.get('UserId', '')}"
         )
 
 
@@ -180,10 +199,8 @@ def faces() -> None:
 @click.option("--user-id", default=None)
 @pass_app
 def faces_list(app: App, collection_id: str, user_id: str | None) -> None:
-    req: dict[str, Any] = {"CollectionId": collection_id}
-    if user_id:
-        req["UserId"] = user_id
-    items = _pages(app, "ListFaces", req, "Faces")
+    req = gallery_ops.ListFacesRequest(collection_id, user_id=user_id or None)
+    items = _pages(app, gallery_ops.list_faces, req, lambda p: p.faces)
     app.emit({"Faces": items}, lambda r: _table(items, ["FaceId", "ExternalImageId", "UserId", "Confidence"]))
 
 
@@ -192,8 +209,8 @@ def faces_list(app: App, collection_id: str, user_id: str | None) -> None:
 @click.option("--collection", "collection_id", required=True)
 @pass_app
 def faces_delete(app: App, face_ids: tuple[str, ...], collection_id: str) -> None:
-    r = app.call("DeleteFaces", {"CollectionId": collection_id, "FaceIds": list(face_ids)})
-    app.emit(r, lambda r: click.echo(f"deleted {len(r.get('DeletedFaces', []))} face(s)"))
+    r = app.run(gallery_ops.delete_faces, gallery_ops.DeleteFacesRequest(collection_id, list(face_ids)))
+    app.emit(r, lambda r: click.echo(f"deleted {len(r.deleted_faces)} face(s)"))
 
 
 # ---- users -----------------------------------------------------------------------------------------------
@@ -208,7 +225,7 @@ def users() -> None:
 @pass_app
 def users_create(app: App, user_id: str, collection_id: str) -> None:
     app.emit(
-        app.call("CreateUser", {"CollectionId": collection_id, "UserId": user_id}),
+        app.run(user_ops.create_user, user_ops.UserRequest(collection_id, user_id)),
         lambda r: click.echo(f"created user {user_id}"),
     )
 
@@ -219,22 +236,20 @@ def users_create(app: App, user_id: str, collection_id: str) -> None:
 @click.option("--collection", "collection_id", required=True)
 @pass_app
 def users_associate(app: App, user_id: str, face_ids: tuple[str, ...], collection_id: str) -> None:
-    r = app.call(
-        "AssociateFaces", {"CollectionId": collection_id, "UserId": user_id, "FaceIds": list(face_ids)}
+    r = app.run(
+        user_ops.associate_faces, user_ops.AssociateFacesRequest(collection_id, user_id, list(face_ids))
     )
-    app.emit(
-        r,
-        lambda r: click.echo(
-            f"associated {len(r.get('AssociatedFaces', []))} face(s); user {r.get('UserStatus')}"
-        ),
-    )
+    app.emit(r, lambda r: click.echo(f"associated {len(r.associated_faces)} face(s); user {r.user_status}"))
 
 
 @users.command("list")
 @click.option("--collection", "collection_id", required=True)
 @pass_app
 def users_list(app: App, collection_id: str) -> None:
-    items = _pages(app, "ListUsers", {"CollectionId": collection_id}, "Users")
+    items = [
+        to_wire(u)
+        for u in _pages(app, user_ops.list_users, user_ops.ListUsersRequest(collection_id), lambda p: p.users)
+    ]
     app.emit({"Users": items}, lambda r: _table(items, ["UserId", "UserStatus"]))
 
 
@@ -252,21 +267,23 @@ def users_search(
     """Which users match a photo (SearchUsersByImage) or a user (SearchUsers)?"""
     if bool(image) == bool(user_id):
         raise click.UsageError("give exactly one of --image or --user-id")
-    req: dict[str, Any] = {"CollectionId": collection_id}
-    if threshold is not None:
-        req["UserMatchThreshold"] = threshold
+    r: user_ops.SearchUsersByImageResult | user_ops.SearchUsersResult
     if image:
-        req["Image"] = image_request(image, app)
-        r = app.call("SearchUsersByImage", req)
+        r = app.run(
+            user_ops.search_users_by_image,
+            user_ops.SearchUsersByImageRequest(collection_id, image_request(image, app), threshold),
+        )
     else:
-        req["UserId"] = user_id
-        r = app.call("SearchUsers", req)
+        r = app.run(
+            user_ops.search_users,
+            user_ops.SearchUsersRequest(collection_id, user_id, user_match_threshold=threshold),
+        )
 
-    def human(r: dict[str, Any]) -> None:
-        thr = r.get("AppliedThreshold", {})
-        click.echo(f"{len(r['UserMatches'])} user match(es) at similarity >= {thr.get('Similarity', '?')}")
-        for m in r["UserMatches"]:
-            click.echo(f"  {m['Similarity']:6.1f}  {m['User']['UserId']}")
+    def human(r: user_ops.SearchUsersByImageResult | user_ops.SearchUsersResult) -> None:
+        thr = r.applied_threshold or {}
+        click.echo(f"{len(r.user_matches)} user match(es) at similarity >= {thr.get('Similarity', '?')}")
+        for m in r.user_matches:
+            click.echo(f"  {m.similarity:6.1f}  {m.user.user_id}")
 
     app.emit(r, human)
 
@@ -277,7 +294,7 @@ def users_search(
 @pass_app
 def users_delete(app: App, user_id: str, collection_id: str) -> None:
     app.emit(
-        app.call("DeleteUser", {"CollectionId": collection_id, "UserId": user_id}),
+        app.run(user_ops.delete_user, user_ops.UserRequest(collection_id, user_id)),
         lambda r: click.echo(f"deleted user {user_id}"),
     )
 
@@ -310,7 +327,7 @@ def cluster(
     workers: int | None,
 ) -> None:
     """Group the faces in PATH... by person (the photo-library job)."""
-    from ..gallery.indexing import cluster_paths
+    from ..service.bulk import cluster_paths
 
     if make_users and not collection_id:
         raise click.UsageError("--make-users needs --collection")

@@ -1,8 +1,8 @@
 """The gallery: collections, faces and users (subjects), persisted and searchable.
 
 Open it with :func:`open_store` (the database URL's scheme picks the backend); the service's
-gallery operations (``facewarden.service.gallery``) are its only users besides policy (erasure,
-retention) and the CLI (``facewarden.gallery.indexing``).
+operations (``facewarden.service``) are its only users. :func:`~facewarden.gallery.cluster.cluster_faces`
+groups templates by person.
 """
 
 from .store import (

@@ -1,10 +1,12 @@
 """Policy before pixels: principals and keys, the policy file (the moratorium), quotas, consent.
 
-Every operation is decided here before any image is decoded (:meth:`Policy.decide`); the service
-(:meth:`facewarden.service.Service.call`) is the only caller that matters.
+Every operation is decided here before any image is decoded (:meth:`Policy.decide`, on the
+operation's declared :class:`Kind`); the service (:meth:`facewarden.service.Service.call`) is the
+only caller that matters.
 """
 
-from .consent import Consents, require_consent
+from .consent import Consents
+from .kinds import Kind
 from .principals import SECTORS, Principal, Principals
 from .rules import DEFAULT_POLICY_PATH, CollectionInfo, Decision, Policy
 
@@ -14,8 +16,8 @@ __all__ = [
     "CollectionInfo",
     "Consents",
     "Decision",
+    "Kind",
     "Policy",
     "Principal",
     "Principals",
-    "require_consent",
 ]

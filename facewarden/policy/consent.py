@@ -1,29 +1,23 @@
-"""Consent records: enrolment needs one, withdrawal (or expiry) erases the subject's templates.
+"""The consent register: who consented to enrolment where, on what evidence, until when.
 
 A consent names a data subject (the ``ExternalImageId`` or ``UserId`` the faces are enrolled
 under), its scope (one collection, or ``*`` = every collection of the granting organisation), a
 reference to the evidence (a signed form's id, a consent receipt; never the form itself), when it
-was granted and when it expires. IndexFaces and AssociateFaces in a collection whose consent mode
-is ``required`` (the default) call :func:`require_consent` before they compute anything.
-Withdrawal, and expiry (treated as withdrawal by the sweep), erase the subject's faces from every
-collection the consent covered and no other active consent still covers, in one transaction.
+was granted and when it expires. This module only keeps the records; what consent means for the
+gallery (enrolment needs it, withdrawal and expiry erase what it covered) is the service's
+(:mod:`facewarden.service.consent`).
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..db import Database, Tx
-from ..errors import ConsentRequired, InvalidInput, ResourceNotFound
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..service.core import Context, Service
+from ..errors import InvalidInput
 
 ANY_COLLECTION = "*"
-log = logging.getLogger("facewarden.policy")
 
 MIGRATIONS = [
     """
@@ -130,176 +124,51 @@ class Consents:
         with self.db.read() as rtx:
             return rtx.one(sql, params) is not None
 
-
-# ---- used by the service's gallery operations ---------------------------------------------------
-def require_consent(service: Service, ctx: Context, collection_id: str, subject: str | None) -> None:
-    """Raise ConsentRequired unless ``subject`` may be enrolled in ``collection_id`` now.
-
-    Household collections need no per-face consent (policy already limits them to their owner's
-    photo-organisation keys). Elsewhere the subject must be named and hold an active consent.
-    Call it in IndexFaces (subject = ExternalImageId) and AssociateFaces (subject = UserId) after
-    the request is validated and before any image is decoded.
-    """
-    info = service.collection_info(collection_id)
-    if info is not None and info.consent_mode == "household":
-        return
-    if not subject:
-        raise ConsentRequired(
-            f"Collection {collection_id} requires consent for every enrolled face: name the subject "
-            "(ExternalImageId for IndexFaces, UserId for AssociateFaces) and record their consent with "
-            "GrantConsent first."
+    def withdrawable(
+        self,
+        tx: Tx,
+        subject: str,
+        org: str,
+        collection_id: str | None = None,
+        consent_ids: list[str] | None = None,
+    ) -> list[tuple[str, str]]:
+        """(consent id, scope) of ``subject``'s active consents recorded by ``org``: those of one
+        scope (``collection_id``), the ones named (``consent_ids``), or all of them."""
+        where = ["subject = ?", "org = ?", "withdrawn_at IS NULL"]
+        params: list[Any] = [subject, org]
+        if consent_ids is not None:
+            if not consent_ids:
+                return []
+            where.append(f"consent_id IN ({', '.join('?' * len(consent_ids))})")
+            params.extend(consent_ids)
+        elif collection_id is not None:
+            where.append("collection_id = ?")
+            params.append(collection_id)
+        rows = tx.all(
+            f"SELECT consent_id, collection_id FROM policy_consents WHERE {' AND '.join(where)}", params
         )
-    if subject not in ctx.subjects:
-        ctx.subjects.append(subject)
-    owner = info.owner_org if info is not None else None
-    if not service.consents.active(subject, collection_id, owner, service.clock()):
-        raise ConsentRequired(
-            f"No active consent covers this subject in collection {collection_id}: record it with "
-            "GrantConsent (subject, collection, evidence) before enrolling; expired or withdrawn "
-            "consent does not count."
-        )
+        return [(str(r[0]), str(r[1])) for r in rows]
 
-
-def erase_uncovered(
-    service: Service, tx: Tx, subject: str, collections: list[str], now: float
-) -> tuple[list[str], list[str]]:
-    """Erase ``subject``'s faces from each of ``collections`` no active consent covers any more.
-
-    Runs inside ``tx``; returns (removed face ids, collections touched). Household collections
-    are not consent-based and are left alone.
-    """
-    store = service.store
-    removed: list[str] = []
-    touched: list[str] = []
-    for cid in collections:
-        info = service.collection_info(cid, tx=tx)
-        if info is None or info.consent_mode == "household":
-            continue
-        if service.consents.active(subject, cid, info.owner_org, now, tx=tx):
-            continue
-        faces = store.erase_faces(cid, external_image_id=subject, user_id=subject, tx=tx)
-        if faces:
-            removed.extend(faces)
-            touched.append(cid)
-    return removed, touched
-
-
-def collections_in_scope(service: Service, scope: str, org: str) -> list[str]:
-    """The collections a consent scope covers: one collection, or all the organisation's."""
-    if scope != ANY_COLLECTION:
-        return [scope]
-    out: list[str] = []
-    after = None
-    while True:
-        page = service.store.list_collections(after=after, limit=1000)
-        if not page:
-            return out
-        out.extend(c.collection_id for c in page if c.owner_org in (org, None))
-        after = page[-1].collection_id
-
-
-def withdraw(
-    service: Service,
-    ctx: Context | None,
-    org: str,
-    subject: str,
-    collection_id: str | None,
-    *,
-    reason: str = "withdrawn",
-    now: float | None = None,
-    consent_ids: list[str] | None = None,
-) -> dict[str, Any]:
-    """Withdraw ``subject``'s consents (one scope, or all of ``org``'s) and erase what they covered.
-
-    The consent update, the erasure of templates and (with ``ctx``) the audit record of the call
-    commit in one transaction.
-    """
-    now = service.clock() if now is None else now
-    where = ["subject = ?", "org = ?", "withdrawn_at IS NULL"]
-    params: list[Any] = [subject, org]
-    if consent_ids is not None:
-        if not consent_ids:
-            return {"ConsentsWithdrawn": 0, "FacesErased": 0}
-        where.append(f"consent_id IN ({', '.join('?' * len(consent_ids))})")
-        params.extend(consent_ids)
-    elif collection_id is not None:
-        where.append("collection_id = ?")
-        params.append(collection_id)
-    select = f"SELECT consent_id, collection_id FROM policy_consents WHERE {' AND '.join(where)}"
-    # The collections in scope are listed before the write transaction (the store reads on its own).
-    with service.db.read() as rtx:
-        scopes = sorted(
-            {r[1] for r in rtx.all(select, params)} | ({collection_id} if collection_id else set())
-        )
-    collections: list[str] = []
-    for scope in scopes:
-        for cid in collections_in_scope(service, scope, org):
-            if cid not in collections:
-                collections.append(cid)
-    with service.db.transaction(lock="consent") as tx:
-        rows = tx.all(select, params)
-        if not rows and consent_ids is None:
-            raise ResourceNotFound(
-                "No active consent of this subject" + (f" for collection {collection_id}" if collection_id else "")
-                + " to withdraw."
-            )  # fmt: skip
-        for consent_id, _ in rows:
+    def mark_withdrawn(self, tx: Tx, consent_ids: list[str], now: float, reason: str) -> None:
+        """Record the consents as withdrawn at ``now`` (an expired one: at its expiry)."""
+        for consent_id in consent_ids:
+            expiry = tx.scalar("SELECT expires_at FROM policy_consents WHERE consent_id = ?", (consent_id,))
             tx.execute(
                 "UPDATE policy_consents SET withdrawn_at = ?, withdrawn_reason = ? WHERE consent_id = ?",
-                (min(now, _expiry(tx, consent_id) or now), reason, consent_id),
+                (min(now, expiry or now), reason, consent_id),
             )
-        removed, touched = erase_uncovered(service, tx, subject, collections, now)
-        result = {"ConsentsWithdrawn": len(rows), "FacesErased": len(removed)}
-        if ctx is not None:
-            ctx.counts.update(consents_withdrawn=len(rows), faces_erased=len(removed))
-            if subject not in ctx.subjects:
-                ctx.subjects.append(subject)
-            service.audit_now(ctx, tx)
-        else:
-            service.audit_system(
-                "ConsentExpired" if reason == "expired" else "ConsentWithdrawn",
-                counts={"consents_withdrawn": len(rows), "faces_erased": len(removed)},
-                subjects=[subject],
-                details={"reason": reason, "collections": touched},
-                org=org,
-                tx=tx,
+
+    def expired(self, now: float) -> list[tuple[str, str, str, str]]:
+        """(consent id, org, subject, scope) of consents past their expiry not yet withdrawn."""
+        with self.db.read() as tx:
+            rows = tx.all(
+                "SELECT consent_id, org, subject, collection_id FROM policy_consents"
+                " WHERE withdrawn_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?",
+                (now,),
             )
-    for cid in touched:
-        _sync(service, cid)
-    return result
-
-
-def _expiry(tx: Tx, consent_id: str) -> float | None:
-    return tx.scalar("SELECT expires_at FROM policy_consents WHERE consent_id = ?", (consent_id,))
-
-
-def _sync(service: Service, collection_id: str) -> None:
-    try:
-        service.store.sync_index(collection_id)
-    except Exception:
-        log.warning(
-            "could not sync the index of collection %s after an erasure", collection_id, exc_info=True
-        )
-
-
-def expire(service: Service, now: float) -> dict[str, int]:
-    """Treat every consent past its expiry as withdrawn: erase what it alone covered."""
-    with service.db.read() as tx:
-        rows = tx.all(
-            "SELECT consent_id, org, subject, collection_id FROM policy_consents"
-            " WHERE withdrawn_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?",
-            (now,),
-        )
-    consents = faces = 0
-    for consent_id, org, subject, collection_id in rows:
-        r = withdraw(
-            service, None, org, subject, collection_id, reason="expired", now=now, consent_ids=[consent_id]
-        )
-        consents += r["ConsentsWithdrawn"]
-        faces += r["FacesErased"]
-    return {"consents_expired": consents, "faces_erased": faces}
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
 
 def erase_subject_consents(tx: Tx, subject: str) -> int:
     """Delete every consent record of ``subject`` (data-subject erasure)."""
-    return tx.execute("DELETE FROM policy_consents WHERE subject = ?", (subject,)).rowcount
+    return int(tx.execute("DELETE FROM policy_consents WHERE subject = ?", (subject,)).rowcount)

@@ -10,6 +10,7 @@ import datetime as dt
 
 from ..db import Database
 from ..errors import QuotaExceeded
+from .kinds import Kind
 from .principals import Principal
 from .rules import Policy
 
@@ -31,12 +32,15 @@ class Quotas:
         self.db = db
         db.migrate("policy_quota", MIGRATIONS)
 
-    def consume(self, policy: Policy, principal: Principal, operation: str, now: float) -> dict[str, int]:
-        """Count one use of every quota ``operation`` falls under; raise QuotaExceeded if one is used up.
+    def consume(
+        self, policy: Policy, principal: Principal, operation: str, kind: Kind, now: float
+    ) -> dict[str, int]:
+        """Count one use of every quota ``operation`` (of ``kind``) falls under; raise
+        QuotaExceeded if one is used up.
 
         Returns {quota id: uses today including this one}. Nothing is counted when one is exceeded.
         """
-        quotas = policy.quotas_for(operation)
+        quotas = policy.quotas_for(operation, kind)
         if not quotas:
             return {}
         day = dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()

@@ -1,9 +1,13 @@
 """The policy file and the decision: may this principal run this operation on this collection?
 
-:meth:`Policy.decide` looks only at the principal, the operation name and the collection's
-metadata, never at images, so the service can decide before it decodes anything ("policy before
-pixels"). The rules come from a TOML file (``default_policy.toml`` is the shipped default, the
-moratorium); the file's SHA-256 identifies the policy in force in every audit record.
+:meth:`Policy.decide` looks only at the principal, the operation's name and declared kind
+(:class:`~facewarden.policy.kinds.Kind`) and the collection's metadata, never at images, so the
+service can decide before it decodes anything ("policy before pixels"). The rules come from a TOML
+file (``default_policy.toml`` is the shipped default, the moratorium); rules, purposes and quotas
+name kinds (or single operations), and the file's SHA-256 identifies the policy in force in every
+audit record. Which kind an operation is, is declared in code with the operation: a file cannot
+move an operation to another kind (a ``[classes]`` table of an older file is accepted only where it
+agrees with the code, :func:`check_legacy_classes`).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import fnmatch
 import hashlib
 import math
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
+from .kinds import Kind
 from .principals import Principal
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.toml")
@@ -88,7 +94,6 @@ class Policy:
     sha256: str
     source: str
     text: str
-    classes: dict[str, tuple[str, ...]]
     deny_rules: list[DenyRule]
     purposes: dict[str, dict[str, Any]]
     quotas: list[Quota]
@@ -96,24 +101,25 @@ class Policy:
     cross_organisation: bool
     household_purposes: tuple[str, ...]
     default_retention_days: float
-    _class_cache: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     # ---- loading -----------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> Policy:
+    def load(cls, path: str | Path, kinds: Mapping[str, Kind] | None = None) -> Policy:
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidInput(f"Cannot read the policy file {p}: {exc.strerror or exc}.") from None
-        return cls.parse(text, source=str(p))
+        return cls.parse(text, source=str(p), kinds=kinds)
 
     @classmethod
     def default(cls) -> Policy:
         return cls.load(DEFAULT_POLICY_PATH)
 
     @classmethod
-    def parse(cls, text: str, source: str = "<string>") -> Policy:
+    def parse(cls, text: str, source: str = "<string>", kinds: Mapping[str, Kind] | None = None) -> Policy:
+        """Parse and validate a policy file. ``kinds`` (operation name -> its declared kind) lets
+        a legacy ``[classes]`` table be checked against the code (see :func:`check_legacy_classes`)."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -128,7 +134,9 @@ class Policy:
         classes_raw = data.get("classes", {})
         if not isinstance(classes_raw, dict):
             raise fail("[classes] must be a table of lists of operation names.")
-        classes = {k: tuple(_strs(v, f"classes.{k}", fail)) for k, v in classes_raw.items()}
+        check_legacy_classes(
+            {k: tuple(_strs(v, f"classes.{k}", fail)) for k, v in classes_raw.items()}, kinds or {}, fail
+        )
 
         rules: list[DenyRule] = []
         seen: set[str] = set()
@@ -208,8 +216,7 @@ class Policy:
             sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
             source=source,
             text=text,
-            classes=classes,
-            deny_rules=rules,
+            deny_rules=rules_in_force(rules),
             purposes=purposes,
             quotas=quotas,
             max_expected_false_matches=float(cap),
@@ -218,41 +225,26 @@ class Policy:
             default_retention_days=float(retention),
         )
 
-    # ---- classification ----------------------------------------------------------------------
-    def expand(self, names: frozenset[str] | tuple[str, ...]) -> frozenset[str]:
-        """Class names and operation names (patterns allowed) -> the set of patterns they stand for."""
-        key = "\0".join(sorted(names))
-        cached = self._class_cache.get(key)
-        if cached is None:
-            out: set[str] = set()
-            for n in names:
-                out.update(self.classes.get(n, (n,)))
-            cached = self._class_cache[key] = frozenset(out)
-        return cached
-
-    def matches(self, operation: str, names: frozenset[str] | tuple[str, ...]) -> bool:
-        return any(fnmatch.fnmatchcase(operation, pat) for pat in self.expand(names))
-
-    def classes_of(self, operation: str) -> list[str]:
-        return [c for c, pats in self.classes.items() if any(fnmatch.fnmatchcase(operation, p) for p in pats)]
-
+    # ---- what names a rule, purpose or quota ---------------------------------------------------
     def min_similarity(self, purpose: str) -> float:
         return float(self.purposes.get(purpose, {}).get("min_similarity", 0.0))
 
-    def quotas_for(self, operation: str) -> list[Quota]:
-        return [q for q in self.quotas if self.matches(operation, q.operations)]
+    def quotas_for(self, operation: str, kind: Kind) -> list[Quota]:
+        return [q for q in self.quotas if matches(operation, kind, q.operations)]
 
     # ---- the decision --------------------------------------------------------------------------
     def decide(
         self,
         principal: Principal | None,
         operation: str,
+        kind: Kind | None,
         collection: CollectionInfo | None = None,
         *,
         collection_id: str | None = None,
         now: float,
     ) -> Decision:
-        """Allow or deny, with the rule id and a reason a person can act on. Looks at no image."""
+        """Allow or deny ``operation`` of the declared ``kind``, with the rule id and a reason a
+        person can act on. Looks at no image. ``kind`` None (nothing declared it) is denied."""
         p = principal
         if p is None:
             return Decision.deny(
@@ -269,17 +261,17 @@ class Policy:
                 "key_expired",
                 f"Access key {p.key_id} expired at {_iso(p.expires_at)}; ask the operator for a new key.",
             )
-        if not self.classes_of(operation):
+        if kind is None:
             return Decision.deny(
                 "unclassified",
-                f"Operation {operation} is in no class of the policy, so nobody may call it; the operator "
-                "must classify it in the policy file first.",
+                f"Operation {operation} declares no kind, so nobody may call it: an operation's kind "
+                "(detect, compare, enrol, identify, ...) is declared in code, with the operation.",
             )
         today = dt.datetime.fromtimestamp(now, dt.UTC).date()
         for rule in self.deny_rules:
             if rule.until is not None and today >= rule.until:
                 continue
-            if not self.matches(operation, rule.operations):
+            if not matches(operation, kind, rule.operations):
                 continue
             if rule.sectors is not None and p.sector not in rule.sectors:
                 continue
@@ -296,13 +288,13 @@ class Policy:
                 f"Purpose {p.purpose!r} of key {p.key_id} is not one the policy knows, so it may do nothing. "
                 f"Known purposes: {', '.join(sorted(self.purposes))}.",
             )
-        if not self.matches(operation, spec["operations"]):
+        if not matches(operation, kind, spec["operations"]):
             return Decision.deny(
                 "purpose",
                 f"{operation} is not among the operations allowed for purpose {p.purpose} "
                 f"({', '.join(spec['operations'])}); use a key declared for a purpose that needs it.",
             )
-        if self.matches(operation, ("admin",)) and not p.owner:
+        if kind is Kind.ADMIN and not p.owner:
             return Decision.deny(
                 "admin_owner",
                 f"{operation} is an administrative operation reserved to the installation's owner organization.",
@@ -344,6 +336,42 @@ class Policy:
         return float(
             min(100.0, max(0.0, 50.0 - 10.0 * math.log10(self.max_expected_false_matches / gallery_size)))
         )
+
+
+def matches(operation: str, kind: Kind, names: Iterable[str]) -> bool:
+    """Do ``names`` (of a rule, a purpose or a quota: kinds, or operation names with shell-style
+    patterns) cover ``operation`` of ``kind``?"""
+    return any(n == kind.value or fnmatch.fnmatchcase(operation, n) for n in names)
+
+
+def rules_in_force(file_rules: list[DenyRule]) -> list[DenyRule]:
+    """The deny rules :meth:`Policy.decide` applies, in order: the one place where the file's rules
+    are combined with rules that hold whatever the file says (none yet; a built-in moratorium
+    that files may tighten but not weaken belongs here)."""
+    return list(file_rules)
+
+
+def check_legacy_classes(
+    classes: Mapping[str, tuple[str, ...]], kinds: Mapping[str, Kind], fail: Any
+) -> None:
+    """Accept a ``[classes]`` table (policy files of older installations carry one) only where it
+    agrees with the kinds declared in code: it may not put an operation in another kind, nor name
+    a class that is no kind. ``kinds``: operation name -> declared kind."""
+    known = {k.value for k in Kind}
+    for name, patterns in classes.items():
+        if name not in known:
+            raise fail(
+                f"[classes] names {name!r}, which is not a kind of operation. Operations declare their "
+                f"kind in code ({', '.join(sorted(known))}); delete the [classes] table and name kinds "
+                "in rules and purposes."
+            )
+        for operation, kind in sorted(kinds.items()):
+            if kind.value != name and any(fnmatch.fnmatchcase(operation, p) for p in patterns):
+                raise fail(
+                    f"[classes] puts {operation} in {name!r}, but {operation} is declared as "
+                    f"{kind.value!r} in code; a policy file cannot reclassify an operation. Delete the "
+                    "[classes] table (rules and purposes name kinds)."
+                )
 
 
 def _strs(value: Any, where: str, fail: Any) -> list[str]:

@@ -1,60 +1,72 @@
-"""Administrative operations: organisations, keys, policy, consent, data-subject rights, the audit log.
+"""Administrative operations: organisations, keys, policy, data-subject rights, the audit log.
 
-They take the same path as every other operation (:meth:`Service.call`): decided by policy (the
-``admin`` class is reserved to the owner organisation's keys; the ``consent`` class to purposes
-that enrol), then audited. Secrets are returned once, by CreateKey, and never logged.
+They take the same path as every other operation: decided by policy (the ``admin`` kind is
+reserved to the owner organisation's keys), then audited. Secrets are returned once, by
+CreateKey, and never logged. (The consent register's operations are in
+:mod:`facewarden.service.consent`, the retention sweep's in :mod:`facewarden.service.retention`.)
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import itertools
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from ..audit import transparency_report
 from ..errors import InvalidInput
-from ..policy import consent as consent_mod
-from .core import Context, Service, integer, operation
+from ..gallery import Face
+from ..policy.consent import erase_subject_consents
+from ..policy.kinds import Kind
+from ..policy.principals import SECTORS, Principal
+from .consent import sync_index
+from .core import Context, Rest, Service, operation
+from .params import NULLABLE, Check, Empty, Items, OneOf, Range, Time
 
 log = logging.getLogger("facewarden.service")
 
-
-def _text(req: dict[str, Any], name: str, *, required: bool = True) -> str | None:
-    value = req.get(name)
-    if value is None or value == "":
-        if required:
-            raise InvalidInput(f"{name} is required.")
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be a string.")
-    return value
+A = "/v1/admin"
+TAG = "administration"
 
 
-def _time(value: Any, name: str) -> float | None:
-    """A Unix time, or an ISO 8601 date/time string (UTC unless it says otherwise)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise InvalidInput(f"{name} must be a Unix time or an ISO 8601 date.")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, (dt.date, dt.datetime, str)):
-        try:
-            d = value if isinstance(value, (dt.date, dt.datetime)) else dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidInput(
-                f"{name} must be a Unix time or an ISO 8601 date such as 2025-01-31."
-            ) from None
-        if not isinstance(d, dt.datetime):
-            d = dt.datetime(d.year, d.month, d.day)
-        if d.tzinfo is None:
-            d = d.replace(tzinfo=dt.UTC)
-        return d.timestamp()
-    raise InvalidInput(f"{name} must be a Unix time or an ISO 8601 date.")
+# ---- organisations and keys ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CreateOrganizationRequest:
+    name: str
+    sector: Annotated[str, OneOf(SECTORS, "Unknown sector {value!r}; declare one of: {choices}.")]
+    description: str = ""
 
 
-def _key_view(p: Any, secret: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CreateOrganizationResult:
+    organization: dict[str, Any]
+
+
+@operation("CreateOrganization", kind=Kind.ADMIN, rest=Rest("POST", f"{A}/organizations", TAG))
+def create_organization(
+    svc: Service, ctx: Context, req: CreateOrganizationRequest
+) -> CreateOrganizationResult:
+    """Create an organisation: Name, Sector (declared), Description"""
+    org = svc.principals.create_org(req.name, req.sector, description=req.description)
+    ctx.details.update(organization=org["Name"], sector=org["Sector"])
+    return CreateOrganizationResult(org)
+
+
+@dataclass(frozen=True)
+class ListOrganizationsResult:
+    organizations: list[dict[str, Any]]
+
+
+@operation("ListOrganizations", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/organizations", TAG))
+def list_organizations(svc: Service, ctx: Context, req: Empty) -> ListOrganizationsResult:
+    """List organisations"""
+    orgs = svc.principals.list_orgs()
+    ctx.counts["organizations"] = len(orgs)
+    return ListOrganizationsResult(orgs)
+
+
+def _key_view(p: Principal, secret: str | None = None) -> dict[str, Any]:
     out = {
         "AccessKeyId": p.key_id,
         "Organization": p.org,
@@ -69,133 +81,116 @@ def _key_view(p: Any, secret: str | None = None) -> dict[str, Any]:
     return out
 
 
-# ---- organisations and keys ------------------------------------------------------------------------
-@operation("CreateOrganization")
-def create_organization(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    org = self.principals.create_org(
-        _text(req, "Name") or "",
-        _text(req, "Sector") or "",
-        description=_text(req, "Description", required=False) or "",
-    )
-    ctx.details.update(organization=org["Name"], sector=org["Sector"])
-    return {"Organization": org}
+@dataclass(frozen=True)
+class CreateKeyRequest:
+    organization: str
+    purpose: str
+    #: The collections the key is limited to (none: every collection of its organisation).
+    collections: Annotated[list[str], Items("collection ids")] | None = None
+    expires_at: Time | None = None
+    description: str = ""
 
 
-@operation("ListOrganizations")
-def list_organizations(self: Service, ctx: Context) -> dict[str, Any]:
-    orgs = self.principals.list_orgs()
-    ctx.counts["organizations"] = len(orgs)
-    return {"Organizations": orgs}
+@dataclass(frozen=True)
+class CreateKeyResult:
+    #: With the SecretAccessKey, shown this once.
+    access_key: dict[str, Any]
 
 
-@operation("CreateKey")
-def create_key(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    collections = req.get("Collections")
-    principal, secret = self.principals.create_key(
-        _text(req, "Organization") or "",
-        _text(req, "Purpose") or "",
-        collections=collections,
-        expires_at=_time(req.get("ExpiresAt"), "ExpiresAt"),
-        description=_text(req, "Description", required=False) or "",
+@operation("CreateKey", kind=Kind.ADMIN, rest=Rest("POST", f"{A}/keys", TAG))
+def create_key(svc: Service, ctx: Context, req: CreateKeyRequest) -> CreateKeyResult:
+    """Create an access key: Organization, Purpose, Collections, ExpiresAt; the secret is shown once"""
+    principal, secret = svc.principals.create_key(
+        req.organization,
+        req.purpose,
+        collections=req.collections,
+        expires_at=req.expires_at,
+        description=req.description,
     )
     ctx.details.update(new_key=principal.key_id, organization=principal.org, purpose=principal.purpose,
                        collections=list(principal.collections) if principal.collections is not None else None)  # fmt: skip
-    return {"AccessKey": _key_view(principal, secret)}
+    return CreateKeyResult(_key_view(principal, secret))
 
 
-@operation("ListKeys")
-def list_keys(self: Service, ctx: Context) -> dict[str, Any]:
-    keys = self.principals.list_keys(_text(ctx.request, "Organization", required=False))
+@dataclass(frozen=True)
+class ListKeysRequest:
+    organization: str | None = None
+
+
+@dataclass(frozen=True)
+class ListKeysResult:
+    keys: list[dict[str, Any]]
+
+
+@operation("ListKeys", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/keys", TAG))
+def list_keys(svc: Service, ctx: Context, req: ListKeysRequest) -> ListKeysResult:
+    """List access keys (optionally of one Organization)"""
+    keys = svc.principals.list_keys(req.organization)
     ctx.counts["keys"] = len(keys)
-    return {"Keys": [_key_view(k) for k in keys]}
+    return ListKeysResult([_key_view(k) for k in keys])
 
 
-@operation("RevokeKey")
-def revoke_key(self: Service, ctx: Context) -> dict[str, Any]:
-    p = self.principals.revoke_key(_text(ctx.request, "AccessKeyId") or "")
+@dataclass(frozen=True)
+class RevokeKeyRequest:
+    access_key_id: str
+
+
+@dataclass(frozen=True)
+class RevokeKeyResult:
+    key: dict[str, Any]
+
+
+@operation("RevokeKey", kind=Kind.ADMIN, rest=Rest("DELETE", f"{A}/keys/{{AccessKeyId}}", TAG))
+def revoke_key(svc: Service, ctx: Context, req: RevokeKeyRequest) -> RevokeKeyResult:
+    """Revoke an access key"""
+    p = svc.principals.revoke_key(req.access_key_id)
     ctx.details["revoked_key"] = p.key_id
-    return {"Key": _key_view(p)}
+    return RevokeKeyResult(_key_view(p))
 
 
 # ---- policy -----------------------------------------------------------------------------------------
-def _policy_view(self: Service) -> dict[str, Any]:
-    p = self.policy
+def _policy_view(svc: Service) -> dict[str, Any]:
+    p = svc.policy
     return {"Version": p.version, "Name": p.name, "Sha256": p.sha256, "Source": p.source, "Text": p.text}
 
 
-@operation("DescribePolicy")
-def describe_policy(self: Service, ctx: Context) -> dict[str, Any]:
-    return {"Policy": _policy_view(self)}
+@dataclass(frozen=True)
+class DescribePolicyResult:
+    policy: dict[str, Any]
 
 
-@operation("ApplyPolicy")
-def apply_policy(self: Service, ctx: Context) -> dict[str, Any]:
-    text = _text(ctx.request, "Policy") or ""
-    old = self.policy.sha256
-    policy = self.apply_policy(text, ctx.principal)
+@operation("DescribePolicy", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/policy", TAG))
+def describe_policy(svc: Service, ctx: Context, req: Empty) -> DescribePolicyResult:
+    """The policy in force (its text and SHA-256)"""
+    return DescribePolicyResult(_policy_view(svc))
+
+
+@dataclass(frozen=True)
+class ApplyPolicyRequest:
+    #: The policy file's text (TOML).
+    policy: str
+
+
+@dataclass(frozen=True)
+class ApplyPolicyResult:
+    policy: dict[str, Any]
+    changed: bool
+
+
+@operation("ApplyPolicy", kind=Kind.ADMIN, rest=Rest("PUT", f"{A}/policy", TAG))
+def apply_policy(svc: Service, ctx: Context, req: ApplyPolicyRequest) -> ApplyPolicyResult:
+    """Apply a new policy (TOML text in Policy); its hash is audited"""
+    old = svc.policy.sha256
+    policy = svc.apply_policy(req.policy, ctx.principal)
     ctx.details.update(previous_policy_hash=old, new_policy_hash=policy.sha256, version=policy.version)
-    return {"Policy": _policy_view(self), "Changed": old != policy.sha256}
-
-
-# ---- consent ----------------------------------------------------------------------------------------
-def _consent_org(self: Service, ctx: Context) -> str:
-    """Consent is recorded for the caller's organisation; the owner may act for another."""
-    org = _text(ctx.request, "Organization", required=False)
-    if org and org != ctx.principal.org:
-        if not ctx.principal.owner:
-            raise InvalidInput("Only the owner organization may manage another organization's consents.")
-        self.principals.get_org(org)
-        return org
-    return str(ctx.principal.org)
-
-
-@operation("GrantConsent")
-def grant_consent(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    subject = _text(req, "Subject") or ""
-    if ctx.principal.collections is not None and not ctx.collection_id:
-        raise InvalidInput(
-            "This key is limited to some collections: name the CollectionId the consent is for."
-        )
-    ctx.subjects.append(subject)
-    record = self.consents.grant(
-        _consent_org(self, ctx),
-        subject,
-        ctx.collection_id,
-        _text(req, "Evidence") or "",
-        expires_at=_time(req.get("ExpiresAt"), "ExpiresAt"),
-    )
-    ctx.details.update(consent_id=record["ConsentId"], expires_at=record["ExpiresAt"])
-    return {"Consent": record}
-
-
-@operation("ListConsents")
-def list_consents(self: Service, ctx: Context) -> dict[str, Any]:
-    subject = _text(ctx.request, "Subject", required=False)
-    org = None if ctx.principal.owner and not ctx.request.get("Organization") else _consent_org(self, ctx)
-    if subject:
-        ctx.subjects.append(subject)
-    records = self.consents.list(subject=subject, org=org, collection_id=ctx.collection_id)
-    now = self.clock()
-    for r in records:
-        r["Active"] = r["WithdrawnAt"] is None and (r["ExpiresAt"] is None or r["ExpiresAt"] > now)
-    ctx.counts["consents"] = len(records)
-    return {"Consents": records}
-
-
-@operation("WithdrawConsent")
-def withdraw_consent(self: Service, ctx: Context) -> dict[str, Any]:
-    subject = _text(ctx.request, "Subject") or ""
-    return consent_mod.withdraw(self, ctx, _consent_org(self, ctx), subject, ctx.collection_id)
+    return ApplyPolicyResult(_policy_view(svc), old != policy.sha256)
 
 
 # ---- data-subject rights ----------------------------------------------------------------------------
-def _subject_faces(self: Service, subject: str) -> list[Any]:
+def _subject_faces(svc: Service, subject: str) -> list[Face]:
     """Every stored face enrolled under ``subject`` (as ExternalImageId or UserId), all collections."""
-    store = self.store
-    out: list[Any] = []
+    store = svc.store
+    out: list[Face] = []
     after_c = None
     while True:
         cols = store.list_collections(after=after_c, limit=500)
@@ -212,104 +207,159 @@ def _subject_faces(self: Service, subject: str) -> list[Any]:
         after_c = cols[-1].collection_id
 
 
-@operation("ExportSubject")
-def export_subject(self: Service, ctx: Context) -> dict[str, Any]:
-    """Everything facewarden holds about a data subject; templates only with IncludeTemplates."""
-    subject = _text(ctx.request, "Subject") or ""
-    include = ctx.request.get("IncludeTemplates", False)
-    if isinstance(include, str) and include.lower() in ("true", "false"):  # a query parameter
-        include = include.lower() == "true"
-    if not isinstance(include, bool):
-        raise InvalidInput("IncludeTemplates must be true or false.")
+@dataclass(frozen=True)
+class ExportSubjectRequest:
+    subject: str
+    #: Also export the biometric templates (audited).
+    include_templates: bool = False
+
+
+@dataclass(frozen=True)
+class ExportSubjectResult:
+    subject: str
+    subject_ref: str
+    faces: list[dict[str, Any]]
+    consents: list[dict[str, Any]]
+    audit_records: list[dict[str, Any]]
+    templates: dict[str, list[float]] | None = None
+
+
+@operation("ExportSubject", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/subjects/{{Subject}}", TAG))
+def export_subject(svc: Service, ctx: Context, req: ExportSubjectRequest) -> ExportSubjectResult:
+    """Everything held about a data subject"""
+    subject = req.subject
     ctx.subjects.append(subject)
-    faces = _subject_faces(self, subject)
-    out: dict[str, Any] = {
-        "Subject": subject,
-        "SubjectRef": self.audit.subject_ref(subject),
-        "Faces": [
-            {**f.to_rekognition(), "CollectionId": f.collection_id, "IndexedAt": f.indexed_at} for f in faces
-        ],
-        "Consents": self.consents.list(subject=subject),
-        "AuditRecords": list(self.audit.records(subject=subject)),
-    }
-    if include:
+    faces = _subject_faces(svc, subject)
+    out = ExportSubjectResult(
+        subject,
+        svc.audit.subject_ref(subject),
+        [{**f.to_rekognition(), "CollectionId": f.collection_id, "IndexedAt": f.indexed_at} for f in faces],
+        svc.consents.list(subject=subject),
+        list(svc.audit.records(subject=subject)),
+    )
+    if req.include_templates:
         templates: dict[str, list[float]] = {}
         by_col: dict[str, list[str]] = {}
         for f in faces:
             by_col.setdefault(f.collection_id, []).append(f.face_id)
         for cid, ids in by_col.items():
-            for fid, t in self.store.templates(cid, ids).items():
+            for fid, t in svc.store.templates(cid, ids).items():
                 templates[fid] = [float(x) for x in t]
-        out["Templates"] = templates
-    ctx.counts.update(faces=len(faces), consents=len(out["Consents"]), audit_records=len(out["AuditRecords"]))
-    ctx.details["include_templates"] = include
+        out = dataclasses.replace(out, templates=templates)
+    ctx.counts.update(faces=len(faces), consents=len(out.consents), audit_records=len(out.audit_records))
+    ctx.details["include_templates"] = req.include_templates
     return out
 
 
-@operation("EraseSubject")
-def erase_subject(self: Service, ctx: Context) -> dict[str, Any]:
-    """Erase a data subject everywhere: faces, templates, user records, consents. The audit log
-    keeps a tombstone (this call's record: a pseudonym and counts, no biometric data)."""
-    subject = _text(ctx.request, "Subject") or ""
+@dataclass(frozen=True)
+class EraseSubjectRequest:
+    subject: str
+
+
+@dataclass(frozen=True)
+class EraseSubjectResult:
+    subject: str
+    faces_erased: int
+    consents_erased: int
+
+
+@operation("EraseSubject", kind=Kind.ADMIN, rest=Rest("DELETE", f"{A}/subjects/{{Subject}}", TAG))
+def erase_subject(svc: Service, ctx: Context, req: EraseSubjectRequest) -> EraseSubjectResult:
+    """Erase a data subject everywhere"""
+    # Faces, templates, user records, consents. The audit log keeps a tombstone (this call's
+    # record: a pseudonym and counts, no biometric data).
+    subject = req.subject
     ctx.subjects.append(subject)
-    collections = sorted({f.collection_id for f in _subject_faces(self, subject)})
-    with self.db.transaction(lock="consent") as tx:
-        removed = self.store.erase_faces(None, external_image_id=subject, user_id=subject, tx=tx)
-        consents = consent_mod.erase_subject_consents(tx, subject)
+    collections = sorted({f.collection_id for f in _subject_faces(svc, subject)})
+    with svc.db.transaction(lock="consent") as tx:
+        removed = svc.store.erase_faces(None, external_image_id=subject, user_id=subject, tx=tx)
+        consents = erase_subject_consents(tx, subject)
         ctx.counts.update(faces_erased=len(removed), consents_erased=consents)
         ctx.details["tombstone"] = True
-        self.audit_now(ctx, tx)
+        svc.audit_now(ctx, tx)
     for cid in collections:
-        try:
-            self.store.sync_index(cid)
-        except Exception:
-            log.warning("could not sync the index of collection %s after an erasure", cid, exc_info=True)
-    return {"Subject": subject, "FacesErased": len(removed), "ConsentsErased": consents}
+        sync_index(svc, cid)
+    return EraseSubjectResult(subject, len(removed), consents)
 
 
 # ---- audit ------------------------------------------------------------------------------------------
-@operation("VerifyAudit")
-def verify_audit(self: Service, ctx: Context) -> dict[str, Any]:
-    result = self.audit.verify()
-    ctx.details.update(ok=result.ok, first_bad_seq=result.first_bad_seq, kind=result.kind)
-    return result.as_dict()
+@dataclass(frozen=True)
+class VerifyAuditResult:
+    ok: bool
+    records: int
+    checkpoints: int
+    last_checkpoint: Annotated[int | None, NULLABLE]
+    #: The first sequence number that is wrong (missing, edited, out of place, forged, cut off).
+    first_bad_sequence: Annotated[int | None, NULLABLE]
+    #: edited | deleted | inserted | reordered | forged | truncated | checkpoint
+    kind: Annotated[str | None, NULLABLE]
+    problem: str
+    fields: list[str]
 
 
-@operation("ExportAudit")
-def export_audit(self: Service, ctx: Context) -> dict[str, Any]:
-    """The audit log as JSON lines (optionally from a date on, or naming one subject), a page at a
-    time: oldest first, or newest first with NewestFirst. NextToken continues where a page ended."""
-    req = ctx.request
-    subject = _text(req, "Subject", required=False)
-    if subject:
-        ctx.subjects.append(subject)
-    limit = integer(req, "MaxResults", 1, 10_000, 1000)
-    newest = req.get("NewestFirst", False)
-    if not isinstance(newest, bool):
-        raise InvalidInput("NewestFirst must be true or false.")
-    token = _text(req, "NextToken", required=False)
-    if token is not None and not token.isdigit():
-        raise InvalidInput("NextToken must be the NextToken string of the previous response.")
-    since = _time(req.get("Since"), "Since")
-    if newest:
-        page = self.audit.export(since=since, subject=subject, before=int(token) if token else 2**62)
+@operation("VerifyAudit", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/audit/verify", TAG))
+def verify_audit(svc: Service, ctx: Context, req: Empty) -> VerifyAuditResult:
+    """Verify the audit log's hash chain and signatures"""
+    r = svc.audit.verify()
+    ctx.details.update(ok=r.ok, first_bad_seq=r.first_bad_seq, kind=r.kind)
+    return VerifyAuditResult(
+        r.ok, r.records, r.checkpoints, r.last_checkpoint, r.first_bad_seq, r.kind, r.problem, r.fields
+    )
+
+
+def _sequence_token(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.isdigit():
+        raise InvalidInput(f"{name} must be the NextToken string of the previous response.")
+    return value
+
+
+@dataclass(frozen=True)
+class ExportAuditRequest:
+    since: Time | None = None
+    subject: str | None = None
+    max_results: Annotated[int, Range(1, 10_000)] = 1000
+    next_token: Annotated[str, Check(_sequence_token)] | None = None
+    newest_first: bool = False
+
+
+@dataclass(frozen=True)
+class ExportAuditResult:
+    #: The records as JSON lines, as ``facewarden audit export`` prints them.
+    lines: list[str]
+    next_token: str | None = None
+
+
+@operation("ExportAudit", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/audit", TAG))
+def export_audit(svc: Service, ctx: Context, req: ExportAuditRequest) -> ExportAuditResult:
+    """The audit log as JSON lines, a page at a time (optionally Since a time, about one Subject, NewestFirst)"""
+    # Oldest first, or newest first with NewestFirst; NextToken continues where a page ended.
+    if req.subject:
+        ctx.subjects.append(req.subject)
+    limit, token = req.max_results, req.next_token
+    if req.newest_first:
+        page = svc.audit.export(since=req.since, subject=req.subject, before=int(token) if token else 2**62)
     else:
-        page = self.audit.export(since=since, subject=subject, after=int(token) if token else 0)
+        page = svc.audit.export(since=req.since, subject=req.subject, after=int(token) if token else 0)
     rows = list(itertools.islice(page, limit + 1))  # one more than a page: is there a next one?
     ctx.counts["records"] = min(len(rows), limit)
-    out: dict[str, Any] = {"Lines": [line for _, line in rows[:limit]]}
-    if len(rows) > limit:
-        out["NextToken"] = str(rows[limit - 1][0])
-    return out
+    return ExportAuditResult(
+        [line for _, line in rows[:limit]], str(rows[limit - 1][0]) if len(rows) > limit else None
+    )
 
 
-@operation("GetTransparencyReport")
-def get_transparency_report(self: Service, ctx: Context) -> dict[str, Any]:
-    return {"Report": transparency_report(self.audit, since=_time(ctx.request.get("Since"), "Since"))}
+@dataclass(frozen=True)
+class TransparencyReportRequest:
+    since: Time | None = None
 
 
-@operation("RunRetentionSweep")
-def run_retention_sweep(self: Service, ctx: Context) -> dict[str, Any]:
-    result = self.sweep()
-    ctx.counts.update(result)
-    return {"Sweep": result}
+@dataclass(frozen=True)
+class TransparencyReportResult:
+    report: dict[str, Any]
+
+
+@operation("GetTransparencyReport", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/transparency-report", TAG))
+def get_transparency_report(
+    svc: Service, ctx: Context, req: TransparencyReportRequest
+) -> TransparencyReportResult:
+    """The transparency report (optionally Since a time)"""
+    return TransparencyReportResult(transparency_report(svc.audit, since=req.since))

@@ -1,30 +1,31 @@
-"""The service core: the one path every operation takes: policy decision, engine, gallery, audit record, in that order.
+"""The service core: the one path every operation takes, and the registry of operations.
 
-Every adapter (the Rekognition wire protocol, the native REST API, the CLI, the Python API) calls
-:meth:`Service.call` with a Rekognition-shaped request dict and the caller's principal, and gets a
-Rekognition-shaped response dict back. :meth:`Service.call` decides first (a denied request never
-decodes an image), then runs the operation, then writes one audit record, for denials and
-failures too. Nobody bypasses policy: a call without a principal is denied (the CLI and the
-Python API act as :meth:`Service.owner_principal`).
+Every adapter (the Rekognition wire protocol, the native REST API, the CLI, the Python API) runs
+an operation through :class:`Service`: :meth:`Service.call` with a wire dict (parsed into the
+operation's typed request; the typed result comes back in Rekognition's shape) or
+:meth:`Service.execute` with a typed request. Either way the service decides first (a denied
+request never decodes an image), then runs the operation, then writes one audit record, for
+denials and failures too. Nobody bypasses policy: a call without a principal is denied (the CLI
+and the Python API act as :meth:`Service.owner_principal`).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-import os
-import shutil
 import threading
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from ..media import images
 from ..audit import AuditLog
+from ..audit.entry import AuditEntry, Outcome
 from ..config import Settings
 from ..db import Database, Tx
 from ..engine import DetectedFace, Engine
@@ -33,22 +34,25 @@ from ..errors import (
     AccessDenied,
     FacewardenError,
     InvalidInput,
-    InvalidS3Object,
     QuotaExceeded,
     ResourceNotFound,
     UnrecognizedClient,
     UnsupportedOperation,
 )
-from ..policy import consent as consent_mod
+from ..gallery import Collection, Store, open_store
 from ..policy.consent import Consents
+from ..policy.file import PolicyFile
+from ..policy.kinds import Kind
 from ..policy.principals import Principal, Principals
 from ..policy.quota import Quotas
-from ..policy.rules import DEFAULT_POLICY_PATH, CollectionInfo, Decision, Policy
+from ..policy.rules import CollectionInfo, Decision, Policy
+from . import params
+from .params import Image
 
 log = logging.getLogger("facewarden.service")
 
-#: How often (seconds) a service process sweeps retention and expired consents, lazily, on a call.
-SWEEP_INTERVAL_S = 3600.0
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 
 
 @dataclass
@@ -56,8 +60,9 @@ class Context:
     """One call in flight: who asks, what, and what the audit record will say about it."""
 
     operation: str
-    principal: Any
-    request: dict[str, Any]
+    #: The operation's declared kind (None: nothing declared it, and policy denies it).
+    kind: Kind | None
+    principal: Principal | None
     collection_id: str | None = None
     #: Filled by the operation for the audit record (never images or templates).
     counts: dict[str, int] = field(default_factory=dict)
@@ -72,21 +77,91 @@ class Context:
     #: Set once the call's audit record is written (by the pipeline or by :meth:`Service.audit_now`).
     audit_record: dict[str, Any] | None = None
 
+    @property
+    def caller(self) -> Principal:
+        """The principal of a call policy allowed (it refuses calls without one)."""
+        if self.principal is None:
+            raise AccessDenied("Every request needs a principal (an organisation's access key).", "principal")
+        return self.principal
 
-Operation = Callable[["Service", Context], dict[str, Any]]
-OPERATIONS: dict[str, Operation] = {}
+
+# ---- the registry of operations ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rest:
+    """Where the native REST API offers an operation. Request members named ``{Like}`` in the path
+    come from the path; the others from the query string (GET, DELETE) or the body (POST, PUT).
+    The operation's docstring's first line is the route's summary in /docs; ``tag`` its group."""
+
+    method: str
+    path: str
+    tag: str
 
 
-def operation(name: str) -> Callable[[Operation], Operation]:
-    """Register a service method as the Rekognition operation ``name``."""
+@dataclass(frozen=True)
+class Operation(Generic[Req, Res]):
+    """An operation as declared with :func:`operation`."""
 
-    def deco(fn: Operation) -> Operation:
-        OPERATIONS[name] = fn
-        return fn
+    name: str
+    kind: Kind
+    request: type[Req]
+    result: type[Res]
+    run: Callable[[Service, Context, Req], Res]
+    rest: Rest | None = None
+    #: The call creates the collection it names (policy decides on the collection it would be).
+    creates_collection: bool = False
+
+    @property
+    def summary(self) -> str:
+        return (inspect.getdoc(self.run) or self.name).strip().splitlines()[0]
+
+
+OPERATIONS: dict[str, Operation[Any, Any]] = {}
+#: Work that runs outside :meth:`Service.call` (evaluations in worker processes) and is decided by
+#: :meth:`Service.authorize` under a declared kind.
+ACTIVITIES: dict[str, Kind] = {}
+
+
+def operation(
+    name: str, *, kind: Kind, rest: Rest | None = None, creates_collection: bool = False
+) -> Callable[[Callable[[Service, Context, Req], Res]], Operation[Req, Res]]:
+    """Declare ``fn(svc, ctx, request) -> result`` as the operation ``name`` of ``kind``.
+
+    The request and result types are read from ``fn``'s annotations; ``rest`` says where the
+    native REST API offers it (otherwise only at ``POST /v1/operations/{name}``).
+    """
+    if not isinstance(kind, Kind):
+        raise TypeError(f"operation {name}: kind must be a facewarden.policy.kinds.Kind, not {kind!r}")
+
+    def deco(fn: Callable[[Service, Context, Req], Res]) -> Operation[Req, Res]:
+        hints = typing.get_type_hints(fn)
+        names = list(inspect.signature(fn).parameters)
+        if len(names) != 3 or "return" not in hints or names[2] not in hints:
+            raise TypeError(f"operation {name}: declare it as fn(svc, ctx, request: Request) -> Result")
+        op = Operation(name, kind, hints[names[2]], hints["return"], fn, rest, creates_collection)
+        OPERATIONS[name] = op
+        return op
 
     return deco
 
 
+def declare(name: str, kind: Kind) -> str:
+    """Declare the kind of work ``name`` that runs outside :meth:`Service.call` (see ACTIVITIES)."""
+    ACTIVITIES[name] = kind
+    return name
+
+
+def kind_of(name: str) -> Kind | None:
+    """The declared kind of operation or activity ``name`` (None if nothing declares it)."""
+    op = OPERATIONS.get(name)
+    return op.kind if op is not None else ACTIVITIES.get(name)
+
+
+def declared_kinds() -> dict[str, Kind]:
+    """Every declared operation and activity, with its kind."""
+    return {**ACTIVITIES, **{name: op.kind for name, op in OPERATIONS.items()}}
+
+
+# ---- the service -------------------------------------------------------------------------------------
 class Service:
     """The face recognition service: one per process, shared by every adapter and thread."""
 
@@ -98,12 +173,15 @@ class Service:
         audit_checkpoint_every: int = 100,
         sweep_on_start: bool = True,
     ) -> None:
+        from .retention import Retention  # (retention runs operations' workflows: imported late)
+
         self.settings = settings or Settings.from_env()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.clock = clock or time.time
         self.engine = Engine(self.settings)
         self.db = Database(self.settings.resolved_database_url)
         self._lock = threading.RLock()
+        self._store: Store | None = None
         # policy: who (principals), what (the policy file), how much (quotas), consent
         self.principals = Principals(self.db, self.settings.data_dir, self.clock)
         self.quotas = Quotas(self.db)
@@ -111,11 +189,10 @@ class Service:
         self.audit = AuditLog(
             self.db, self.settings.data_dir, self.clock, checkpoint_every=audit_checkpoint_every
         )
-        self.policy_path = self._policy_path()
-        self.policy = Policy.load(self.policy_path)
-        self._policy_stat = _stat(self.policy_path)
-        self._record_policy_if_changed(self.policy, "startup")
-        self._next_sweep = self.clock() + SWEEP_INTERVAL_S
+        self.policy_file = PolicyFile(
+            PolicyFile.locate(self.settings), declared_kinds(), self._record_policy_if_changed
+        )
+        self.retention = Retention(self)
         self._closed = False
         if sweep_on_start:
             try:
@@ -132,54 +209,37 @@ class Service:
             self.audit.checkpoint()
         except Exception:
             log.exception("could not write the closing audit checkpoint")
-        if self.__dict__.get("gallery_store") is not None:
+        if self._store is not None:
             try:
-                self.__dict__["gallery_store"].close()
+                self._store.close()
             except Exception:
                 log.warning("could not close the gallery store", exc_info=True)
         self.db.close()
 
     # ---- the gallery store (opened on first use) ---------------------------------------------
     @property
-    def store(self) -> Any:
-        """The gallery store, opened on first use."""
-        store = self.__dict__.get("gallery_store")
+    def store(self) -> Store:
+        """The gallery store, opened on first use (with the service's clock, so that indexing
+        times, retention and consent expiry agree)."""
+        store = self._store
         if store is None:
             with self._lock:
-                store = self.__dict__.get("gallery_store")
+                store = self._store
                 if store is None:
-                    from ..gallery import open_store
-
                     store = open_store(self.db, self.settings)
-                    self.__dict__["gallery_store"] = store
-        if getattr(store, "clock", None) is time.time and self.clock is not time.time:
-            store.clock = self.clock  # one clock for indexing times, retention and consent expiry
+                    store.clock = self.clock
+                    self._store = store
         return store
-
-    @store.setter
-    def store(self, value: Any) -> None:
-        self.__dict__["gallery_store"] = value
 
     def collection_info(self, collection_id: str | None, tx: Tx | None = None) -> CollectionInfo | None:
         """What policy needs to know about a collection, or None if it does not exist."""
-        if not collection_id or not isinstance(collection_id, str):
+        if not collection_id:
             return None
         try:
-            col = (
-                self.store.get_collection(collection_id, tx)
-                if tx is not None
-                else self.store.get_collection(collection_id)
-            )
+            col = self.store.get_collection(collection_id, tx)
         except ResourceNotFound:
             return None
-        except ImportError:  # pragma: no cover - no gallery in this build
-            return None
-        return CollectionInfo(
-            collection_id=col.collection_id,
-            owner_org=col.owner_org,
-            consent_mode=col.consent_mode,
-            retention_days=col.retention_days,
-        )
+        return _info(col)
 
     # ---- principals --------------------------------------------------------------------------
     def init_owner(
@@ -224,51 +284,19 @@ class Service:
         except UnrecognizedClient:
             return None
 
-    def record_auth_failure(
-        self,
-        *,
-        access_key_id: str | None,
-        operation: str | None,
-        error_code: str,
-        reason: str,
-        adapter: str,
-        remote: str | None = None,
-    ) -> None:
-        """Audit a request refused before it reached policy (bad signature, unknown key, ...)."""
-        p = self.principal_for_key(access_key_id) if access_key_id else None
-        self.audit.append(
-            {
-                "org": p.org if p else None,
-                "sector": p.sector if p else None,
-                "key": access_key_id,
-                "purpose": p.purpose if p else None,
-                "operation": operation or "(unknown)",
-                "decision": "denied",
-                "rule": "authentication",
-                "reason": reason[:500],
-                "details": {"error": error_code, "adapter": adapter, "remote": remote},
-                "policy_hash": self.policy.sha256,
-            }
-        )
-
     # ---- policy ------------------------------------------------------------------------------
-    def _policy_path(self) -> Path:
-        if self.settings.policy_file:
-            path = Path(self.settings.policy_file).expanduser()
-            if not path.exists():
-                raise InvalidInput(f"The policy file {path} (FACEWARDEN_POLICY_FILE) does not exist.")
-            return path
-        path = self.settings.data_dir / "policy.toml"
-        if not path.exists():
-            tmp = path.with_name(f".policy.toml.{os.getpid()}.tmp")
-            shutil.copyfile(DEFAULT_POLICY_PATH, tmp)
-            try:
-                os.link(tmp, path)  # atomic: another process may have copied it first
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
-        return path
+    @property
+    def policy(self) -> Policy:
+        """The policy in force."""
+        return self.policy_file.policy
+
+    def reload_policy(self, why: str = "reload") -> Policy:
+        """Re-read the policy file; record its hash in the audit log if it changed."""
+        return self.policy_file.reload(why)
+
+    def apply_policy(self, text: str, principal: Principal | None = None) -> Policy:
+        """Validate ``text``, make it the policy file in force and record its hash."""
+        return self.policy_file.apply(text, by=f"{principal.org}/{principal.key_id}" if principal else None)
 
     def _record_policy_if_changed(self, policy: Policy, why: str) -> bool:
         """Append a PolicyChanged record if ``policy`` differs from the last one recorded."""
@@ -276,85 +304,30 @@ class Service:
             last = tx.scalar(
                 "SELECT record FROM audit_log WHERE operation = 'PolicyChanged' ORDER BY seq DESC LIMIT 1"
             )
-
             if last and json.loads(last).get("policy_hash") == policy.sha256:
                 return False
-            self.audit.append(
-                {
-                    "operation": "PolicyChanged",
-                    "decision": "recorded",
-                    "rule": "policy",
-                    "reason": f"policy in force ({why})",
-                    "details": {"version": policy.version, "name": policy.name, "source": policy.source},
-                    "policy_hash": policy.sha256,
-                },
-                tx=tx,
+            entry = AuditEntry(
+                "PolicyChanged",
+                "recorded",
+                "policy",
+                f"policy in force ({why})",
+                policy.sha256,
+                details={"version": policy.version, "name": policy.name, "source": policy.source},
             )
+            self.audit.append(entry.record(), tx=tx)
         return True
 
-    def reload_policy(self, why: str = "reload") -> Policy:
-        """Re-read the policy file; record its hash in the audit log if it changed."""
-        with self._lock:
-            policy = Policy.load(self.policy_path)
-            self.policy = policy
-            self._policy_stat = _stat(self.policy_path)
-        self._record_policy_if_changed(policy, why)
-        return policy
-
-    def apply_policy(self, text: str, principal: Principal | None = None) -> Policy:
-        """Validate ``text``, make it the policy file in force and record its hash."""
-        Policy.parse(text, source=str(self.policy_path))  # validate before anything is written
-        tmp = self.policy_path.with_name(f".{self.policy_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.policy_path)
-        return self.reload_policy("apply" + (f" by {principal.org}/{principal.key_id}" if principal else ""))
-
-    def _maybe_reload_policy(self) -> None:
-        st = _stat(self.policy_path)
-        if st != self._policy_stat:
-            try:
-                self.reload_policy("file changed")
-            except FacewardenError:
-                log.exception("the changed policy file is invalid; keeping the policy in force")
-                self._policy_stat = st
-
-    def decide(
-        self,
-        principal: Principal | None,
-        operation_name: str,
-        collection_id: str | None = None,
-        request: dict[str, Any] | None = None,
-    ) -> Decision:
-        """The policy decision for a call, before anything is decoded (also usable on its own)."""
-        info = self._collection_for(principal, operation_name, collection_id, request or {})
-        return self.policy.decide(
-            principal, operation_name, info, collection_id=collection_id, now=self.clock()
-        )
-
-    def _collection_for(
-        self, principal: Principal | None, operation_name: str, collection_id: Any, request: dict[str, Any]
-    ) -> CollectionInfo | None:
-        if not isinstance(collection_id, str) or not collection_id:
-            return None
-        if operation_name == "CreateCollection":
-            # Not there yet: the collection it would become (its owner is the caller).
-            mode = request.get("ConsentMode") or "required"
-            return CollectionInfo(collection_id, principal.org if principal else None, str(mode).lower())
-        return self.collection_info(collection_id)
-
-    def visible_collection(self, ctx: Context, collection: Any) -> bool:
+    def visible_collection(self, ctx: Context, collection: str | Collection) -> bool:
         """May the caller see this collection (e.g. in ListCollections)? Household collections of
         others, other organisations' and out-of-scope collections are not listed. ``collection`` is
         a collection id or a gallery Collection (which saves a lookup)."""
         if isinstance(collection, str):
-            info = self.collection_info(collection)
-            cid = collection
+            cid, info = collection, self.collection_info(collection)
         else:
-            cid = collection.collection_id
-            info = CollectionInfo(
-                cid, collection.owner_org, collection.consent_mode, collection.retention_days
-            )
-        d = self.policy.decide(ctx.principal, ctx.operation, info, collection_id=cid, now=self.clock())
+            cid, info = collection.collection_id, _info(collection)
+        d = self.policy.decide(
+            ctx.principal, ctx.operation, ctx.kind, info, collection_id=cid, now=self.clock()
+        )
         return d.allowed
 
     def effective_threshold(self, ctx: Context, requested: float | None, gallery_size: int) -> dict[str, Any]:
@@ -365,8 +338,7 @@ class Service:
         "floor" | "gallery_size"), "FalseMatchRate", "ExpectedFalseMatches", "GallerySize"}.
         """
         req = float(self.settings.match_threshold if requested is None else requested)
-        purpose = getattr(ctx.principal, "purpose", None)
-        floor = self.policy.min_similarity(purpose) if purpose else 0.0
+        floor = self.policy.min_similarity(ctx.principal.purpose) if ctx.principal else 0.0
         n = max(0, int(gallery_size))
         by_gallery = self.policy.similarity_for_gallery(n)
         similarity, source = req, "requested"
@@ -391,26 +363,44 @@ class Service:
         return applied
 
     # ---- the one path ------------------------------------------------------------------------
-    def call(self, operation_name: str, request: dict[str, Any], principal: Any = None) -> dict[str, Any]:
-        """Run one operation: decide (before decoding anything), run, audit once. Raises
-        AccessDenied (rule + reason) or QuotaExceeded when policy refuses, after auditing it."""
-        fn = OPERATIONS.get(operation_name)
-        if fn is None:
+    def call(
+        self, operation_name: str, request: Mapping[str, Any], principal: Principal | None = None
+    ) -> dict[str, Any]:
+        """Run one operation on a wire dict (Rekognition's member names) and return its result in
+        Rekognition's shape. See :meth:`execute`."""
+        op = OPERATIONS.get(operation_name)
+        if op is None:
             raise UnsupportedOperation(
                 f"facewarden does not offer {operation_name}. It offers: {', '.join(sorted(OPERATIONS))}."
             )
-        if not isinstance(request, dict):
+        if not isinstance(request, Mapping):
             raise InvalidInput("The request must be a JSON object.")
+        result: dict[str, Any] = params.to_wire(self._run(op, principal, request))
+        return result
+
+    def execute(self, op: Operation[Req, Res], request: Req, principal: Principal | None) -> Res:
+        """Run one operation on a typed request: decide (before decoding anything), check the
+        request, run, audit once. Raises AccessDenied (rule + reason) or QuotaExceeded when policy
+        refuses, after auditing it."""
+        if not isinstance(request, op.request):
+            raise InvalidInput(f"{op.name} takes a {op.request.__name__}, not a {type(request).__name__}.")
+        return self._run(op, principal, request)
+
+    def _run(self, op: Operation[Req, Res], principal: Principal | None, source: Any) -> Res:
+        """``source``: the wire dict (parsed only after the decision) or the typed request."""
         if principal is not None and not isinstance(principal, Principal):
             raise InvalidInput("principal must be a facewarden Principal (see Service.owner_principal).")
-        self._maybe_reload_policy()
-        self._maybe_sweep()
+        self.policy_file.reload_if_changed()
+        self.retention.maybe_sweep()
         ctx = Context(
-            operation_name, principal, request, collection_id=_str_or_none(request.get("CollectionId"))
+            op.name, op.kind, principal, collection_id=_str_or_none(params.peek(source, "collection_id"))
         )
-        decision = self._decide_or_deny(ctx)
+        decision = self._decide_or_deny(ctx, self._collection_for(op, ctx, source))
         try:
-            result = fn(self, ctx)
+            request = (
+                params.parse(op.request, source) if isinstance(source, Mapping) else params.validate(source)
+            )
+            result = op.run(self, ctx, request)
         except AccessDenied as exc:  # e.g. ConsentRequired, raised before anything was computed
             if ctx.audit_record is None:
                 self._audit(ctx, "denied", exc.rule, exc.reason)
@@ -427,23 +417,33 @@ class Service:
             self._audit(ctx, "allowed", decision.rule_id, decision.reason)
         return result
 
-    def _decide_or_deny(self, ctx: Context, *, quota: bool = True) -> Decision:
+    def _collection_for(self, op: Operation[Any, Any], ctx: Context, source: Any) -> CollectionInfo | None:
+        """The collection policy decides on: the one named, or the one a create would make."""
+        try:
+            if op.creates_collection and ctx.collection_id:
+                mode = params.peek(source, "consent_mode") or "required"
+                return CollectionInfo(
+                    ctx.collection_id, ctx.principal.org if ctx.principal else None, str(mode).lower()
+                )
+            return self.collection_info(ctx.collection_id)
+        except FacewardenError:
+            return None
+
+    def _decide_or_deny(self, ctx: Context, info: CollectionInfo | None, *, quota: bool = True) -> Decision:
         """The policy half of the path: decide, consume quota; a refusal is audited and raised."""
         now = self.clock()
         policy = self.policy
-        try:
-            info = self._collection_for(ctx.principal, ctx.operation, ctx.collection_id, ctx.request)
-        except FacewardenError:
-            info = None
-        decision = policy.decide(ctx.principal, ctx.operation, info, collection_id=ctx.collection_id, now=now)
+        decision = policy.decide(
+            ctx.principal, ctx.operation, ctx.kind, info, collection_id=ctx.collection_id, now=now
+        )
         ctx.decision = decision
         if not decision.allowed:
             self._audit(ctx, "denied", decision.rule_id, decision.reason)
             raise AccessDenied(decision.reason, decision.rule_id)
-        if not quota:
+        if not quota or ctx.principal is None or ctx.kind is None:
             return decision
         try:
-            used = self.quotas.consume(policy, ctx.principal, ctx.operation, now)
+            used = self.quotas.consume(policy, ctx.principal, ctx.operation, ctx.kind, now)
         except QuotaExceeded as exc:
             self._audit(ctx, "denied", exc.rule, exc.reason)
             raise
@@ -453,49 +453,47 @@ class Service:
 
     def authorize(
         self,
-        principal: Any,
-        operation_name: str,
+        principal: Principal | None,
+        name: str,
         collection_id: str | None = None,
         *,
         audit_allowed: bool = True,
     ) -> None:
-        """Decide ``operation_name`` before work that runs outside :meth:`call` (bulk indexing in
-        worker processes, evaluations) computes any template. A refusal is audited and raised; an
-        allowed decision is audited too unless the work's own calls will be (they also count
-        against quotas; this check does not)."""
+        """Decide the operation or activity ``name`` (by its declared kind) before work that runs
+        outside :meth:`call` (bulk indexing in worker processes, evaluations) computes any template.
+        A refusal is audited and raised; an allowed decision is audited too unless the work's own
+        calls will be (they also count against quotas; this check does not)."""
         if principal is not None and not isinstance(principal, Principal):
             raise InvalidInput("principal must be a facewarden Principal (see Service.owner_principal).")
-        self._maybe_reload_policy()
-        ctx = Context(operation_name, principal, {"CollectionId": collection_id}, collection_id=collection_id)
-        decision = self._decide_or_deny(ctx, quota=False)
+        self.policy_file.reload_if_changed()
+        ctx = Context(name, kind_of(name), principal, collection_id=collection_id)
+        try:
+            info = self.collection_info(collection_id)
+        except FacewardenError:
+            info = None
+        decision = self._decide_or_deny(ctx, info, quota=False)
         if audit_allowed:
             self._audit(ctx, "allowed", decision.rule_id, decision.reason)
 
     # ---- audit -------------------------------------------------------------------------------
-    def _entry(self, ctx: Context, decision: str, rule: str, reason: str) -> dict[str, Any]:
-        p = ctx.principal
-        return {
-            "org": getattr(p, "org", None),
-            "sector": getattr(p, "sector", None),
-            "key": getattr(p, "key_id", None),
-            "purpose": getattr(p, "purpose", None),
-            "operation": ctx.operation,
-            "collection": ctx.collection_id,
-            "decision": decision,
-            "rule": rule,
-            "reason": reason,
-            "counts": {k: int(v) for k, v in ctx.counts.items()},
-            "matched_face_ids": [str(f) for f in ctx.matched_face_ids],
-            "applied_threshold": ctx.applied_threshold,
-            "subjects": [self.audit.subject_ref(s) for s in ctx.subjects],
-            "details": ctx.details,
-            "policy_hash": self.policy.sha256,
-        }
-
     def _audit(
-        self, ctx: Context, decision: str, rule: str, reason: str, tx: Tx | None = None
+        self, ctx: Context, decision: Outcome, rule: str, reason: str, tx: Tx | None = None
     ) -> dict[str, Any]:
-        ctx.audit_record = self.audit.append(self._entry(ctx, decision, rule, reason), tx=tx)
+        entry = AuditEntry(
+            ctx.operation,
+            decision,
+            rule,
+            reason,
+            self.policy.sha256,
+            **AuditEntry.caller(ctx.principal),
+            collection=ctx.collection_id,
+            counts=ctx.counts,
+            matched_face_ids=ctx.matched_face_ids,
+            applied_threshold=ctx.applied_threshold,
+            subjects=[self.audit.subject_ref(s) for s in ctx.subjects],
+            details=ctx.details,
+        )
+        ctx.audit_record = self.audit.append(entry.record(), tx=tx)
         return ctx.audit_record
 
     def audit_now(self, ctx: Context, tx: Tx) -> dict[str, Any]:
@@ -517,92 +515,63 @@ class Service:
         tx: Tx | None = None,
     ) -> dict[str, Any]:
         """An audit record of something the service did by itself (sweeps, expiry, init)."""
-        return self.audit.append(
-            {
-                "org": principal.org if principal else org,
-                "sector": principal.sector if principal else None,
-                "key": principal.key_id if principal else None,
-                "purpose": principal.purpose if principal else None,
-                "operation": operation_name,
-                "collection": collection,
-                "decision": "recorded",
-                "rule": "system",
-                "reason": f"{operation_name} by the service",
-                "counts": counts or {},
-                "subjects": [self.audit.subject_ref(s) for s in (subjects or [])],
-                "details": details or {},
-                "policy_hash": self.policy.sha256,
-            },
-            tx=tx,
+        who = AuditEntry.caller(principal)
+        if principal is None:
+            who["org"] = org
+        entry = AuditEntry(
+            operation_name,
+            "recorded",
+            "system",
+            f"{operation_name} by the service",
+            self.policy.sha256,
+            **who,
+            collection=collection,
+            counts=counts or {},
+            subjects=[self.audit.subject_ref(s) for s in (subjects or [])],
+            details=details or {},
         )
+        return self.audit.append(entry.record(), tx=tx)
+
+    def record_auth_failure(
+        self,
+        *,
+        access_key_id: str | None,
+        operation: str | None,
+        error_code: str,
+        reason: str,
+        adapter: str,
+        remote: str | None = None,
+    ) -> None:
+        """Audit a request refused before it reached policy (bad signature, unknown key, ...)."""
+        who = AuditEntry.caller(self.principal_for_key(access_key_id) if access_key_id else None)
+        who["key"] = access_key_id
+        entry = AuditEntry(
+            operation or "(unknown)",
+            "denied",
+            "authentication",
+            reason[:500],
+            self.policy.sha256,
+            **who,
+            details={"error": error_code, "adapter": adapter, "remote": remote},
+        )
+        self.audit.append(entry.record())
 
     # ---- retention and consent expiry --------------------------------------------------------
-    def _maybe_sweep(self) -> None:
-        if self.clock() < self._next_sweep:
-            return
-        try:
-            self.sweep()
-        except Exception:
-            log.exception("periodic retention sweep failed")
-
     def sweep(self, now: float | None = None) -> dict[str, int]:
         """Purge templates past their collection's retention period and erase what expired
-        consents covered. Runs at start-up and every hour (lazily, on a call)."""
-        now = self.clock() if now is None else float(now)
-        self._next_sweep = now + SWEEP_INTERVAL_S
-        try:
-            store = self.store
-        except ImportError:  # pragma: no cover - no gallery in this build
-            return {"faces_purged": 0, "consents_expired": 0, "faces_erased": 0}
-        purged = 0
-        after = None
-        while True:
-            page = store.list_collections(after=after, limit=500)
-            if not page:
-                break
-            for col in page:
-                days = col.retention_days or self.policy.default_retention_days
-                cutoff = now - float(days) * 86400.0
-                with self.db.transaction(lock=f"retention:{col.collection_id}") as tx:
-                    removed = store.purge_before(col.collection_id, cutoff, tx=tx)
-                    if removed:
-                        self.audit_system(
-                            "RetentionSweep",
-                            counts={"faces_erased": len(removed)},
-                            details={"retention_days": days},
-                            org=col.owner_org,
-                            collection=col.collection_id,
-                            tx=tx,
-                        )
-                if removed:
-                    purged += len(removed)
-                    try:
-                        store.sync_index(col.collection_id)
-                    except Exception:
-                        log.warning("could not sync the index of %s", col.collection_id, exc_info=True)
-            after = page[-1].collection_id
-        expired = consent_mod.expire(self, now)
-        return {"faces_purged": purged, **expired}
+        consents covered (see :mod:`facewarden.service.retention`)."""
+        return self.retention.sweep(now)
 
     # ---- shared steps ------------------------------------------------------------------------
-    def decode_image(self, image: Any, field_name: str = "Image") -> np.ndarray:
-        """A Rekognition ``Image`` ({"Bytes": ...}) -> RGB pixels."""
-        if not isinstance(image, dict):
-            raise InvalidInput(f"{field_name} must be an object with Bytes.")
-        if "S3Object" in image:
-            raise InvalidS3Object(
-                f"{field_name}.S3Object is not supported: facewarden is self-hosted and reads no S3 "
-                "buckets. Send the image itself in Bytes."
-            )
-        data = image.get("Bytes")
-        if not isinstance(data, (bytes, bytearray)):
-            raise InvalidInput(f"{field_name}.Bytes is missing; send the encoded image bytes.")
+    def decode_image(self, image: Image) -> np.ndarray:
+        """An image's bytes -> RGB pixels (within the configured size limits)."""
         return images.decode(
-            bytes(data), max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
+            image.data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
         )
 
-    def detector_for(self, request: dict[str, Any]) -> str:
-        return str(request.get("Detector") or self.settings.detector)
+    def detector(self, requested: str | None) -> str:
+        """The face detector a request asks for, or the configured one."""
+        return requested or self.settings.detector
 
 
 def largest(faces: list[DetectedFace]) -> DetectedFace:
@@ -610,37 +579,8 @@ def largest(faces: list[DetectedFace]) -> DetectedFace:
     return max(faces, key=lambda f: f.box.area)
 
 
-def integer(req: dict[str, Any], name: str, lo: int, hi: int, default: int) -> int:
-    """A whole-number request parameter, range-checked, ``default`` when absent."""
-    value = req.get(name)
-    if value is None:
-        return default
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        and not (isinstance(value, float) and value.is_integer())
-    ):
-        raise InvalidInput(f"{name} must be a whole number between {lo} and {hi}.")
-    if not lo <= int(value) <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}, not {value}.")
-    return int(value)
-
-
-def number(value: Any, name: str, lo: float, hi: float) -> float:
-    """A numeric request parameter, range-checked, with a clear error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInput(f"{name} must be a number between {lo:g} and {hi:g}.")
-    if not lo <= float(value) <= hi:
-        raise InvalidInput(f"{name} must be between {lo:g} and {hi:g}, not {value}.")
-    return float(value)
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-        return (st.st_mtime_ns, st.st_size)
-    except OSError:
-        return None
+def _info(col: Collection) -> CollectionInfo:
+    return CollectionInfo(col.collection_id, col.owner_org, col.consent_mode, col.retention_days)
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -1,97 +1,237 @@
-"""Operations on faces in images, with no gallery: DetectFaces and CompareFaces."""
+"""Operations on faces in images, with no gallery: DetectFaces, CompareFaces, ClusterFaces; and
+the analysis of an image for enrolment (which faces IndexFaces keeps, and why it leaves others)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import numpy as np
 
 from ..engine import DetectedFace
-from ..errors import InvalidInput, NoFaceFound, UnsupportedOperation
-from .core import Context, Service, largest, number, operation
+from ..errors import InvalidInput, ModelMismatch, NoFaceFound
+from ..gallery.cluster import cluster_faces as group_templates
+from ..policy.kinds import Kind
+from .core import Context, Rest, Service, largest, operation
+from .params import INTERNAL, Attributes, Image, Items, Similarity
 
-#: Rekognition's attribute names facewarden refuses to compute, and why.
-REFUSED_ATTRIBUTES = {
-    "AGE_RANGE": "age",
-    "GENDER": "gender",
-    "EMOTIONS": "emotion",
-    "SMILE": "expression",
-    "BEARD": "appearance",
-    "MUSTACHE": "appearance",
-    "EYEGLASSES": "appearance",
-    "SUNGLASSES": "appearance",
-    "EYES_OPEN": "expression",
-    "MOUTH_OPEN": "expression",
-    "FACE_OCCLUDED": "appearance",
-    "EYE_DIRECTION": "gaze",
-}
-REFUSAL_REASON = (
-    "facewarden does not infer {what} from faces: such inferences are unreliable, differ by "
-    "demographic group and invite discrimination. Use Attributes DEFAULT or ALL."
-)
+#: A face as Rekognition describes it (BoundingBox, Confidence, Landmarks, Pose, Quality, ...).
+FaceDetail = dict[str, Any]
 
 
-@operation("DetectFaces")
-def detect_faces(self: Service, ctx: Context) -> dict[str, Any]:
-    attributes = _attributes(ctx.request.get("Attributes"))
-    pixels = self.decode_image(ctx.request.get("Image"))
-    faces = self.engine.detect(pixels, self.detector_for(ctx.request), attributes)
+@dataclass(frozen=True)
+class DetectFacesRequest:
+    image: Image
+    attributes: Attributes = "DEFAULT"
+    #: facewarden's extension: the face detector to use (default: the configured one).
+    detector: str | None = None
+
+
+@dataclass(frozen=True)
+class DetectFacesResult:
+    face_details: list[FaceDetail]
+
+
+@operation("DetectFaces", kind=Kind.DETECT, rest=Rest("POST", "/v1/faces/detect", "faces"))
+def detect_faces(svc: Service, ctx: Context, req: DetectFacesRequest) -> DetectFacesResult:
+    """Detect faces in an image"""
+    pixels = svc.decode_image(req.image)
+    faces = svc.engine.detect(pixels, svc.detector(req.detector), req.attributes)
     ctx.counts["faces"] = len(faces)
-    return {"FaceDetails": [f.face_detail(attributes) for f in faces]}
+    return DetectFacesResult([f.face_detail(req.attributes) for f in faces])
 
 
-@operation("CompareFaces")
-def compare_faces(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    requested = number(
-        req.get("SimilarityThreshold", self.settings.match_threshold), "SimilarityThreshold", 0, 100
-    )
+@dataclass(frozen=True)
+class CompareFacesRequest:
+    source_image: Image
+    target_image: Image
+    #: Default: the configured match threshold (80).
+    similarity_threshold: Similarity | None = None
+    detector: str | None = None
+
+
+@dataclass(frozen=True)
+class CompareFacesMatch:
+    similarity: float
+    face: FaceDetail
+
+
+@dataclass(frozen=True)
+class CompareFacesResult:
+    source_image_face: FaceDetail
+    face_matches: list[CompareFacesMatch]
+    unmatched_faces: list[FaceDetail]
+    applied_threshold: dict[str, Any] | None
+
+
+@operation("CompareFaces", kind=Kind.COMPARE, rest=Rest("POST", "/v1/faces/compare", "faces"))
+def compare_faces(svc: Service, ctx: Context, req: CompareFacesRequest) -> CompareFacesResult:
+    """Compare the largest face of one image with the faces of another"""
     # A 1:1 comparison is a "gallery" of one: only the purpose's floor can raise the threshold.
-    threshold = float(self.effective_threshold(ctx, requested, 1)["Similarity"])
-    source = self.decode_image(req.get("SourceImage"), "SourceImage")
-    target = self.decode_image(req.get("TargetImage"), "TargetImage")
-    detector = self.detector_for(req)
-    source_faces = self.engine.detect(source, detector)
+    threshold = float(svc.effective_threshold(ctx, req.similarity_threshold, 1)["Similarity"])
+    source = svc.decode_image(req.source_image)
+    target = svc.decode_image(req.target_image)
+    detector = svc.detector(req.detector)
+    source_faces = svc.engine.detect(source, detector)
     if not source_faces:
         raise NoFaceFound("No face was found in SourceImage. Use a photo where the face is clearly visible.")
     probe_face = largest(source_faces)
-    probe = self.engine.embed(source, [probe_face])[0]
-    target_faces = self.engine.detect(target, detector)[:100]
-    templates = self.engine.embed(target, target_faces)
-    sims = self.engine.similarities(probe, templates)
+    probe = svc.engine.embed(source, [probe_face])[0]
+    target_faces = svc.engine.detect(target, detector)[:100]
+    templates = svc.engine.embed(target, target_faces)
+    sims = svc.engine.similarities(probe, templates)
     matches, unmatched = [], []
     for face, sim in sorted(zip(target_faces, sims), key=lambda fs: -fs[1]):
         if sim >= threshold:
-            matches.append({"Similarity": float(sim), "Face": _compared_face(face)})
+            matches.append(CompareFacesMatch(float(sim), _compared_face(face)))
         else:
             unmatched.append(_compared_face(face))
     ctx.counts.update(target_faces=len(target_faces), matches=len(matches))
-    return {
-        "SourceImageFace": {
-            "BoundingBox": probe_face.face_detail()["BoundingBox"],
-            "Confidence": probe_face.confidence,
-        },
-        "FaceMatches": matches,
-        "UnmatchedFaces": unmatched,
-        "AppliedThreshold": ctx.applied_threshold,
-    }
+    return CompareFacesResult(
+        {"BoundingBox": probe_face.face_detail()["BoundingBox"], "Confidence": probe_face.confidence},
+        matches,
+        unmatched,
+        ctx.applied_threshold,
+    )
 
 
-def _compared_face(face: DetectedFace) -> dict[str, Any]:
+def _compared_face(face: DetectedFace) -> FaceDetail:
     d = face.face_detail()
     return {k: d[k] for k in ("BoundingBox", "Confidence", "Landmarks", "Pose", "Quality")}
 
 
-def _attributes(value: Any) -> str:
-    """Rekognition's ``Attributes`` list -> "DEFAULT" or "ALL"; demographic attributes are refused."""
-    if value is None:
-        return "DEFAULT"
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidInput('Attributes must be a list of strings, e.g. ["DEFAULT"] or ["ALL"].')
-    for v in value:
-        what = REFUSED_ATTRIBUTES.get(v.upper())
-        if what:
-            raise UnsupportedOperation(REFUSAL_REASON.format(what=what))
-        if v.upper() not in ("DEFAULT", "ALL"):
-            raise InvalidInput(f"Unknown attribute {v!r}; use DEFAULT or ALL.")
-    return "ALL" if any(v.upper() == "ALL" for v in value) else "DEFAULT"
+# ---- the analysis of an image for enrolment ------------------------------------------------------
+#: Quality bars per QualityFilter: detector confidence, face size (shorter side, pixels), pose
+#: (largest absolute yaw/pitch, degrees), brightness and sharpness (0-100). AUTO sits at LOW-MEDIUM.
+QUALITY_BARS: dict[str, dict[str, float]] = {
+    "LOW": {"confidence": 50, "pixels": 20, "pose": 80, "brightness": 4, "sharpness": 2},
+    "AUTO": {"confidence": 60, "pixels": 28, "pose": 70, "brightness": 8, "sharpness": 4},
+    "MEDIUM": {"confidence": 70, "pixels": 40, "pose": 55, "brightness": 15, "sharpness": 8},
+    "HIGH": {"confidence": 85, "pixels": 64, "pose": 40, "brightness": 25, "sharpness": 15},
+}
+
+
+def quality_reasons(face: DetectedFace, quality: str) -> list[str]:
+    """Why ``face`` falls below the ``quality`` bar (Rekognition's UnindexedFaces reasons)."""
+    bars = QUALITY_BARS.get(quality)
+    if bars is None:
+        return []
+    reasons = []
+    if max(abs(face.pose.yaw), abs(face.pose.pitch)) > bars["pose"]:
+        reasons.append("EXTREME_POSE")
+    if face.quality.brightness < bars["brightness"]:
+        reasons.append("LOW_BRIGHTNESS")
+    if face.quality.sharpness < bars["sharpness"]:
+        reasons.append("LOW_SHARPNESS")
+    if face.confidence < bars["confidence"]:
+        reasons.append("LOW_CONFIDENCE")
+    if min(face.box.width, face.box.height) < bars["pixels"]:
+        reasons.append("SMALL_BOUNDING_BOX")
+    return reasons
+
+
+def select_faces(
+    faces: list[DetectedFace], max_faces: int, quality: str
+) -> tuple[list[DetectedFace], list[tuple[DetectedFace, list[str]]]]:
+    """IndexFaces' choice: faces that pass the quality bar, largest first, at most ``max_faces``."""
+    kept: list[DetectedFace] = []
+    unindexed: list[tuple[DetectedFace, list[str]]] = []
+    for face in sorted(faces, key=lambda f: -f.box.area):
+        reasons = quality_reasons(face, quality)
+        if reasons:
+            unindexed.append((face, reasons))
+        elif len(kept) < max_faces:
+            kept.append(face)
+        else:
+            unindexed.append((face, ["EXCEEDS_MAX_FACES"]))
+    return kept, unindexed
+
+
+@dataclass
+class AnalysedImage:
+    """An image a bulk worker already decoded, analysed and selected faces of
+    (:mod:`facewarden.service.bulk`). It reaches IndexFaces and ClusterFaces only through their
+    requests' internal ``analysed`` field, which no wire dict can set; the call still takes the
+    whole path (policy decision, audit record)."""
+
+    sha256: str
+    model_version: str
+    kept: list[DetectedFace]
+    templates: np.ndarray
+    unindexed: list[tuple[DetectedFace, list[str]]] = field(default_factory=list)
+    attributes: str = "DEFAULT"
+
+
+# ---- grouping faces by person (facewarden's own operation) -------------------------------------
+MAX_CLUSTER_IMAGES = 100
+
+
+@dataclass(frozen=True)
+class ClusterFacesRequest:
+    #: The photos (at most 100 per call); required unless ``analysed`` is given.
+    images: Annotated[list[Image], Items("images", 1, MAX_CLUSTER_IMAGES)] | None = None
+    #: Similarity that links two faces (default: the configured match threshold; policy may raise it).
+    similarity_threshold: Similarity | None = None
+    detector: str | None = None
+    #: Photos the bulk workers already analysed (in-process callers only).
+    analysed: Annotated[list[AnalysedImage] | None, INTERNAL] = None
+
+
+@dataclass(frozen=True)
+class ClusteredFace:
+    image_index: int
+    face_index: int
+    bounding_box: dict[str, float]
+    confidence: float
+
+
+@dataclass(frozen=True)
+class FaceGroup:
+    faces: list[ClusteredFace]
+
+
+@dataclass(frozen=True)
+class ClusterFacesResult:
+    #: Largest group first; a face that matches nobody is a group of one.
+    groups: list[FaceGroup]
+    applied_threshold: dict[str, Any] | None
+
+
+@operation("ClusterFaces", kind=Kind.CLUSTER, rest=Rest("POST", "/v1/faces/cluster", "faces"))
+def cluster_faces(svc: Service, ctx: Context, req: ClusterFacesRequest) -> ClusterFacesResult:
+    """Group the faces of several images by person (no collection): files in Images"""
+    items: list[tuple[list[DetectedFace], np.ndarray]]
+    if req.analysed is not None:
+        wrong = {a.model_version for a in req.analysed} - {svc.engine.model_version}
+        if wrong:
+            raise ModelMismatch(
+                f"Templates of {', '.join(sorted(wrong))} cannot be grouped with {svc.engine.model_version}."
+            )
+        items = [(a.kept, a.templates) for a in req.analysed]
+    elif req.images is None:
+        raise InvalidInput("Images is required.")
+    else:
+        items = []
+        for image in req.images:
+            pixels = svc.decode_image(image)
+            faces = sorted(svc.engine.detect(pixels, svc.detector(req.detector)), key=lambda f: -f.box.area)
+            items.append((faces, svc.engine.embed(pixels, faces)))
+    index = [(i, j) for i, (faces, _) in enumerate(items) for j in range(len(faces))]
+    dim = svc.engine.spec.dim
+    templates = (
+        np.concatenate([np.asarray(t, np.float32).reshape(-1, dim) for _, t in items])
+        if index
+        else np.zeros((0, dim))
+    )
+    applied = svc.effective_threshold(ctx, req.similarity_threshold, len(index))
+    groups = group_templates(templates, applied["Similarity"], svc.engine.calibration)
+    out = []
+    for g in groups:
+        faces_out = []
+        for k in g:
+            i, j = index[k]
+            face = items[i][0][j]
+            faces_out.append(ClusteredFace(i, j, face.face_detail()["BoundingBox"], face.confidence))
+        out.append(FaceGroup(faces_out))
+    ctx.counts.update(images=len(items), faces=len(index), groups=sum(1 for g in groups if len(g) > 1))
+    return ClusterFacesResult(out, ctx.applied_threshold)

@@ -1,197 +1,82 @@
-"""The gallery operations: collections, faces, users and 1:N search, in Rekognition's shapes.
+"""The gallery operations: collections, faces and 1:N face search, in Rekognition's shapes.
 
-Each operation validates its request, checks what it can before touching pixels (the collection
-exists, the model matches), decodes the image only then, and fills the context for the audit record
+Each operation checks what it can before touching pixels (the collection exists, the model
+matches, consent), decodes the image only then, and fills the context for the audit record
 (counts, matched face ids, the applied threshold, the subjects touched; never images or templates).
 Search responses carry facewarden's ``AppliedThreshold`` extension: the similarity threshold that
 was really applied, why (``requested``, the purpose's ``floor`` or the ``gallery_size``), and the
-false match rate it stands for.
+false match rate it stands for. Users and user search are in :mod:`facewarden.service.users`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 
 from ..engine import DetectedFace
-from ..errors import InvalidInput, ModelMismatch, NoFaceFound, ResourceAlreadyExists, ResourceNotFound
-from ..gallery import MAX_FACES_PER_USER, Collection, Face, NewFace, Store
-from ..policy.consent import require_consent
-from .core import Context, Service, integer, number, operation
-from .faces import _attributes
+from ..errors import InvalidInput, ModelMismatch, NoFaceFound, ResourceNotFound
+from ..gallery import Collection, Face, NewFace, Store
+from ..policy.kinds import Kind
+from .consent import require_consent
+from .core import Context, Rest, Service, operation
+from .faces import AnalysedImage, FaceDetail, quality_reasons, select_faces
+from .params import (
+    INTERNAL,
+    Attributes,
+    Check,
+    CollectionId,
+    ExternalImageId,
+    FaceId,
+    Image,
+    Items,
+    NextToken,
+    OneOf,
+    QualityFilter,
+    Range,
+    Similarity,
+    UserId,
+    Wire,
+)
 
-# ---- request validation ----------------------------------------------------------------------
-_COLLECTION_RE = re.compile(r"[a-zA-Z0-9_.\-]{1,255}")
-_USER_RE = re.compile(r"[a-zA-Z0-9_.\-:]{1,128}")
-_EXTERNAL_RE = re.compile(r"[a-zA-Z0-9_.\-:]{1,255}")
-_FACE_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_TOKEN_RE = re.compile(r"[a-zA-Z0-9_\-]{1,64}")
-
-QUALITY_FILTERS = ("NONE", "AUTO", "LOW", "MEDIUM", "HIGH")
-#: Quality bars per QualityFilter: detector confidence, face size (shorter side, pixels), pose
-#: (largest absolute yaw/pitch, degrees), brightness and sharpness (0-100). AUTO sits at LOW-MEDIUM.
-QUALITY_BARS: dict[str, dict[str, float]] = {
-    "LOW": {"confidence": 50, "pixels": 20, "pose": 80, "brightness": 4, "sharpness": 2},
-    "AUTO": {"confidence": 60, "pixels": 28, "pose": 70, "brightness": 8, "sharpness": 4},
-    "MEDIUM": {"confidence": 70, "pixels": 40, "pose": 55, "brightness": 15, "sharpness": 8},
-    "HIGH": {"confidence": 85, "pixels": 64, "pose": 40, "brightness": 25, "sharpness": 15},
-}
+#: Where the REST API keeps a collection.
+COLLECTION = "/v1/collections/{CollectionId}"
 MAX_FACES_TO_INDEX = 100
-DEFAULT_USER_MATCH_THRESHOLD = 75.0
 
-
-def _required(req: dict[str, Any], name: str) -> Any:
-    value = req.get(name)
-    if value is None:
-        raise InvalidInput(f"{name} is required.")
-    return value
-
-
-def _ident(value: Any, name: str, pattern: re.Pattern[str], what: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise InvalidInput(f"{name} must be {what}; got {value!r}.")
-    return value
-
-
-def collection_id_of(req: dict[str, Any]) -> str:
-    return _ident(
-        _required(req, "CollectionId"),
-        "CollectionId",
-        _COLLECTION_RE,
-        "1-255 characters of a-z, A-Z, 0-9, _ . -",
-    )
-
-
-def _user_id(req: dict[str, Any], name: str = "UserId") -> str:
-    return _ident(_required(req, name), name, _USER_RE, "1-128 characters of a-z, A-Z, 0-9, _ . - :")
-
-
-def _face_id(value: Any, name: str = "FaceId") -> str:
-    return _ident(value, name, _FACE_RE, "a face id as IndexFaces returned it (a lower-case UUID)")
-
-
-def _face_ids(req: dict[str, Any], name: str, most: int) -> list[str]:
-    value = _required(req, name)
-    if not isinstance(value, list) or not 1 <= len(value) <= most:
-        raise InvalidInput(f"{name} must be a list of 1 to {most} face ids.")
-    return [_face_id(v, f"{name}[{i}]") for i, v in enumerate(value)]
-
-
-def _threshold_arg(req: dict[str, Any], name: str, default: float) -> float:
-    value = req.get(name)
-    return default if value is None else number(value, name, 0, 100)
-
-
-def _token(req: dict[str, Any]) -> str | None:
-    value = req.get("NextToken")
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > 255:
-        raise InvalidInput("NextToken must be the NextToken string of the previous response.")
-    return value
-
-
-def _quality_filter(req: dict[str, Any], default: str) -> str:
-    value = req.get("QualityFilter", default)
-    if not isinstance(value, str) or value.upper() not in QUALITY_FILTERS:
-        raise InvalidInput(f"QualityFilter must be one of {', '.join(QUALITY_FILTERS)}; got {value!r}.")
-    return value.upper()
-
-
-def _client_token(req: dict[str, Any]) -> str | None:
-    value = req.get("ClientRequestToken")
-    if value is None:
-        return None
-    return _ident(value, "ClientRequestToken", _TOKEN_RE, "1-64 characters of a-z, A-Z, 0-9, _ -")
+#: Rekognition's ``Face`` shape (FaceId, BoundingBox, ImageId, ExternalImageId, Confidence, ...).
+RekognitionFace = dict[str, Any]
 
 
 # ---- shared steps ----------------------------------------------------------------------------
-def quality_reasons(face: DetectedFace, quality: str) -> list[str]:
-    """Why ``face`` falls below the ``quality`` bar (Rekognition's UnindexedFaces reasons)."""
-    bars = QUALITY_BARS.get(quality)
-    if bars is None:
-        return []
-    reasons = []
-    if max(abs(face.pose.yaw), abs(face.pose.pitch)) > bars["pose"]:
-        reasons.append("EXTREME_POSE")
-    if face.quality.brightness < bars["brightness"]:
-        reasons.append("LOW_BRIGHTNESS")
-    if face.quality.sharpness < bars["sharpness"]:
-        reasons.append("LOW_SHARPNESS")
-    if face.confidence < bars["confidence"]:
-        reasons.append("LOW_CONFIDENCE")
-    if min(face.box.width, face.box.height) < bars["pixels"]:
-        reasons.append("SMALL_BOUNDING_BOX")
-    return reasons
+def collection(svc: Service, ctx: Context, collection_id: str) -> tuple[Store, Collection]:
+    """The store and the collection a request names (ResourceNotFound if there is none)."""
+    store = svc.store
+    ctx.collection_id = collection_id
+    return store, store.get_collection(collection_id)
 
 
-def select_faces(
-    faces: list[DetectedFace], max_faces: int, quality: str
-) -> tuple[list[DetectedFace], list[tuple[DetectedFace, list[str]]]]:
-    """IndexFaces' choice: faces that pass the quality bar, largest first, at most ``max_faces``."""
-    kept, unindexed = [], []
-    for face in sorted(faces, key=lambda f: -f.box.area):
-        reasons = quality_reasons(face, quality)
-        if reasons:
-            unindexed.append((face, reasons))
-        elif len(kept) < max_faces:
-            kept.append(face)
-        else:
-            unindexed.append((face, ["EXCEEDS_MAX_FACES"]))
-    return kept, unindexed
-
-
-@dataclass
-class AnalysedImage:
-    """An image an indexing worker already decoded, analysed and selected faces of.
-
-    Only in-process callers (the parallel indexer) can pass one, as the request's ``_Analysed``
-    value; a JSON request cannot, so the wire APIs always compute templates themselves. The request
-    still goes through :meth:`Service.call` (policy decision, audit record) as IndexFaces.
-    """
-
-    sha256: str
-    model_version: str
-    kept: list[DetectedFace]
-    templates: np.ndarray
-    unindexed: list[tuple[DetectedFace, list[str]]] = field(default_factory=list)
-    attributes: str = "DEFAULT"
-
-
-def applied_threshold(self: Service, ctx: Context, requested: float, gallery_size: int) -> dict[str, Any]:
-    """The threshold a search applies: policy may raise the requested one (purpose floor, gallery size)."""
-    return self.effective_threshold(ctx, float(requested), int(gallery_size))
-
-
-def _collection(self: Service, ctx: Context) -> tuple[Store, Collection]:
-    store = self.store
-    cid = collection_id_of(ctx.request)
-    ctx.collection_id = cid
-    return store, store.get_collection(cid)
-
-
-def _check_model(self: Service, col: Collection) -> None:
-    if col.model_version != self.engine.model_version:
+def check_model(svc: Service, col: Collection) -> None:
+    if col.model_version != svc.engine.model_version:
         raise ModelMismatch(
             f"Collection {col.collection_id!r} holds templates of model {col.model_version}, but this service "
-            f"computes {self.engine.model_version} templates, which cannot be compared with them. Use a service "
+            f"computes {svc.engine.model_version} templates, which cannot be compared with them. Use a service "
             f"configured for {col.model_version}, or create a new collection and re-index."
         )
 
 
-def _similarities(self: Service, inners: list[float]) -> np.ndarray:
+def similarities(svc: Service, inners: list[float]) -> np.ndarray:
+    """Inner products of templates -> calibrated similarities."""
     if not inners:
         return np.zeros(0)
     return np.atleast_1d(
-        np.asarray(self.engine.calibration.similarity_from_inner(np.asarray(inners)), dtype=float)
+        np.asarray(svc.engine.calibration.similarity_from_inner(np.asarray(inners)), dtype=float)
     )
 
 
-def _touch(ctx: Context, faces: list[Face] | None = None, users: list[str] | None = None) -> None:
+def touch(ctx: Context, faces: list[Face] | None = None, users: list[str] | None = None) -> None:
+    """Name the subjects of ``faces`` and ``users`` in the audit record."""
     seen = set(ctx.subjects)
     for f in faces or []:
         for s in (f.external_image_id, f.user_id):
@@ -204,12 +89,12 @@ def _touch(ctx: Context, faces: list[Face] | None = None, users: list[str] | Non
             seen.add(u)
 
 
-def _probe_face(
-    self: Service, ctx: Context, quality: str
+def probe_face(
+    svc: Service, image: Image, detector: str | None, quality: str
 ) -> tuple[DetectedFace, np.ndarray, list[DetectedFace]]:
-    """The largest face of the request's image and its template (plus the other faces)."""
-    pixels = self.decode_image(ctx.request.get("Image"))
-    faces = self.engine.detect(pixels, self.detector_for(ctx.request))
+    """The largest face of ``image`` and its template (plus the other faces)."""
+    pixels = svc.decode_image(image)
+    faces = svc.engine.detect(pixels, svc.detector(detector))
     if not faces:
         raise NoFaceFound("No face was found in the image. Use a photo where the face is clearly visible.")
     faces.sort(key=lambda f: -f.box.area)
@@ -220,83 +105,148 @@ def _probe_face(
             f"The largest face in the image does not meet the QualityFilter {quality} bar "
             f"({', '.join(reasons)}). Use a better photo or a lower QualityFilter."
         )
-    template = self.engine.embed(pixels, [probe])[0]
+    template = svc.engine.embed(pixels, [probe])[0]
     return probe, template, faces[1:]
 
 
-def _face_matches(
-    self: Service,
+def unsuccessful(failed: dict[str, tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """A store's per-face failures in Rekognition's shape ({FaceId, Reasons, UserId?})."""
+    out = []
+    for fid, (reason, user_id) in failed.items():
+        item: dict[str, Any] = {"FaceId": fid, "Reasons": [reason]}
+        if user_id:
+            item["UserId"] = user_id
+        out.append(item)
+    return out
+
+
+@dataclass(frozen=True)
+class FaceMatch:
+    similarity: float
+    face: RekognitionFace
+
+
+def face_matches(
+    svc: Service,
     ctx: Context,
     store: Store,
     col: Collection,
     probe: np.ndarray,
     k: int,
-    requested: float,
+    requested: float | None,
     exclude: tuple[str, ...] = (),
-) -> list[dict[str, Any]]:
-    applied = applied_threshold(self, ctx, requested, col.face_count)
+) -> list[FaceMatch]:
+    applied = svc.effective_threshold(ctx, requested, col.face_count)
     matches = store.search(col.collection_id, probe, k, exclude=exclude)
-    sims = _similarities(self, [m.inner for m in matches])
+    sims = similarities(svc, [m.inner for m in matches])
     out, faces = [], []
     for m, s in zip(matches, sims):
         if s >= applied["Similarity"]:
-            out.append({"Similarity": float(s), "Face": m.face.to_rekognition()})
+            out.append(FaceMatch(float(s), m.face.to_rekognition()))
             faces.append(m.face)
     ctx.matched_face_ids = [f.face_id for f in faces]
     ctx.counts.update(gallery_faces=col.face_count, matches=len(out))
-    _touch(ctx, faces)
+    touch(ctx, faces)
     return out
 
 
 # ---- collections -----------------------------------------------------------------------------
-@operation("CreateCollection")
-def create_collection(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    cid = collection_id_of(req)
-    tags = req.get("Tags")
-    if tags is not None and not (isinstance(tags, dict) and len(tags) <= 200):
-        raise InvalidInput("Tags must be an object of at most 200 string keys and values.")
-    consent_mode = req.get("ConsentMode", "required")
-    if consent_mode not in ("required", "household"):
-        raise InvalidInput(
-            "ConsentMode must be 'required' (the default) or 'household' (a personal photo library)."
-        )
-    retention = integer(req, "RetentionDays", 1, 36500, 365)
-    owner = getattr(ctx.principal, "org", None)  # the caller's organisation owns what it creates
-    col = self.store.create_collection(
-        cid,
-        self.engine.model_version,
-        self.engine.spec.dim,
-        consent_mode=consent_mode,
-        retention_days=retention,
-        owner_org=str(owner) if owner is not None else None,
+def _tags(value: Any, name: str) -> dict[str, Any]:
+    if not (isinstance(value, dict) and len(value) <= 200):
+        raise InvalidInput(f"{name} must be an object of at most 200 string keys and values.")
+    return value
+
+
+@dataclass(frozen=True)
+class CreateCollectionRequest:
+    collection_id: CollectionId
+    tags: Annotated[dict[str, str], Check(_tags)] | None = None
+    #: facewarden's extension: "required" (consent per face) or "household" (a personal library).
+    consent_mode: Annotated[
+        str,
+        OneOf(
+            ("required", "household"),
+            "ConsentMode must be 'required' (the default) or 'household' (a personal photo library).",
+        ),
+    ] = "required"
+    #: facewarden's extension: templates older than this are purged.
+    retention_days: Annotated[int, Range(1, 36500)] = 365
+
+
+@dataclass(frozen=True)
+class CreateCollectionResult:
+    status_code: int
+    collection_arn: str
+    face_model_version: str
+
+
+@operation(
+    "CreateCollection",
+    kind=Kind.MANAGE,
+    rest=Rest("POST", "/v1/collections", "collections"),
+    creates_collection=True,
+)
+def create_collection(svc: Service, ctx: Context, req: CreateCollectionRequest) -> CreateCollectionResult:
+    """Create a collection"""
+    col = svc.store.create_collection(
+        req.collection_id,
+        svc.engine.model_version,
+        svc.engine.spec.dim,
+        consent_mode=req.consent_mode,
+        retention_days=req.retention_days,
+        owner_org=ctx.caller.org,  # the caller's organisation owns what it creates
     )
-    ctx.collection_id = cid
-    return {"StatusCode": 200, "CollectionArn": col.arn, "FaceModelVersion": col.model_version}
+    ctx.collection_id = req.collection_id
+    return CreateCollectionResult(200, col.arn, col.model_version)
 
 
-@operation("DescribeCollection")
-def describe_collection(self: Service, ctx: Context) -> dict[str, Any]:
-    store, col = _collection(self, ctx)
-    return {
-        "FaceCount": col.face_count,
-        "UserCount": store.count_users(col.collection_id),
-        "FaceModelVersion": col.model_version,
-        "CollectionARN": col.arn,
-        "CreationTimestamp": col.created_at,
-    }
+@dataclass(frozen=True)
+class CollectionRequest:
+    collection_id: CollectionId
 
 
-@operation("ListCollections")
-def list_collections(self: Service, ctx: Context) -> dict[str, Any]:
-    limit = integer(ctx.request, "MaxResults", 0, 4096, 1000) or 1000
-    store = self.store
-    visible = getattr(self, "visible_collection", None)  # policy: others' household collections are hidden
-    after, cols, more = _token(ctx.request), [], False
+@dataclass(frozen=True)
+class DescribeCollectionResult:
+    face_count: int
+    user_count: int
+    face_model_version: str
+    collection_arn: Annotated[str, Wire("CollectionARN")]
+    creation_timestamp: float
+
+
+@operation("DescribeCollection", kind=Kind.MANAGE, rest=Rest("GET", COLLECTION, "collections"))
+def describe_collection(svc: Service, ctx: Context, req: CollectionRequest) -> DescribeCollectionResult:
+    """Describe a collection"""
+    store, col = collection(svc, ctx, req.collection_id)
+    return DescribeCollectionResult(
+        col.face_count, store.count_users(col.collection_id), col.model_version, col.arn, col.created_at
+    )
+
+
+@dataclass(frozen=True)
+class ListCollectionsRequest:
+    #: 0 or absent: 1000.
+    max_results: Annotated[int, Range(0, 4096)] = 1000
+    next_token: NextToken | None = None
+
+
+@dataclass(frozen=True)
+class ListCollectionsResult:
+    collection_ids: list[str]
+    face_model_versions: list[str]
+    next_token: str | None = None
+
+
+@operation("ListCollections", kind=Kind.MANAGE, rest=Rest("GET", "/v1/collections", "collections"))
+def list_collections(svc: Service, ctx: Context, req: ListCollectionsRequest) -> ListCollectionsResult:
+    """List collections"""
+    limit = req.max_results or 1000
+    store = svc.store
+    after, cols, more = req.next_token, [], False
     while not more:
         page = store.list_collections(after=after, limit=limit + 1)
         for c in page:
-            if visible is None or visible(ctx, c):
+            if svc.visible_collection(ctx, c):  # policy: others' household collections are hidden
                 if len(cols) == limit:
                     more = True
                     break
@@ -304,42 +254,74 @@ def list_collections(self: Service, ctx: Context) -> dict[str, Any]:
         if len(page) < limit + 1:
             break
         after = page[-1].collection_id
-    out: dict[str, Any] = {
-        "CollectionIds": [c.collection_id for c in cols],
-        "FaceModelVersions": [c.model_version for c in cols],
-    }
-    if more:
-        out["NextToken"] = cols[-1].collection_id
-    ctx.counts["collections"] = len(out["CollectionIds"])
-    return out
+    ctx.counts["collections"] = len(cols)
+    return ListCollectionsResult(
+        [c.collection_id for c in cols],
+        [c.model_version for c in cols],
+        cols[-1].collection_id if more else None,
+    )
 
 
-@operation("DeleteCollection")
-def delete_collection(self: Service, ctx: Context) -> dict[str, Any]:
-    store, col = _collection(self, ctx)
+@dataclass(frozen=True)
+class DeleteCollectionResult:
+    status_code: int
+
+
+@operation("DeleteCollection", kind=Kind.MANAGE, rest=Rest("DELETE", COLLECTION, "collections"))
+def delete_collection(svc: Service, ctx: Context, req: CollectionRequest) -> DeleteCollectionResult:
+    """Delete a collection and its faces"""
+    store, col = collection(svc, ctx, req.collection_id)
     store.delete_collection(col.collection_id)
     ctx.counts["faces_deleted"] = col.face_count
-    return {"StatusCode": 200}
+    return DeleteCollectionResult(200)
 
 
 # ---- faces -----------------------------------------------------------------------------------
-@operation("IndexFaces")
-def index_faces(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    store, col = _collection(self, ctx)
-    external = req.get("ExternalImageId")
+@dataclass(frozen=True)
+class IndexFacesRequest:
+    collection_id: CollectionId
+    #: Required unless ``analysed`` is given.
+    image: Image | None = None
+    external_image_id: ExternalImageId | None = None
+    detection_attributes: Attributes = "DEFAULT"
+    max_faces: Annotated[int, Range(1, MAX_FACES_TO_INDEX)] = MAX_FACES_TO_INDEX
+    quality_filter: QualityFilter = "AUTO"
+    detector: str | None = None
+    #: The image as a bulk worker analysed it (in-process callers only).
+    analysed: Annotated[AnalysedImage | None, INTERNAL] = None
+    #: Store nothing if the collection already holds this image (a resumed bulk run).
+    skip_known_image: Annotated[bool, INTERNAL] = False
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    face: RekognitionFace
+    face_detail: FaceDetail
+
+
+@dataclass(frozen=True)
+class UnindexedFace:
+    reasons: list[str]
+    face_detail: FaceDetail
+
+
+@dataclass(frozen=True)
+class IndexFacesResult:
+    face_records: list[FaceRecord]
+    face_model_version: str
+    unindexed_faces: list[UnindexedFace]
+
+
+@operation("IndexFaces", kind=Kind.ENROL, rest=Rest("POST", f"{COLLECTION}/faces", "faces in collections"))
+def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFacesResult:
+    """Enrol (index) the faces of an image; needs a consent record"""
+    store, col = collection(svc, ctx, req.collection_id)
+    external = req.external_image_id
     if external is not None:
-        _ident(external, "ExternalImageId", _EXTERNAL_RE, "1-255 characters of a-z, A-Z, 0-9, _ . - :")
         ctx.subjects.append(external)
-    require_consent(self, ctx, col.collection_id, external)  # policy: consent before any pixel
-    max_faces = integer(req, "MaxFaces", 1, MAX_FACES_TO_INDEX, MAX_FACES_TO_INDEX)
-    quality = _quality_filter(req, "AUTO")
-    analysed = req.get("_Analysed")
+    require_consent(svc, ctx, col.collection_id, external)  # policy: consent before any pixel
+    analysed = req.analysed
     if analysed is not None:
-        if not isinstance(analysed, AnalysedImage):
-            raise InvalidInput(
-                "_Analysed is internal to facewarden's indexer and cannot be sent in a request."
-            )
         if analysed.model_version != col.model_version:
             raise ModelMismatch(
                 f"Collection {col.collection_id!r} holds templates of model {col.model_version}; these were made "
@@ -347,14 +329,16 @@ def index_faces(self: Service, ctx: Context) -> dict[str, Any]:
             )
         attributes, sha = analysed.attributes, analysed.sha256
         kept, templates, unindexed = analysed.kept, analysed.templates, analysed.unindexed
+    elif req.image is None:
+        raise InvalidInput("Image is required.")
     else:
-        attributes = _attributes(req.get("DetectionAttributes"))
-        _check_model(self, col)
-        pixels = self.decode_image(req.get("Image"))
-        sha = hashlib.sha256(bytes(req["Image"]["Bytes"])).hexdigest()
-        faces = self.engine.detect(pixels, self.detector_for(req), attributes)
-        kept, unindexed = select_faces(faces, max_faces, quality)
-        templates = self.engine.embed(pixels, kept)
+        attributes = req.detection_attributes
+        check_model(svc, col)
+        pixels = svc.decode_image(req.image)
+        sha = hashlib.sha256(req.image.data).hexdigest()
+        faces = svc.engine.detect(pixels, svc.detector(req.detector), attributes)
+        kept, unindexed = select_faces(faces, req.max_faces, req.quality_filter)
+        templates = svc.engine.embed(pixels, kept)
     image_id = _image_id(sha)
     new = [
         NewFace(
@@ -367,21 +351,16 @@ def index_faces(self: Service, ctx: Context) -> dict[str, Any]:
         )
         for f, t in zip(kept, templates)
     ]
-    stored = store.add_faces(
-        col.collection_id, new, col.model_version, skip_known_image=bool(req.get("_SkipKnownImage"))
-    )
+    stored = store.add_faces(col.collection_id, new, col.model_version, skip_known_image=req.skip_known_image)
     if new and not stored:
         ctx.counts["skipped_known_image"] = 1
-    records = [
-        {"Face": s.to_rekognition(), "FaceDetail": f.face_detail(attributes)} for s, f in zip(stored, kept)
-    ]
     ctx.counts.update(indexed=len(stored), unindexed=len(unindexed))
     ctx.matched_face_ids = [s.face_id for s in stored]
-    return {
-        "FaceRecords": records,
-        "FaceModelVersion": col.model_version,
-        "UnindexedFaces": [{"Reasons": r, "FaceDetail": f.face_detail(attributes)} for f, r in unindexed],
-    }
+    return IndexFacesResult(
+        [FaceRecord(s.to_rekognition(), f.face_detail(attributes)) for s, f in zip(stored, kept)],
+        col.model_version,
+        [UnindexedFace(r, f.face_detail(attributes)) for f, r in unindexed],
+    )
 
 
 def _image_id(sha256: str) -> str:
@@ -390,356 +369,130 @@ def _image_id(sha256: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
-@operation("ListFaces")
-def list_faces(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    store, col = _collection(self, ctx)
-    limit = integer(req, "MaxResults", 0, 4096, 1000) or 1000
-    user_id = _user_id(req) if req.get("UserId") is not None else None
-    face_ids = _face_ids(req, "FaceIds", 4096) if req.get("FaceIds") is not None else None
-    after = _token(req)
-    faces = store.list_faces(col.collection_id, after, limit + 1, user_id=user_id, face_ids=face_ids)
-    out: dict[str, Any] = {
-        "Faces": [f.to_rekognition() for f in faces[:limit]],
-        "FaceModelVersion": col.model_version,
-    }
-    if len(faces) > limit:
-        out["NextToken"] = faces[limit - 1].face_id
-    ctx.counts["faces"] = len(out["Faces"])
-    return out
+FaceIds = Annotated[list[FaceId], Items("face ids", 1, 4096)]
 
 
-@operation("DeleteFaces")
-def delete_faces(self: Service, ctx: Context) -> dict[str, Any]:
-    store, col = _collection(self, ctx)
-    ids = _face_ids(ctx.request, "FaceIds", 4096)
-    before = store.get_faces(col.collection_id, ids)
-    deleted, failed = store.delete_faces(col.collection_id, ids)
-    _touch(ctx, [before[i] for i in deleted if i in before])
-    ctx.counts.update(deleted=len(deleted), failed=len(failed))
-    unsuccessful = []
-    for fid, (reason, uid) in failed.items():
-        item: dict[str, Any] = {"FaceId": fid, "Reasons": [reason]}
-        if uid:
-            item["UserId"] = uid
-        unsuccessful.append(item)
-    return {"DeletedFaces": deleted, "UnsuccessfulFaceDeletions": unsuccessful}
+@dataclass(frozen=True)
+class ListFacesRequest:
+    collection_id: CollectionId
+    #: 0 or absent: 1000.
+    max_results: Annotated[int, Range(0, 4096)] = 1000
+    next_token: NextToken | None = None
+    user_id: UserId | None = None
+    face_ids: FaceIds | None = None
 
 
-@operation("SearchFaces")
-def search_faces(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    store, col = _collection(self, ctx)
-    face_id = _face_id(_required(req, "FaceId"))
-    k = integer(req, "MaxFaces", 1, 4096, 80)
-    requested = _threshold_arg(req, "FaceMatchThreshold", self.settings.match_threshold)
-    templates = store.templates(col.collection_id, [face_id])
-    if face_id not in templates:
-        raise ResourceNotFound(f"Face {face_id!r} is not in collection {col.collection_id!r}.")
-    matches = _face_matches(self, ctx, store, col, templates[face_id], k, requested, exclude=(face_id,))
-    return {
-        "SearchedFaceId": face_id,
-        "FaceMatches": matches,
-        "FaceModelVersion": col.model_version,
-        "AppliedThreshold": ctx.applied_threshold,
-    }
+@dataclass(frozen=True)
+class ListFacesResult:
+    faces: list[RekognitionFace]
+    face_model_version: str
+    next_token: str | None = None
 
 
-@operation("SearchFacesByImage")
-def search_faces_by_image(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    store, col = _collection(self, ctx)
-    k = integer(req, "MaxFaces", 1, 4096, 80)
-    requested = _threshold_arg(req, "FaceMatchThreshold", self.settings.match_threshold)
-    quality = _quality_filter(req, "NONE")
-    _check_model(self, col)
-    face, template, _ = _probe_face(self, ctx, quality)
-    matches = _face_matches(self, ctx, store, col, template, k, requested)
-    detail = face.face_detail()
-    return {
-        "SearchedFaceBoundingBox": detail["BoundingBox"],
-        "SearchedFaceConfidence": face.confidence,
-        "FaceMatches": matches,
-        "FaceModelVersion": col.model_version,
-        "AppliedThreshold": ctx.applied_threshold,
-    }
-
-
-# ---- users -----------------------------------------------------------------------------------
-@operation("CreateUser")
-def create_user(self: Service, ctx: Context) -> dict[str, Any]:
-    store, col = _collection(self, ctx)
-    user_id = _user_id(ctx.request)
-    token = _client_token(ctx.request)
-    ctx.subjects.append(user_id)
-    try:
-        store.create_user(col.collection_id, user_id)
-    except ResourceAlreadyExists:
-        if token is None:  # with a token, a retry of a create that succeeded is not an error
-            raise
-    return {}
-
-
-@operation("DeleteUser")
-def delete_user(self: Service, ctx: Context) -> dict[str, Any]:
-    store, col = _collection(self, ctx)
-    user_id = _user_id(ctx.request)
-    _client_token(ctx.request)
-    ctx.subjects.append(user_id)
-    freed = store.delete_user(col.collection_id, user_id)
-    ctx.counts["faces_disassociated"] = len(freed)
-    return {}
-
-
-@operation("ListUsers")
-def list_users(self: Service, ctx: Context) -> dict[str, Any]:
-    store, col = _collection(self, ctx)
-    limit = integer(ctx.request, "MaxResults", 1, 500, 100)
-    users = store.list_users(col.collection_id, after=_token(ctx.request), limit=limit + 1)
-    out: dict[str, Any] = {"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in users[:limit]]}
-    if len(users) > limit:
-        out["NextToken"] = users[limit - 1].user_id
-    ctx.counts["users"] = len(out["Users"])
-    return out
-
-
-@operation("AssociateFaces")
-def associate_faces(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    store, col = _collection(self, ctx)
-    user_id = _user_id(req)
-    ids = _face_ids(req, "FaceIds", MAX_FACES_PER_USER)
-    threshold = _threshold_arg(req, "UserMatchThreshold", DEFAULT_USER_MATCH_THRESHOLD)
-    _client_token(req)
-    ctx.subjects.append(user_id)
-    store.get_user(col.collection_id, user_id)
-    require_consent(self, ctx, col.collection_id, user_id)  # policy: consent before association
-    # Faces must look like the user's other faces (Rekognition: LOW_MATCH_CONFIDENCE).
-    current = [
-        f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER + 1)
-    ]
-    templates = store.templates(col.collection_id, list(dict.fromkeys(current + ids)))
-    anchors = [templates[f] for f in current if f in templates]
-    low: dict[str, float] = {}
-    accepted: list[str] = []
-    rows = store.get_faces(col.collection_id, ids)
-    for fid in dict.fromkeys(ids):
-        t = templates.get(fid)
-        row = rows.get(fid)
-        if t is None or row is None or row.user_id is not None:
-            accepted.append(fid)  # not found / already someone's: the store decides and reports it
-            continue
-        if anchors:
-            sim = float(np.max(_similarities(self, list(np.stack(anchors) @ t))))
-            if sim < threshold:
-                low[fid] = sim
-                continue
-        anchors.append(t)
-        accepted.append(fid)
-    result = store.associate_faces(col.collection_id, user_id, accepted) if accepted else None
-    associated = result.associated if result else []
-    failed = dict(result.failed) if result else {}
-    status = result.status if result else store.get_user(col.collection_id, user_id).status
-    unsuccessful: list[dict[str, Any]] = []
-    for fid, (reason, owner) in failed.items():
-        item: dict[str, Any] = {"FaceId": fid, "Reasons": [reason]}
-        if owner:
-            item["UserId"] = owner
-        unsuccessful.append(item)
-    for fid, sim in low.items():
-        unsuccessful.append(
-            {"FaceId": fid, "UserId": user_id, "Confidence": sim, "Reasons": ["LOW_MATCH_CONFIDENCE"]}
-        )
-    ctx.counts.update(associated=len(associated), failed=len(unsuccessful))
-    return {
-        "AssociatedFaces": [{"FaceId": f} for f in associated],
-        "UnsuccessfulFaceAssociations": unsuccessful,
-        "UserStatus": status,
-    }
-
-
-@operation("DisassociateFaces")
-def disassociate_faces(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    store, col = _collection(self, ctx)
-    user_id = _user_id(req)
-    ids = _face_ids(req, "FaceIds", MAX_FACES_PER_USER)
-    _client_token(req)
-    ctx.subjects.append(user_id)
-    result = store.disassociate_faces(col.collection_id, user_id, ids)
-    unsuccessful = []
-    for fid, (reason, owner) in result.failed.items():
-        item: dict[str, Any] = {"FaceId": fid, "Reasons": [reason]}
-        if owner:
-            item["UserId"] = owner
-        unsuccessful.append(item)
-    ctx.counts.update(disassociated=len(result.associated), failed=len(unsuccessful))
-    return {
-        "DisassociatedFaces": [{"FaceId": f} for f in result.associated],
-        "UnsuccessfulFaceDisassociations": unsuccessful,
-        "UserStatus": result.status,
-    }
-
-
-def _user_matches(
-    self: Service,
-    ctx: Context,
-    store: Store,
-    col: Collection,
-    probes: list[np.ndarray],
-    max_users: int,
-    requested: float,
-    exclude_faces: tuple[str, ...] = (),
-    exclude_user: str | None = None,
-) -> list[dict[str, Any]]:
-    applied = applied_threshold(self, ctx, requested, col.face_count)
-    k = min(4096, max(100, 10 * max_users))
-    best: dict[str, tuple[float, Face]] = {}
-    for probe in probes:
-        matches = store.search(col.collection_id, probe, k, exclude=exclude_faces)
-        sims = _similarities(self, [m.inner for m in matches])
-        for m, s in zip(matches, sims):
-            uid = m.face.user_id
-            if uid is None or uid == exclude_user or s < applied["Similarity"]:
-                continue
-            if uid not in best or s > best[uid][0]:
-                best[uid] = (float(s), m.face)
-    ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:max_users]
-    status = store.users_status(col.collection_id, [u for u, _ in ranked]) if ranked else {}  # type: ignore[attr-defined]
-    ctx.matched_face_ids = [face.face_id for _, (_, face) in ranked]
-    ctx.counts.update(gallery_faces=col.face_count, matches=len(ranked))
-    _touch(ctx, users=[u for u, _ in ranked])
-    return [
-        {"Similarity": sim, "User": {"UserId": uid, "UserStatus": status.get(uid, "ACTIVE")}}
-        for uid, (sim, _) in ranked
-        if uid in status  # deleted meanwhile: not a match
-    ]
-
-
-@operation("SearchUsers")
-def search_users(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    store, col = _collection(self, ctx)
-    max_users = integer(req, "MaxUsers", 1, 500, 100)
-    requested = _threshold_arg(req, "UserMatchThreshold", self.settings.match_threshold)
-    has_user, has_face = req.get("UserId") is not None, req.get("FaceId") is not None
-    if has_user == has_face:
-        raise InvalidInput("SearchUsers needs exactly one of UserId or FaceId.")
-    out: dict[str, Any] = {"FaceModelVersion": col.model_version}
-    if has_face:
-        face_id = _face_id(req["FaceId"])
-        templates = store.templates(col.collection_id, [face_id])
-        if face_id not in templates:
-            raise ResourceNotFound(f"Face {face_id!r} is not in collection {col.collection_id!r}.")
-        matches = _user_matches(self, ctx, store, col, [templates[face_id]], max_users, requested, (face_id,))
-        out["SearchedFace"] = {"FaceId": face_id}
-    else:
-        user_id = _user_id(req)
-        store.get_user(col.collection_id, user_id)
-        ctx.subjects.append(user_id)
-        own = [
-            f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER)
-        ]
-        templates = store.templates(col.collection_id, own)
-        probes = [templates[f] for f in own if f in templates]
-        matches = (
-            _user_matches(
-                self, ctx, store, col, probes, max_users, requested, tuple(own), exclude_user=user_id
-            )
-            if probes
-            else []
-        )
-        if not probes:
-            applied_threshold(self, ctx, requested, col.face_count)
-        out["SearchedUser"] = {"UserId": user_id}
-    out["UserMatches"] = matches
-    out["AppliedThreshold"] = ctx.applied_threshold
-    return out
-
-
-@operation("SearchUsersByImage")
-def search_users_by_image(self: Service, ctx: Context) -> dict[str, Any]:
-    req = ctx.request
-    store, col = _collection(self, ctx)
-    max_users = integer(req, "MaxUsers", 1, 500, 100)
-    requested = _threshold_arg(req, "UserMatchThreshold", self.settings.match_threshold)
-    quality = _quality_filter(req, "NONE")
-    _check_model(self, col)
-    face, template, others = _probe_face(self, ctx, quality)
-    matches = _user_matches(self, ctx, store, col, [template], max_users, requested)
-    return {
-        "UserMatches": matches,
-        "FaceModelVersion": col.model_version,
-        "SearchedFace": {"FaceDetail": face.face_detail()},
-        "UnsearchedFaces": [
-            {"FaceDetails": f.face_detail(), "Reasons": ["FACE_NOT_LARGEST"]} for f in others
-        ],
-        "AppliedThreshold": ctx.applied_threshold,
-    }
-
-
-# ---- grouping faces by person (facewarden's own operation) -------------------------------------
-MAX_CLUSTER_IMAGES = 100
-
-
-@operation("ClusterFaces")
-def cluster_faces_op(self: Service, ctx: Context) -> dict[str, Any]:
-    """Group the faces of several images by person (no collection involved).
-
-    Request: ``Images`` ([{"Bytes"}], at most 100) or, in-process only, ``_Analysed`` (a list of
-    :class:`AnalysedImage`, from :func:`facewarden.gallery.indexing.cluster_paths`);
-    ``SimilarityThreshold`` (default the match threshold; policy may raise it). Response:
-    ``Groups`` [{"Faces": [{"ImageIndex", "FaceIndex", "BoundingBox", "Confidence"}]}], largest
-    first (a face that matches nobody is a group of one), and ``AppliedThreshold``.
-    """
-    from ..gallery.indexing import cluster_faces
-
-    req = ctx.request
-    requested = _threshold_arg(req, "SimilarityThreshold", self.settings.match_threshold)
-    analysed = req.get("_Analysed")
-    if analysed is not None:
-        if not isinstance(analysed, list) or not all(isinstance(a, AnalysedImage) for a in analysed):
-            raise InvalidInput(
-                "_Analysed is internal to facewarden's indexer and cannot be sent in a request."
-            )
-        wrong = {a.model_version for a in analysed} - {self.engine.model_version}
-        if wrong:
-            raise ModelMismatch(
-                f"Templates of {', '.join(sorted(wrong))} cannot be grouped with {self.engine.model_version}."
-            )
-        items = [(a.kept, a.templates) for a in analysed]
-    else:
-        images_in = _required(req, "Images")
-        if not isinstance(images_in, list) or not 1 <= len(images_in) <= MAX_CLUSTER_IMAGES:
-            raise InvalidInput(f"Images must be a list of 1 to {MAX_CLUSTER_IMAGES} images.")
-        items = []
-        for i, img in enumerate(images_in):
-            pixels = self.decode_image(img, f"Images[{i}]")
-            faces = sorted(self.engine.detect(pixels, self.detector_for(req)), key=lambda f: -f.box.area)
-            items.append((faces, self.engine.embed(pixels, faces)))
-    index = [(i, j) for i, (faces, _) in enumerate(items) for j in range(len(faces))]
-    dim = self.engine.spec.dim
-    templates = (
-        np.concatenate([np.asarray(t, np.float32).reshape(-1, dim) for _, t in items])
-        if index
-        else np.zeros((0, dim))
+@operation("ListFaces", kind=Kind.MANAGE, rest=Rest("GET", f"{COLLECTION}/faces", "faces in collections"))
+def list_faces(svc: Service, ctx: Context, req: ListFacesRequest) -> ListFacesResult:
+    """List the faces of a collection"""
+    store, col = collection(svc, ctx, req.collection_id)
+    limit = req.max_results or 1000
+    faces = store.list_faces(
+        col.collection_id, req.next_token, limit + 1, user_id=req.user_id, face_ids=req.face_ids
     )
-    applied = applied_threshold(self, ctx, requested, len(index))
-    groups = cluster_faces(templates, applied["Similarity"], self.engine.calibration)
-    out = []
-    for g in groups:
-        faces_out = []
-        for k in g:
-            i, j = index[k]
-            face = items[i][0][j]
-            faces_out.append(
-                {
-                    "ImageIndex": i,
-                    "FaceIndex": j,
-                    "BoundingBox": face.face_detail()["BoundingBox"],
-                    "Confidence": face.confidence,
-                }
-            )
-        out.append({"Faces": faces_out})
-    ctx.counts.update(images=len(items), faces=len(index), groups=sum(1 for g in groups if len(g) > 1))
-    return {"Groups": out, "AppliedThreshold": ctx.applied_threshold}
+    ctx.counts["faces"] = min(len(faces), limit)
+    return ListFacesResult(
+        [f.to_rekognition() for f in faces[:limit]],
+        col.model_version,
+        faces[limit - 1].face_id if len(faces) > limit else None,
+    )
+
+
+@dataclass(frozen=True)
+class DeleteFacesRequest:
+    collection_id: CollectionId
+    face_ids: FaceIds
+
+
+@dataclass(frozen=True)
+class DeleteFacesResult:
+    deleted_faces: list[str]
+    unsuccessful_face_deletions: list[dict[str, Any]]
+
+
+@operation(
+    "DeleteFaces",
+    kind=Kind.MANAGE,
+    rest=Rest("DELETE", f"{COLLECTION}/faces", "faces in collections"),
+)
+def delete_faces(svc: Service, ctx: Context, req: DeleteFacesRequest) -> DeleteFacesResult:
+    """Delete faces (FaceIds in the query string)"""
+    store, col = collection(svc, ctx, req.collection_id)
+    before = store.get_faces(col.collection_id, req.face_ids)
+    deleted, failed = store.delete_faces(col.collection_id, req.face_ids)
+    touch(ctx, [before[i] for i in deleted if i in before])
+    ctx.counts.update(deleted=len(deleted), failed=len(failed))
+    return DeleteFacesResult(deleted, unsuccessful(failed))
+
+
+# ---- 1:N face search -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchFacesRequest:
+    collection_id: CollectionId
+    face_id: FaceId
+    max_faces: Annotated[int, Range(1, 4096)] = 80
+    #: Default: the configured match threshold (80); policy may raise it.
+    face_match_threshold: Similarity | None = None
+
+
+@dataclass(frozen=True)
+class SearchFacesResult:
+    searched_face_id: str
+    face_matches: list[FaceMatch]
+    face_model_version: str
+    applied_threshold: dict[str, Any] | None
+
+
+@operation(
+    "SearchFaces", kind=Kind.IDENTIFY, rest=Rest("POST", f"{COLLECTION}/faces/{{FaceId}}/search", "search")
+)
+def search_faces(svc: Service, ctx: Context, req: SearchFacesRequest) -> SearchFacesResult:
+    """Search the collection for an enrolled face"""
+    store, col = collection(svc, ctx, req.collection_id)
+    templates = store.templates(col.collection_id, [req.face_id])
+    if req.face_id not in templates:
+        raise ResourceNotFound(f"Face {req.face_id!r} is not in collection {col.collection_id!r}.")
+    matches = face_matches(
+        svc, ctx, store, col, templates[req.face_id], req.max_faces, req.face_match_threshold, (req.face_id,)
+    )
+    return SearchFacesResult(req.face_id, matches, col.model_version, ctx.applied_threshold)
+
+
+@dataclass(frozen=True)
+class SearchFacesByImageRequest:
+    collection_id: CollectionId
+    image: Image
+    max_faces: Annotated[int, Range(1, 4096)] = 80
+    face_match_threshold: Similarity | None = None
+    quality_filter: QualityFilter = "NONE"
+    detector: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchFacesByImageResult:
+    searched_face_bounding_box: dict[str, float]
+    searched_face_confidence: float
+    face_matches: list[FaceMatch]
+    face_model_version: str
+    applied_threshold: dict[str, Any] | None
+
+
+@operation("SearchFacesByImage", kind=Kind.IDENTIFY, rest=Rest("POST", f"{COLLECTION}/search", "search"))
+def search_faces_by_image(
+    svc: Service, ctx: Context, req: SearchFacesByImageRequest
+) -> SearchFacesByImageResult:
+    """Search the collection for the largest face of an image"""
+    store, col = collection(svc, ctx, req.collection_id)
+    check_model(svc, col)
+    face, template, _ = probe_face(svc, req.image, req.detector, req.quality_filter)
+    matches = face_matches(svc, ctx, store, col, template, req.max_faces, req.face_match_threshold)
+    return SearchFacesByImageResult(
+        face.face_detail()["BoundingBox"], face.confidence, matches, col.model_version, ctx.applied_threshold
+    )

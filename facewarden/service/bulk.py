@@ -1,14 +1,14 @@
 """Bulk work for the CLI: index folders of photos on every core, and group faces by person.
 
 * :func:`index_paths` indexes files and folders (recursively, by image extension) into a collection.
-  Worker processes (one model load each) decode, detect, select and embed; the parent writes every
-  image through ``Service.call("IndexFaces", ...)`` so that policy (consent, moratorium, quotas) and
-  the audit log apply to each image exactly as to a request. It is resumable: an image whose content
+  Worker processes (one model load each) decode, detect, select and embed; the parent runs every
+  image through the IndexFaces operation (:meth:`Service.execute`, with the analysed image in the
+  request's internal ``analysed`` field) so that policy (consent, moratorium, quotas) and the audit
+  log apply to each image exactly as to a request. It is resumable: an image whose content
   (SHA-256) is already in the collection is skipped before any work, and the store re-checks that
   in the same transaction as the insert, so parallel or repeated runs never store an image twice.
-* :func:`cluster_faces` groups templates whose calibrated similarity reaches a threshold
-  (connected components, i.e. single linkage); :func:`cluster_paths` runs it on photos through the
-  ``ClusterFaces`` operation and can turn the groups into users of a collection.
+* :func:`cluster_paths` groups the faces of photos by person through the ClusterFaces operation
+  and can turn the groups into users of a collection.
 """
 
 from __future__ import annotations
@@ -24,6 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..config import Settings
+from ..engine import DetectedFace, Engine
+from ..errors import FacewardenError
+from ..media import images
+from ..policy.principals import Principal
+from . import faces, gallery, users
+from .core import Service
+from .faces import AnalysedImage, select_faces
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_.\-:]")
@@ -53,38 +62,38 @@ def external_id_for(path: Path, mode: str = "filename") -> str:
 
 
 # ---- worker processes --------------------------------------------------------------------------
-_ENGINE: Any = None
+_ENGINE: Engine | None = None
 
 
-def _init_worker(settings: Any) -> None:
+def _init_worker(settings: Settings) -> None:
     global _ENGINE
-    from ..engine import Engine
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _ENGINE = Engine(settings)
 
 
-def _strip(face: Any) -> Any:
+def _strip(face: DetectedFace) -> DetectedFace:
     return dataclasses.replace(face, shape=None)  # dlib objects do not cross processes
 
 
 def analyse_file(
-    path: Path, max_faces: int, quality: str, detector: str | None, engine: Any = None, settings: Any = None
-) -> tuple[Path, Any]:
+    path: Path,
+    max_faces: int,
+    quality: str,
+    detector: str | None,
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+) -> tuple[Path, AnalysedImage | str]:
     """Decode, detect, select and embed one photo -> ``(path, AnalysedImage)`` or ``(path, error text)``."""
-    from ..media import images
-    from ..errors import FacewardenError
-    from ..service.gallery import AnalysedImage, select_faces
-
     engine = engine or _ENGINE
+    assert engine is not None, "analyse_file runs in a worker (with its engine) or is given one"
     try:
         data = path.read_bytes()
         kw = {}
         if settings is not None:
             kw = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
         pixels = images.decode(data, **kw)
-        faces = engine.detect(pixels, detector)
-        kept, unindexed = select_faces(faces, max_faces, quality)
+        detected = engine.detect(pixels, detector)
+        kept, unindexed = select_faces(detected, max_faces, quality)
         templates = engine.embed(pixels, kept)
         return path, AnalysedImage(
             sha256=hashlib.sha256(data).hexdigest(),
@@ -98,8 +107,8 @@ def analyse_file(
 
 
 def _analysed(
-    service: Any, files: list[Path], workers: int, max_faces: int, quality: str, progress: Any, task: Any
-) -> Iterator[tuple[Path, Any]]:
+    service: Service, files: list[Path], workers: int, max_faces: int, quality: str
+) -> Iterator[tuple[Path, AnalysedImage | str]]:
     detector = service.settings.detector
     if workers <= 1 or len(files) <= 1:
         for f in files:
@@ -130,21 +139,14 @@ def _progress(enabled: bool, total: int, what: str) -> tuple[Any, Any]:
     return bar, bar.add_task(what, total=total)
 
 
-def _principal(service: Any, principal: Any) -> Any:
-    if principal is not None:
-        return principal
-    owner = getattr(service, "owner_principal", None)
-    return owner() if callable(owner) else None
-
-
 def index_paths(
-    service: Any,
+    service: Service,
     paths: Iterable[str | Path],
     collection_id: str,
     external_id_from: str = "filename",
     workers: int | None = None,
     progress: bool = True,
-    principal: Any = None,
+    principal: Principal | None = None,
     *,
     max_faces: int = 100,
     quality: str = "AUTO",
@@ -152,11 +154,9 @@ def index_paths(
     """Index photos into a collection on all cores; resumable. Returns a summary dict:
     ``images``, ``indexed_images``, ``skipped_known``, ``faces_indexed``, ``faces_unindexed``,
     ``no_face`` (paths), ``errors`` ([{path, error}]), ``seconds``."""
-    from ..errors import FacewardenError
-
     started = time.time()
-    principal = _principal(service, principal)
-    # Policy before pixels: the workers compute templates outside Service.call, so decide first.
+    principal = principal or service.owner_principal()
+    # Policy before pixels: the workers compute templates outside the operation, so decide first.
     service.authorize(principal, "IndexFaces", collection_id, audit_allowed=False)
     store = service.store
     store.get_collection(collection_id)  # unknown collection: fail before any work
@@ -185,28 +185,28 @@ def index_paths(
     bar, task = _progress(progress, len(todo), f"indexing into {collection_id}")
     try:
         workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-        for path, result in _analysed(service, todo, workers, max_faces, quality, bar, task):
+        for path, result in _analysed(service, todo, workers, max_faces, quality):
             if bar is not None:
                 bar.advance(task)
             if isinstance(result, str):
                 summary["errors"].append({"path": str(path), "error": result})
                 continue
-            request = {
-                "CollectionId": collection_id,
-                "ExternalImageId": external_id_for(path, external_id_from),
-                "MaxFaces": max_faces,
-                "QualityFilter": quality,
-                "_Analysed": result,
-                "_SkipKnownImage": True,
-            }
+            request = gallery.IndexFacesRequest(
+                collection_id,
+                external_image_id=external_id_for(path, external_id_from),
+                max_faces=max_faces,
+                quality_filter=quality,
+                analysed=result,
+                skip_known_image=True,
+            )
             try:
-                response = service.call("IndexFaces", request, principal)
+                response = service.execute(gallery.index_faces, request, principal)
             except FacewardenError as exc:
                 summary["errors"].append({"path": str(path), "error": f"{exc.aws_code}: {exc.message}"})
                 continue
-            n = len(response["FaceRecords"])
+            n = len(response.face_records)
             summary["faces_indexed"] += n
-            summary["faces_unindexed"] += len(response["UnindexedFaces"])
+            summary["faces_unindexed"] += len(response.unindexed_faces)
             if n:
                 summary["indexed_images"] += 1
             elif result.kept:
@@ -220,47 +220,13 @@ def index_paths(
     return summary
 
 
-# ---- clustering --------------------------------------------------------------------------------
-def cluster_faces(templates: np.ndarray, threshold_similarity: float, calibration: Any) -> list[list[int]]:
-    """Groups (lists of row indices, largest group first) of templates linked by calibrated
-    similarity >= ``threshold_similarity`` (connected components / single linkage). Faces that
-    match nobody are groups of one."""
-    t = np.asarray(templates, np.float32)
-    n = len(t)
-    if n == 0:
-        return []
-    d = calibration.distance_for(float(threshold_similarity))
-    min_ip = 1.0 - (d * d) / 2.0 if np.isfinite(d) else -np.inf
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    block = 2048
-    for start in range(0, n, block):
-        ip = t[start : start + block] @ t.T
-        rows, cols = np.nonzero(ip >= min_ip)
-        for r, c in zip(rows + start, cols):
-            if c > r:
-                a, b = find(int(r)), find(int(c))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
-
-
 def cluster_paths(
-    service: Any,
+    service: Service,
     paths: Iterable[str | Path],
     threshold: float | None = None,
     workers: int | None = None,
     progress: bool = True,
-    principal: Any = None,
+    principal: Principal | None = None,
     *,
     collection_id: str | None = None,
     create_users: bool = False,
@@ -274,18 +240,18 @@ def cluster_paths(
     ``collection_id`` every face is also indexed there; with ``create_users`` each group of two or
     more faces becomes a user (``<user_prefix>-0001``...) with its faces associated.
     """
-    principal = _principal(service, principal)
+    principal = principal or service.owner_principal()
     # Policy before pixels: decide before the workers compute any template.
     service.authorize(principal, "ClusterFaces", collection_id, audit_allowed=False)
     if collection_id is not None:
         service.authorize(principal, "IndexFaces", collection_id, audit_allowed=False)
     files = iter_images(paths)
     bar, task = _progress(progress, len(files), "analysing faces")
-    analysed: list[tuple[Path, Any]] = []
+    analysed: list[tuple[Path, AnalysedImage]] = []
     errors: list[dict[str, str]] = []
     try:
         workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-        for path, result in _analysed(service, files, workers, 100, "AUTO", bar, task):
+        for path, result in _analysed(service, files, workers, 100, "AUTO"):
             if bar is not None:
                 bar.advance(task)
             if isinstance(result, str):
@@ -296,56 +262,52 @@ def cluster_paths(
         if bar is not None:
             bar.stop()
     analysed.sort(key=lambda pr: str(pr[0]))
-    request: dict[str, Any] = {"_Analysed": [a for _, a in analysed]}
-    if threshold is not None:
-        request["SimilarityThreshold"] = threshold
-    response = service.call("ClusterFaces", request, principal)
+    response = service.execute(
+        faces.cluster_faces,
+        faces.ClusterFacesRequest(similarity_threshold=threshold, analysed=[a for _, a in analysed]),
+        principal,
+    )
     face_ids: dict[tuple[int, int], str] = {}
     if collection_id is not None:
         for i, (path, a) in enumerate(analysed):
-            r = service.call(
-                "IndexFaces",
-                {"CollectionId": collection_id, "ExternalImageId": external_id_for(path), "_Analysed": a},
+            r = service.execute(
+                gallery.index_faces,
+                gallery.IndexFacesRequest(collection_id, external_image_id=external_id_for(path), analysed=a),
                 principal,
             )
-            for j, rec in enumerate(r["FaceRecords"]):
-                face_ids[(i, j)] = rec["Face"]["FaceId"]
-    groups, users = [], []
-    for g, group in enumerate(response["Groups"]):
-        faces = []
-        for f in group["Faces"]:
+            for j, rec in enumerate(r.face_records):
+                face_ids[(i, j)] = rec.face["FaceId"]
+    groups, made = [], []
+    for g, group in enumerate(response.groups):
+        members = []
+        for f in group.faces:
             item = {
-                "path": str(analysed[f["ImageIndex"]][0]),
-                "BoundingBox": f["BoundingBox"],
-                "Confidence": f["Confidence"],
+                "path": str(analysed[f.image_index][0]),
+                "BoundingBox": f.bounding_box,
+                "Confidence": f.confidence,
             }
-            fid = face_ids.get((f["ImageIndex"], f["FaceIndex"]))
+            fid = face_ids.get((f.image_index, f.face_index))
             if fid:
                 item["FaceId"] = fid
-            faces.append(item)
-        groups.append({"group": g + 1, "size": len(faces), "faces": faces})
-        if create_users and collection_id is not None and len(faces) >= 2:
+            members.append(item)
+        groups.append({"group": g + 1, "size": len(members), "faces": members})
+        if create_users and collection_id is not None and len(members) >= 2:
             user_id = f"{user_prefix}-{g + 1:04d}"
-            service.call("CreateUser", {"CollectionId": collection_id, "UserId": user_id}, principal)
-            ids = [f["FaceId"] for f in faces if "FaceId" in f][:100]
+            service.execute(users.create_user, users.UserRequest(collection_id, user_id), principal)
+            ids = [str(f["FaceId"]) for f in members if "FaceId" in f][:100]
             if ids:
-                service.call(
-                    "AssociateFaces",
-                    {
-                        "CollectionId": collection_id,
-                        "UserId": user_id,
-                        "FaceIds": ids,
-                        "UserMatchThreshold": 0,
-                    },
+                service.execute(
+                    users.associate_faces,
+                    users.AssociateFacesRequest(collection_id, user_id, ids, user_match_threshold=0),
                     principal,
                 )
-            users.append({"UserId": user_id, "faces": len(ids)})
+            made.append({"UserId": user_id, "faces": len(ids)})
     return {
         "images": len(files),
         "faces": sum(g["size"] for g in groups),
         "groups": [g for g in groups if g["size"] >= 2],
         "singletons": [g["faces"][0] for g in groups if g["size"] == 1],
         "errors": errors,
-        "AppliedThreshold": response.get("AppliedThreshold"),
-        "users": users,
+        "AppliedThreshold": response.applied_threshold,
+        "users": made,
     }

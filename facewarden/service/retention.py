@@ -1,0 +1,86 @@
+"""Retention: templates past their collection's retention period, and what expired consents
+covered, are erased by a sweep at start-up and then at most every hour (lazily, before a call),
+or on request (the ``RunRetentionSweep`` operation, ``facewarden`` admin)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..policy.kinds import Kind
+from . import consent
+from .core import Context, Rest, Service, operation
+from .params import Empty
+
+log = logging.getLogger("facewarden.service")
+
+#: How often (seconds) a service process sweeps retention and expired consents, lazily, on a call.
+SWEEP_INTERVAL_S = 3600.0
+
+
+class Retention:
+    """The retention sweeps of one service process."""
+
+    def __init__(self, service: Service, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        self.service = service
+        self.interval_s = interval_s
+        self.next_at = service.clock() + interval_s
+
+    def maybe_sweep(self) -> None:
+        """Sweep if the interval has passed since the last sweep (a failure is logged, not raised)."""
+        if self.service.clock() < self.next_at:
+            return
+        try:
+            self.sweep()
+        except Exception:
+            log.exception("periodic retention sweep failed")
+
+    def sweep(self, now: float | None = None) -> dict[str, int]:
+        """Purge templates past their collection's retention period and erase what expired
+        consents covered. Returns the counts (faces_purged, consents_expired, faces_erased)."""
+        svc = self.service
+        now = svc.clock() if now is None else float(now)
+        self.next_at = now + self.interval_s
+        store = svc.store
+        purged = 0
+        after = None
+        while True:
+            page = store.list_collections(after=after, limit=500)
+            if not page:
+                break
+            for col in page:
+                days = col.retention_days or svc.policy.default_retention_days
+                cutoff = now - float(days) * 86400.0
+                with svc.db.transaction(lock=f"retention:{col.collection_id}") as tx:
+                    removed = store.purge_before(col.collection_id, cutoff, tx=tx)
+                    if removed:
+                        svc.audit_system(
+                            "RetentionSweep",
+                            counts={"faces_erased": len(removed)},
+                            details={"retention_days": days},
+                            org=col.owner_org,
+                            collection=col.collection_id,
+                            tx=tx,
+                        )
+                if removed:
+                    purged += len(removed)
+                    consent.sync_index(svc, col.collection_id)
+            after = page[-1].collection_id
+        expired = consent.expire(svc, now)
+        return {"faces_purged": purged, **expired}
+
+
+@dataclass(frozen=True)
+class RetentionSweepResult:
+    #: faces_purged, consents_expired, faces_erased
+    sweep: dict[str, int]
+
+
+@operation(
+    "RunRetentionSweep", kind=Kind.ADMIN, rest=Rest("POST", "/v1/admin/retention-sweep", "administration")
+)
+def run_retention_sweep(svc: Service, ctx: Context, req: Empty) -> RetentionSweepResult:
+    """Purge expired templates and consents now"""
+    result = svc.sweep()
+    ctx.counts.update(result)
+    return RetentionSweepResult(result)

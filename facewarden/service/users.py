@@ -1,0 +1,350 @@
+"""Users: a person's several faces in a collection searched as one (Rekognition's user model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+
+from ..errors import InvalidInput, ResourceAlreadyExists, ResourceNotFound
+from ..gallery import MAX_FACES_PER_USER, Collection, Face, Store
+from ..policy.kinds import Kind
+from .consent import require_consent
+from .core import Context, Rest, Service, operation
+from .faces import FaceDetail
+from .gallery import COLLECTION, check_model, collection, probe_face, similarities, touch, unsuccessful
+from .params import (
+    ClientRequestToken,
+    CollectionId,
+    Empty,
+    FaceId,
+    Image,
+    Items,
+    NextToken,
+    QualityFilter,
+    Range,
+    Similarity,
+    UserId,
+)
+
+DEFAULT_USER_MATCH_THRESHOLD = 75.0
+UserFaceIds = Annotated[list[FaceId], Items("face ids", 1, MAX_FACES_PER_USER)]
+
+
+@dataclass(frozen=True)
+class UserRequest:
+    collection_id: CollectionId
+    user_id: UserId
+    #: Idempotency: with a token, a retried CreateUser that succeeded is not an error.
+    client_request_token: ClientRequestToken | None = None
+
+
+@operation("CreateUser", kind=Kind.ENROL, rest=Rest("POST", f"{COLLECTION}/users", "users"))
+def create_user(svc: Service, ctx: Context, req: UserRequest) -> Empty:
+    """Create a user"""
+    store, col = collection(svc, ctx, req.collection_id)
+    ctx.subjects.append(req.user_id)
+    try:
+        store.create_user(col.collection_id, req.user_id)
+    except ResourceAlreadyExists:
+        if req.client_request_token is None:
+            raise
+    return Empty()
+
+
+@operation("DeleteUser", kind=Kind.MANAGE, rest=Rest("DELETE", f"{COLLECTION}/users/{{UserId}}", "users"))
+def delete_user(svc: Service, ctx: Context, req: UserRequest) -> Empty:
+    """Delete a user"""
+    store, col = collection(svc, ctx, req.collection_id)
+    ctx.subjects.append(req.user_id)
+    freed = store.delete_user(col.collection_id, req.user_id)
+    ctx.counts["faces_disassociated"] = len(freed)
+    return Empty()
+
+
+@dataclass(frozen=True)
+class ListUsersRequest:
+    collection_id: CollectionId
+    max_results: Annotated[int, Range(1, 500)] = 100
+    next_token: NextToken | None = None
+
+
+@dataclass(frozen=True)
+class UserView:
+    user_id: str
+    user_status: str
+
+
+@dataclass(frozen=True)
+class ListUsersResult:
+    users: list[UserView]
+    next_token: str | None = None
+
+
+@operation("ListUsers", kind=Kind.MANAGE, rest=Rest("GET", f"{COLLECTION}/users", "users"))
+def list_users(svc: Service, ctx: Context, req: ListUsersRequest) -> ListUsersResult:
+    """List users"""
+    store, col = collection(svc, ctx, req.collection_id)
+    limit = req.max_results
+    users = store.list_users(col.collection_id, after=req.next_token, limit=limit + 1)
+    ctx.counts["users"] = min(len(users), limit)
+    return ListUsersResult(
+        [UserView(u.user_id, u.status) for u in users[:limit]],
+        users[limit - 1].user_id if len(users) > limit else None,
+    )
+
+
+@dataclass(frozen=True)
+class AssociateFacesRequest:
+    collection_id: CollectionId
+    user_id: UserId
+    face_ids: UserFaceIds
+    #: A face must look this much like the user's other faces (Rekognition: LOW_MATCH_CONFIDENCE).
+    user_match_threshold: Similarity = DEFAULT_USER_MATCH_THRESHOLD
+    client_request_token: ClientRequestToken | None = None
+
+
+@dataclass(frozen=True)
+class FaceIdView:
+    face_id: str
+
+
+@dataclass(frozen=True)
+class AssociateFacesResult:
+    associated_faces: list[FaceIdView]
+    unsuccessful_face_associations: list[dict[str, Any]]
+    user_status: str
+
+
+@operation(
+    "AssociateFaces", kind=Kind.ENROL, rest=Rest("POST", f"{COLLECTION}/users/{{UserId}}/faces", "users")
+)
+def associate_faces(svc: Service, ctx: Context, req: AssociateFacesRequest) -> AssociateFacesResult:
+    """Associate faces with a user"""
+    store, col = collection(svc, ctx, req.collection_id)
+    user_id, ids = req.user_id, req.face_ids
+    ctx.subjects.append(user_id)
+    store.get_user(col.collection_id, user_id)
+    require_consent(svc, ctx, col.collection_id, user_id)  # policy: consent before association
+    # Faces must look like the user's other faces (Rekognition: LOW_MATCH_CONFIDENCE).
+    current = [
+        f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER + 1)
+    ]
+    templates = store.templates(col.collection_id, list(dict.fromkeys(current + ids)))
+    anchors = [templates[f] for f in current if f in templates]
+    low: dict[str, float] = {}
+    accepted: list[str] = []
+    rows = store.get_faces(col.collection_id, ids)
+    for fid in dict.fromkeys(ids):
+        t = templates.get(fid)
+        row = rows.get(fid)
+        if t is None or row is None or row.user_id is not None:
+            accepted.append(fid)  # not found / already someone's: the store decides and reports it
+            continue
+        if anchors:
+            sim = float(np.max(similarities(svc, list(np.stack(anchors) @ t))))
+            if sim < req.user_match_threshold:
+                low[fid] = sim
+                continue
+        anchors.append(t)
+        accepted.append(fid)
+    result = store.associate_faces(col.collection_id, user_id, accepted) if accepted else None
+    associated = result.associated if result else []
+    failed = dict(result.failed) if result else {}
+    status = result.status if result else store.get_user(col.collection_id, user_id).status
+    refused = unsuccessful(failed)
+    for fid, sim in low.items():
+        refused.append(
+            {"FaceId": fid, "UserId": user_id, "Confidence": sim, "Reasons": ["LOW_MATCH_CONFIDENCE"]}
+        )
+    ctx.counts.update(associated=len(associated), failed=len(refused))
+    return AssociateFacesResult([FaceIdView(f) for f in associated], refused, status)
+
+
+@dataclass(frozen=True)
+class DisassociateFacesRequest:
+    collection_id: CollectionId
+    user_id: UserId
+    face_ids: UserFaceIds
+    client_request_token: ClientRequestToken | None = None
+
+
+@dataclass(frozen=True)
+class DisassociateFacesResult:
+    disassociated_faces: list[FaceIdView]
+    unsuccessful_face_disassociations: list[dict[str, Any]]
+    user_status: str
+
+
+@operation(
+    "DisassociateFaces",
+    kind=Kind.MANAGE,
+    rest=Rest("DELETE", f"{COLLECTION}/users/{{UserId}}/faces", "users"),
+)
+def disassociate_faces(svc: Service, ctx: Context, req: DisassociateFacesRequest) -> DisassociateFacesResult:
+    """Disassociate faces (FaceIds in the query string) from a user"""
+    store, col = collection(svc, ctx, req.collection_id)
+    ctx.subjects.append(req.user_id)
+    result = store.disassociate_faces(col.collection_id, req.user_id, req.face_ids)
+    refused = unsuccessful(result.failed)
+    ctx.counts.update(disassociated=len(result.associated), failed=len(refused))
+    return DisassociateFacesResult([FaceIdView(f) for f in result.associated], refused, result.status)
+
+
+# ---- 1:N user search ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UserMatch:
+    similarity: float
+    user: UserView
+
+
+def user_matches(
+    svc: Service,
+    ctx: Context,
+    store: Store,
+    col: Collection,
+    probes: list[np.ndarray],
+    max_users: int,
+    requested: float | None,
+    exclude_faces: tuple[str, ...] = (),
+    exclude_user: str | None = None,
+) -> list[UserMatch]:
+    applied = svc.effective_threshold(ctx, requested, col.face_count)
+    k = min(4096, max(100, 10 * max_users))
+    best: dict[str, tuple[float, Face]] = {}
+    for probe in probes:
+        matches = store.search(col.collection_id, probe, k, exclude=exclude_faces)
+        sims = similarities(svc, [m.inner for m in matches])
+        for m, s in zip(matches, sims):
+            uid = m.face.user_id
+            if uid is None or uid == exclude_user or s < applied["Similarity"]:
+                continue
+            if uid not in best or s > best[uid][0]:
+                best[uid] = (float(s), m.face)
+    ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:max_users]
+    status = store.users_status(col.collection_id, [u for u, _ in ranked]) if ranked else {}
+    ctx.matched_face_ids = [face.face_id for _, (_, face) in ranked]
+    ctx.counts.update(gallery_faces=col.face_count, matches=len(ranked))
+    touch(ctx, users=[u for u, _ in ranked])
+    return [
+        UserMatch(sim, UserView(uid, status.get(uid, "ACTIVE")))
+        for uid, (sim, _) in ranked
+        if uid in status  # deleted meanwhile: not a match
+    ]
+
+
+@dataclass(frozen=True)
+class SearchUsersRequest:
+    collection_id: CollectionId
+    #: Exactly one of user_id and face_id.
+    user_id: UserId | None = None
+    face_id: FaceId | None = None
+    user_match_threshold: Similarity | None = None
+    max_users: Annotated[int, Range(1, 500)] = 100
+
+
+@dataclass(frozen=True)
+class SearchedFaceId:
+    face_id: str
+
+
+@dataclass(frozen=True)
+class SearchedUserId:
+    user_id: str
+
+
+@dataclass(frozen=True)
+class SearchUsersResult:
+    face_model_version: str
+    user_matches: list[UserMatch]
+    applied_threshold: dict[str, Any] | None
+    searched_face: SearchedFaceId | None = None
+    searched_user: SearchedUserId | None = None
+
+
+@operation("SearchUsers", kind=Kind.IDENTIFY, rest=Rest("POST", f"{COLLECTION}/users/search", "search"))
+def search_users(svc: Service, ctx: Context, req: SearchUsersRequest) -> SearchUsersResult:
+    """Search users by FaceId or UserId"""
+    store, col = collection(svc, ctx, req.collection_id)
+    if (req.user_id is None) == (req.face_id is None):
+        raise InvalidInput("SearchUsers needs exactly one of UserId or FaceId.")
+    if req.face_id is not None:
+        face_id = req.face_id
+        templates = store.templates(col.collection_id, [face_id])
+        if face_id not in templates:
+            raise ResourceNotFound(f"Face {face_id!r} is not in collection {col.collection_id!r}.")
+        matches = user_matches(
+            svc, ctx, store, col, [templates[face_id]], req.max_users, req.user_match_threshold, (face_id,)
+        )
+        return SearchUsersResult(
+            col.model_version, matches, ctx.applied_threshold, searched_face=SearchedFaceId(face_id)
+        )
+    user_id = str(req.user_id)
+    store.get_user(col.collection_id, user_id)
+    ctx.subjects.append(user_id)
+    own = [f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER)]
+    templates = store.templates(col.collection_id, own)
+    probes = [templates[f] for f in own if f in templates]
+    if probes:
+        matches = user_matches(
+            svc, ctx, store, col, probes, req.max_users, req.user_match_threshold, tuple(own), user_id
+        )
+    else:
+        matches = []
+        svc.effective_threshold(ctx, req.user_match_threshold, col.face_count)
+    return SearchUsersResult(
+        col.model_version, matches, ctx.applied_threshold, searched_user=SearchedUserId(user_id)
+    )
+
+
+@dataclass(frozen=True)
+class SearchUsersByImageRequest:
+    collection_id: CollectionId
+    image: Image
+    user_match_threshold: Similarity | None = None
+    max_users: Annotated[int, Range(1, 500)] = 100
+    quality_filter: QualityFilter = "NONE"
+    detector: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchedFace:
+    face_detail: FaceDetail
+
+
+@dataclass(frozen=True)
+class UnsearchedFace:
+    face_details: FaceDetail
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class SearchUsersByImageResult:
+    user_matches: list[UserMatch]
+    face_model_version: str
+    searched_face: SearchedFace
+    unsearched_faces: list[UnsearchedFace]
+    applied_threshold: dict[str, Any] | None
+
+
+@operation(
+    "SearchUsersByImage",
+    kind=Kind.IDENTIFY,
+    rest=Rest("POST", f"{COLLECTION}/users/search-by-image", "search"),
+)
+def search_users_by_image(
+    svc: Service, ctx: Context, req: SearchUsersByImageRequest
+) -> SearchUsersByImageResult:
+    """Search users by the largest face of an image"""
+    store, col = collection(svc, ctx, req.collection_id)
+    check_model(svc, col)
+    face, template, others = probe_face(svc, req.image, req.detector, req.quality_filter)
+    matches = user_matches(svc, ctx, store, col, [template], req.max_users, req.user_match_threshold)
+    return SearchUsersByImageResult(
+        matches,
+        col.model_version,
+        SearchedFace(face.face_detail()),
+        [UnsearchedFace(f.face_detail(), ["FACE_NOT_LARGEST"]) for f in others],
+        ctx.applied_threshold,
+    )
