@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
 
 from fastapi import FastAPI
 
+from ..service import Service
 from .auth import KeyLookup, service_key_lookup
 
 __all__ = ["create_app", "serve"]
@@ -22,20 +22,20 @@ __all__ = ["create_app", "serve"]
 log = logging.getLogger("facewarden.api")
 
 
-def create_app(service: Any, *, keys: KeyLookup | None = None) -> FastAPI:
+def create_app(service: Service, *, keys: KeyLookup | None = None) -> FastAPI:
     """The facewarden HTTP app over ``service``.
 
     ``keys`` maps an access key id to ``(secret, principal)``; by default the service's own key
     store (policy layer) is asked.
     """
-    from . import console, rekognition, rest
+    from . import console, openapi, rekognition, rest
 
     lookup = keys or service_key_lookup(service)
     app = FastAPI(
         title="facewarden",
         version=_version(),
         summary="Self-hosted face recognition, wire-compatible with Amazon Rekognition.",
-        description=rest.DESCRIPTION,
+        description=openapi.DESCRIPTION,
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
@@ -49,7 +49,7 @@ def create_app(service: Any, *, keys: KeyLookup | None = None) -> FastAPI:
 
 
 def serve(
-    service: Any,
+    service: Service,
     host: str = "127.0.0.1",
     port: int = 8750,
     *,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import hmac
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,8 +22,14 @@ from typing import Any
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from starlette.requests import Request
 
-from ..errors import InvalidSignature, MissingAuthentication, UnrecognizedClient
+from ..errors import AuthError, InvalidSignature, MissingAuthentication, UnrecognizedClient
+from ..policy.principals import Principal
+from ..service import Service
+from .wire import to_jsonable
+
+log = logging.getLogger("facewarden.api")
 
 SERVICE_NAME = "rekognition"
 #: How far X-Amz-Date may be from the server's clock, either way.
@@ -42,30 +49,20 @@ class Key:
     """A verified caller: the access key id and the principal it belongs to."""
 
     access_key_id: str
-    principal: Any
+    principal: Principal
 
 
-#: access key id -> (secret, principal), or None for an unknown or revoked key.
-KeyLookup = Callable[[str], "tuple[str, Any] | None"]
+#: access key id -> (secret, principal), or None for an unknown key.
+KeyLookup = Callable[[str], "tuple[str, Principal] | None"]
 
 
-def service_key_lookup(service: Any) -> KeyLookup:
-    """The key store of ``service``'s policy layer as a :data:`KeyLookup`.
+def service_key_lookup(service: Service) -> KeyLookup:
+    """The key store of ``service``'s policy layer as a :data:`KeyLookup`. Revoked and expired
+    keys are returned: policy denies them inside the service, with an audit record."""
 
-    Asks ``service.lookup_secret(key_id)`` (or ``service.principals.lookup_secret``), which returns
-    ``(principal, secret)`` and raises :class:`UnrecognizedClient` for an unknown key. Revoked and
-    expired keys are returned: policy denies them inside the service, with an audit record.
-    """
-
-    def lookup(access_key_id: str) -> tuple[str, Any] | None:
-        fn = getattr(service, "lookup_secret", None)
-        if fn is None:
-            principals = getattr(service, "principals", None)
-            fn = getattr(principals, "lookup_secret", None)
-        if fn is None:
-            return None
+    def lookup(access_key_id: str) -> tuple[str, Principal] | None:
         try:
-            principal, secret = fn(access_key_id)
+            principal, secret = service.lookup_secret(access_key_id)
         except UnrecognizedClient:
             return None
         return secret, principal
@@ -74,35 +71,54 @@ def service_key_lookup(service: Any) -> KeyLookup:
 
 
 def audit_auth_failure(
-    service: Any,
+    service: Service,
     *,
-    error: Exception,
+    error: AuthError,
     access_key_id: str | None,
     operation: str | None,
     adapter: str,
     remote: str | None,
 ) -> None:
-    """Write the audit record of a refused authentication.
-
-    Uses ``service.record_auth_failure(...)`` from the policy/audit layer. Never raises: a failing
-    audit write must not turn a 403 into a 500 (the audit layer reports its own failures).
-    """
-    record = getattr(service, "record_auth_failure", None)
-    if record is None:
-        return  # AUDIT CALL SITE: the audit layer does not offer record_auth_failure yet.
+    """Write the audit record of a refused authentication. Never raises: a failing audit write
+    must not turn a 403 into a 500 (it is logged)."""
     try:
-        record(
+        service.record_auth_failure(
             access_key_id=access_key_id,
             operation=operation,
-            error_code=getattr(error, "aws_code", type(error).__name__),
+            error_code=error.aws_code,
             reason=str(error),
             adapter=adapter,
             remote=remote,
         )
     except Exception:
-        import logging
+        log.exception("could not audit an authentication failure")
 
-        logging.getLogger("facewarden.api").exception("could not audit an authentication failure")
+
+def authenticate(service: Service, lookup: KeyLookup, request: Request) -> Key:
+    """The verified bearer key of a REST request (a refusal is audited, then raised)."""
+    try:
+        return verify_bearer(request.headers, lookup)
+    except AuthError as exc:
+        token = (request.headers.get("authorization") or "").partition(" ")[2]
+        audit_auth_failure(
+            service,
+            error=exc,
+            access_key_id=token.partition(":")[0] or None,
+            operation=request.scope.get("facewarden.operation"),
+            adapter="rest",
+            remote=request.client.host if request.client else None,
+        )
+        raise
+
+
+def describe_principal(principal: Principal) -> Any:
+    """A principal as JSON (for /v1/whoami), without anything secret."""
+    data = {
+        k: v
+        for k, v in principal.as_dict().items()
+        if not any(s in k.lower() for s in ("secret", "hash", "salt"))
+    }
+    return to_jsonable(data, timestamps="iso")
 
 
 # ---- SigV4 ---------------------------------------------------------------------------------------

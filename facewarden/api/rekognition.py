@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
 from ..errors import AuthError, FacewardenError, ImageTooLarge, InvalidInput
+from ..service import Service
 from .auth import KeyLookup, SignedRequest, audit_auth_failure, verify_sigv4
 from .wire import MAX_IMAGE_BYTES, body_limit, decode_request, encode_response
 
@@ -92,7 +92,7 @@ def _too_large(size: int, limit: int) -> ImageTooLarge:
     )
 
 
-def mount(app: FastAPI, service: Any, lookup: KeyLookup) -> None:
+def mount(app: FastAPI, service: Service, lookup: KeyLookup) -> None:
     """Add the Rekognition endpoint (``POST /``) to ``app``."""
 
     @app.post("/", include_in_schema=False)
@@ -121,7 +121,7 @@ def mount(app: FastAPI, service: Any, lookup: KeyLookup) -> None:
 
 
 def _handle(
-    service: Any,
+    service: Service,
     lookup: KeyLookup,
     signed: SignedRequest,
     operation: str | None,

@@ -13,6 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from ..service import Service
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -62,7 +64,7 @@ class ServerThread:
         self.stop()
 
 
-def make_key(service: Any, org: str, sector: str, purpose: str, **request: Any) -> tuple[str, str]:
+def make_key(service: Service, org: str, sector: str, purpose: str, **request: Any) -> tuple[str, str]:
     """Create an organisation (if new) and an access key for it, as the owner does with the admin
     operations; ``(access key id, secret)``. ``request`` adds CreateKey members (Collections, ...)."""
     from ..errors import ResourceAlreadyExists
