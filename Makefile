@@ -40,6 +40,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check facewarden tests bench
 	$(VENV)/bin/ruff format --check facewarden tests bench
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -219,6 +219,16 @@ def test_openapi_and_docs(harness: Harness) -> None:
         == "binary"
     )
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    # facewarden's own operations: schemas derived from their request types
+    cluster = spec["paths"]["/v1/faces/cluster"]["post"]["requestBody"]["content"]
+    images = cluster["multipart/form-data"]["schema"]["properties"]["Images"]
+    assert images == {"type": "array", "items": {"type": "string", "format": "binary"}}
+    assert cluster["application/json"]["schema"]["properties"]["Images"]["maxItems"] == 100
+    org = spec["paths"]["/v1/admin/organizations"]["post"]["requestBody"]["content"]["application/json"]
+    assert "law_enforcement" in org["schema"]["properties"]["Sector"]["enum"]
+    assert set(org["schema"]["required"]) == {"Name", "Sector"}
+    audit = {p["name"]: p for p in spec["paths"]["/v1/admin/audit"]["get"]["parameters"]}
+    assert audit["MaxResults"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 10000}
     docs = httpx.get(harness.url + "/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 

@@ -206,3 +206,26 @@ def test_acting_as_a_key_from_the_environment(fw):
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, [*base, "collection", "list"], env={"FACEWARDEN_KEY": "FWUNKNOWN"})
     assert r.exit_code == 4 and "Unknown access key FWUNKNOWN" in r.output
+
+
+def test_operations_and_their_kinds(fw):
+    rows = json.loads(fw("--json", "operations"))["Operations"]
+    kinds = {r["Operation"]: r["Kind"] for r in rows}
+    assert kinds["SearchFacesByImage"] == "identify" and kinds["DetectFaces"] == "detect"
+    assert kinds["ClusterFaces"] == "cluster" and kinds["GrantConsent"] == "consent"
+    routes = {r["Operation"]: r["Route"] for r in rows}
+    assert routes["ListCollections"] == "GET /v1/collections"
+    assert "identify" in fw("operations")
+
+
+def test_policy_check_refuses_a_reclassification(fw, tmp_path):
+    from facewarden.policy.rules import DEFAULT_POLICY_PATH
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        DEFAULT_POLICY_PATH.read_text().replace(
+            "# ---- deny rules", '[classes]\nmanage = ["SearchFacesByImage"]\n# ---- deny rules'
+        )
+    )
+    out = fw("policy", "check", str(bad), code=3)
+    assert "SearchFacesByImage" in out and "identify" in out

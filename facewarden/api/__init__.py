@@ -9,6 +9,7 @@ web console (/console), all in one ASGI app over one :class:`~facewarden.service
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 
@@ -70,7 +71,7 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
-        timeout_graceful_shutdown=graceful_timeout_s,
+        timeout_graceful_shutdown=math.ceil(graceful_timeout_s),
         server_header=False,
         proxy_headers=False,
     )

@@ -53,7 +53,7 @@ def _shape_kind(shape: Shape) -> str:
 
 
 def _shape_item(shape: Shape) -> str | None:
-    return _shape_kind(shape.member) if shape.type_name == "list" else None  # type: ignore[attr-defined]
+    return _shape_kind(shape.member) if shape.type_name == "list" else None
 
 
 def _param_kind(p: Param) -> str:

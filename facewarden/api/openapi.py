@@ -183,16 +183,16 @@ def shape_schema(shape: Shape, *, output: bool = False, depth: int = 0) -> dict[
     kind = shape.type_name
     meta = shape.metadata
     if kind == "structure":
-        props = {k: shape_schema(v, output=output, depth=depth + 1) for k, v in shape.members.items()}  # type: ignore[attr-defined]
+        props = {k: shape_schema(v, output=output, depth=depth + 1) for k, v in shape.members.items()}
         if set(props) == {"Bytes", "S3Object"}:  # an Image: facewarden takes Bytes only
             props.pop("S3Object")
         schema: dict[str, Any] = {"type": "object", "properties": props}
-        req = [r for r in shape.required_members if r in props]  # type: ignore[attr-defined]
+        req = [r for r in shape.required_members if r in props]
         if req and not output:
             schema["required"] = req
         return schema
     if kind == "list":
-        schema = {"type": "array", "items": shape_schema(shape.member, output=output, depth=depth + 1)}  # type: ignore[attr-defined]
+        schema = {"type": "array", "items": shape_schema(shape.member, output=output, depth=depth + 1)}
         if not output:
             if "min" in meta:
                 schema["minItems"] = int(meta["min"])
@@ -202,7 +202,7 @@ def shape_schema(shape: Shape, *, output: bool = False, depth: int = 0) -> dict[
     if kind == "map":
         return {
             "type": "object",
-            "additionalProperties": shape_schema(shape.value, output=output, depth=depth + 1),  # type: ignore[attr-defined]
+            "additionalProperties": shape_schema(shape.value, output=output, depth=depth + 1),
         }
     if kind == "string":
         schema = {"type": "string"}

@@ -1,6 +1,6 @@
 """The native REST API's route table, derived from the operations' own declarations.
 
-An operation declared with ``rest=Rest(method, path, tag)`` (:mod:`facewarden.service.core`) gets
+An operation declared with ``rest=Rest(method, path, tag)`` (:mod:`facewarden.service.registry`) gets
 that route; every operation is also reachable at ``POST /v1/operations/{Operation}`` (the generic
 route, with the request boto3 would send). Request members named in the path come from the path;
 for GET and DELETE the others come from the query string, otherwise from the body.

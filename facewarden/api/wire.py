@@ -109,10 +109,11 @@ def decode_request(operation: str, body: Any) -> dict[str, Any]:
         return body  # the service answers: facewarden does not offer it
     shape = input_shape(operation)
     if shape is None:
-        return _decode_untyped(body, "")
+        untyped: dict[str, Any] = _decode_untyped(body, "")
+        return untyped
     known = {k: v for k, v in body.items() if k in shape.members}
     extra = {k: _decode_untyped(v, k) for k, v in body.items() if k not in shape.members}
-    decoded = _decode_shaped(known, shape, "")
+    decoded: dict[str, Any] = _decode_shaped(known, shape, "")
     _validate(decoded, shape)
     decoded.update(extra)
     return decoded

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 #: allowed / denied / failed: a decision on a call; recorded: something the service did or noted.
 Outcome = Literal["allowed", "denied", "failed", "recorded"]
@@ -28,6 +28,15 @@ class Caller(Protocol):
     def key_id(self) -> str: ...
     @property
     def purpose(self) -> str: ...
+
+
+class Who(TypedDict):
+    """The fields of an entry that name who acted."""
+
+    org: str | None
+    sector: str | None
+    key: str | None
+    purpose: str | None
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class AuditEntry:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     @staticmethod
-    def caller(who: Caller | None) -> dict[str, str | None]:
+    def caller(who: Caller | None) -> Who:
         """The org, sector, key and purpose fields of an entry about ``who`` (all None if nobody)."""
         if who is None:
             return {"org": None, "sector": None, "key": None, "purpose": None}

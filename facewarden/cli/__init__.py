@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 internal error, 2 usage error, 3 bad input (the error o
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -83,7 +84,7 @@ class App:
                     )
                 worst = max(worst, exc.exit_code)
                 continue
-            self.emit(result, lambda r, p=path: human(p, r))
+            self.emit(result, functools.partial(human, path))
         if worst:
             raise click.exceptions.Exit(worst)
 
@@ -95,7 +96,7 @@ class App:
             human(obj)
 
 
-class When(click.ParamType):
+class When(click.ParamType[Time]):
     """An option that is a point in time: an ISO 8601 date or date/time, or a Unix time."""
 
     name = "date"

@@ -124,7 +124,7 @@ def policy_show(app: App) -> None:
 def policy_check(app: App, file: str) -> None:
     """Validate FILE without applying it."""
     from ..policy.rules import Policy
-    from ..service.core import declared_kinds
+    from ..service.registry import declared_kinds
 
     p = Policy.parse(Path(file).read_text(), source=file, kinds=declared_kinds())
     app.emit(

@@ -61,8 +61,8 @@ def model_add(
         name,
         input_size=input_size,
         template=points,
-        mean=_floats(mean, 3, "--mean"),
-        std=_floats(std, 3, "--std"),
+        mean=_three(mean, "--mean"),
+        std=_three(std, "--std"),
         layout=layout,
         channels=channels,
         licence=licence,
@@ -92,15 +92,19 @@ def model_list(app: App) -> None:
         }
         for s in models.all_models()
     ]
-    app.emit(
-        {"Models": rows},
-        lambda r: [
+
+    def human(r: Any) -> None:
+        for x in rows:
             click.echo(
                 f"{x['FaceModelVersion']:32} {x['Dimensions']:>4}-D  {'calibrated' if x['Calibrated'] else 'NOT calibrated'}  {x['Licence']}"
             )
-            for x in rows
-        ],
-    )
+
+    app.emit({"Models": rows}, human)
+
+
+def _three(text: str, name: str) -> tuple[float, float, float]:
+    a, b, c = _floats(text, 3, name)
+    return a, b, c
 
 
 def _floats(text: str, n: int, name: str) -> tuple[float, ...]:

@@ -126,6 +126,8 @@ class Store(Protocol):
     """What the service needs from a gallery backend. All methods are thread-safe."""
 
     db: Database
+    #: The time source of indexing times, retention and consent expiry (the service sets its own).
+    clock: Callable[[], float]
 
     # collections
     def create_collection(
@@ -138,7 +140,7 @@ class Store(Protocol):
         retention_days: int = 365,
         owner_org: str | None = None,
     ) -> Collection: ...
-    def get_collection(self, collection_id: str) -> Collection: ...
+    def get_collection(self, collection_id: str, tx: Tx | None = None) -> Collection: ...
     def list_collections(self, after: str | None = None, limit: int = 1000) -> list[Collection]: ...
     def delete_collection(self, collection_id: str) -> None: ...
 

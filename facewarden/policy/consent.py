@@ -10,6 +10,7 @@ gallery (enrolment needs it, withdrawal and expiry erase what it covered) is the
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -39,7 +40,7 @@ MIGRATIONS = [
 _COLS = "consent_id, org, subject, collection_id, evidence, granted_at, expires_at, withdrawn_at, withdrawn_reason"
 
 
-def _row(r: tuple) -> dict[str, Any]:
+def _row(r: tuple[Any, ...]) -> dict[str, Any]:
     return {
         "ConsentId": r[0],
         "Organization": r[1],
@@ -130,8 +131,8 @@ class Consents:
         subject: str,
         org: str,
         collection_id: str | None = None,
-        consent_ids: list[str] | None = None,
-    ) -> list[tuple[str, str]]:
+        consent_ids: builtins.list[str] | None = None,
+    ) -> builtins.list[tuple[str, str]]:
         """(consent id, scope) of ``subject``'s active consents recorded by ``org``: those of one
         scope (``collection_id``), the ones named (``consent_ids``), or all of them."""
         where = ["subject = ?", "org = ?", "withdrawn_at IS NULL"]
@@ -149,7 +150,7 @@ class Consents:
         )
         return [(str(r[0]), str(r[1])) for r in rows]
 
-    def mark_withdrawn(self, tx: Tx, consent_ids: list[str], now: float, reason: str) -> None:
+    def mark_withdrawn(self, tx: Tx, consent_ids: builtins.list[str], now: float, reason: str) -> None:
         """Record the consents as withdrawn at ``now`` (an expired one: at its expiry)."""
         for consent_id in consent_ids:
             expiry = tx.scalar("SELECT expires_at FROM policy_consents WHERE consent_id = ?", (consent_id,))
@@ -158,7 +159,7 @@ class Consents:
                 (min(now, expiry or now), reason, consent_id),
             )
 
-    def expired(self, now: float) -> list[tuple[str, str, str, str]]:
+    def expired(self, now: float) -> builtins.list[tuple[str, str, str, str]]:
         """(consent id, org, subject, scope) of consents past their expiry not yet withdrawn."""
         with self.db.read() as tx:
             rows = tx.all(

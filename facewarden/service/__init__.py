@@ -47,7 +47,7 @@ Declare it once, in the service module of its domain (``faces``, ``gallery``, ``
   operation is also at ``POST /v1/operations/{Name}`` and on the Rekognition wire by its name.
 * Work that runs outside the pipeline (worker processes) is decided first with
   :meth:`Service.authorize`; an activity that is no operation declares its kind with
-  :func:`~facewarden.service.core.declare`.
+  :func:`~facewarden.service.registry.declare`.
 """
 
 from . import (  # noqa: F401  (each module registers its operations)
@@ -59,7 +59,8 @@ from . import (  # noqa: F401  (each module registers its operations)
     retention,
     users,
 )
-from .core import ACTIVITIES, OPERATIONS, Context, Operation, Rest, Service, declare, largest, operation
+from .core import Service, largest
+from .registry import ACTIVITIES, OPERATIONS, Context, Operation, Rest, declare, operation
 
 __all__ = [
     "ACTIVITIES",

@@ -21,7 +21,8 @@ from ..policy.consent import erase_subject_consents
 from ..policy.kinds import Kind
 from ..policy.principals import SECTORS, Principal
 from .consent import sync_index
-from .core import Context, Rest, Service, operation
+from .core import Service
+from .registry import Context, Rest, operation
 from .params import NULLABLE, Check, Empty, Items, OneOf, Range, Time
 
 log = logging.getLogger("facewarden.service")

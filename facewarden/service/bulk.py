@@ -277,11 +277,12 @@ def cluster_paths(
             )
             for j, rec in enumerate(r.face_records):
                 face_ids[(i, j)] = rec.face["FaceId"]
-    groups, made = [], []
+    groups: list[dict[str, Any]] = []
+    made: list[dict[str, Any]] = []
     for g, group in enumerate(response.groups):
-        members = []
+        members: list[dict[str, Any]] = []
         for f in group.faces:
-            item = {
+            item: dict[str, Any] = {
                 "path": str(analysed[f.image_index][0]),
                 "BoundingBox": f.bounding_box,
                 "Confidence": f.confidence,

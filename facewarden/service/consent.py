@@ -18,7 +18,8 @@ from ..db import Tx
 from ..errors import ConsentRequired, InvalidInput, ResourceNotFound
 from ..policy.consent import ANY_COLLECTION
 from ..policy.kinds import Kind
-from .core import Context, Rest, Service, operation
+from .core import Service
+from .registry import Context, Rest, operation
 from .params import Time
 
 log = logging.getLogger("facewarden.service")

@@ -8,7 +8,7 @@ computed (and the decision is audited).
 from __future__ import annotations
 
 from ..policy.kinds import Kind
-from .core import declare
+from .registry import declare
 
 EVALUATE_PAIRS = declare("EvaluatePairs", Kind.EVALUATE)
 EVALUATE_GALLERY = declare("EvaluateGallery", Kind.EVALUATE)

@@ -12,7 +12,8 @@ from ..engine import DetectedFace
 from ..errors import InvalidInput, ModelMismatch, NoFaceFound
 from ..gallery.cluster import cluster_faces as group_templates
 from ..policy.kinds import Kind
-from .core import Context, Rest, Service, largest, operation
+from .core import Service, largest
+from .registry import Context, Rest, operation
 from .params import INTERNAL, Attributes, Image, Items, Similarity
 
 #: A face as Rekognition describes it (BoundingBox, Confidence, Landmarks, Pose, Quality, ...).

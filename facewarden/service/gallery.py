@@ -21,7 +21,8 @@ from ..errors import InvalidInput, ModelMismatch, NoFaceFound, ResourceNotFound
 from ..gallery import Collection, Face, NewFace, Store
 from ..policy.kinds import Kind
 from .consent import require_consent
-from .core import Context, Rest, Service, operation
+from .core import Service
+from .registry import Context, Rest, operation
 from .faces import AnalysedImage, FaceDetail, quality_reasons, select_faces
 from .params import (
     INTERNAL,
@@ -242,7 +243,8 @@ def list_collections(svc: Service, ctx: Context, req: ListCollectionsRequest) ->
     """List collections"""
     limit = req.max_results or 1000
     store = svc.store
-    after, cols, more = req.next_token, [], False
+    after, more = req.next_token, False
+    cols: list[Collection] = []
     while not more:
         page = store.list_collections(after=after, limit=limit + 1)
         for c in page:

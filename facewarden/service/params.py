@@ -229,9 +229,18 @@ def camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
 
 
-@functools.cache
-def params_of(cls: type) -> tuple[Param, ...]:
+_PARAMS: dict[type[Any], tuple[Param, ...]] = {}
+
+
+def params_of(cls: type[Any]) -> tuple[Param, ...]:
     """The members of request (or result) dataclass ``cls``, in field order."""
+    found = _PARAMS.get(cls)
+    if found is None:
+        found = _PARAMS[cls] = _params_of(cls)
+    return found
+
+
+def _params_of(cls: type[Any]) -> tuple[Param, ...]:
     hints = typing.get_type_hints(cls, include_extras=True)
     out = []
     for f in dataclasses.fields(cls):
@@ -239,7 +248,7 @@ def params_of(cls: type) -> tuple[Param, ...]:
         required = f.default is dataclasses.MISSING and not has_factory
         default = None if f.default is dataclasses.MISSING else f.default
         p = _param(f.name, hints[f.name], required, default)
-        out.append(dataclasses.replace(p, factory=f.default_factory) if has_factory else p)
+        out.append(dataclasses.replace(p, factory=typing.cast(Any, f.default_factory)) if has_factory else p)
     return tuple(out)
 
 
@@ -443,20 +452,20 @@ def _time(value: Any, name: str) -> Time:
 def _list(p: Param, value: Any, name: str) -> list[Any]:
     spec = p.items or Items("values")
     lo, hi = spec.lo, spec.hi
+    many = f"{lo} to {hi} {spec.noun}" if lo is not None and hi is not None else spec.noun
+    bad = InvalidInput(f"{name} must be a list of {many}.")
     if (
         not isinstance(value, (list, tuple))
         or (lo is not None and len(value) < lo)
         or (hi is not None and len(value) > hi)
     ):
-        if lo is not None and hi is not None:
-            raise InvalidInput(f"{name} must be a list of {lo} to {hi} {spec.noun}.")
-        raise InvalidInput(f"{name} must be a list of {spec.noun}.")
+        raise bad
     item = p.item
     if item is None:
         return list(value)
     if item.type == "string" and item.pattern is None and item.one_of is None:
         if not all(isinstance(v, str) and v for v in value):  # plain strings: the list's own message
-            raise InvalidInput(f"{name} must be a list of {spec.noun}.")
+            raise bad
         return list(value)
     return [coerce(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
 

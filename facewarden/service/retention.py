@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from ..policy.kinds import Kind
 from . import consent
-from .core import Context, Rest, Service, operation
+from .core import Service
+from .registry import Context, Rest, operation
 from .params import Empty
 
 log = logging.getLogger("facewarden.service")

@@ -11,7 +11,8 @@ from ..errors import InvalidInput, ResourceAlreadyExists, ResourceNotFound
 from ..gallery import MAX_FACES_PER_USER, Collection, Face, Store
 from ..policy.kinds import Kind
 from .consent import require_consent
-from .core import Context, Rest, Service, operation
+from .core import Service
+from .registry import Context, Rest, operation
 from .faces import FaceDetail
 from .gallery import COLLECTION, check_model, collection, probe_face, similarities, touch, unsuccessful
 from .params import (
