@@ -114,7 +114,7 @@ def test_results_in_rekognitions_shape() -> None:
     }
     v = params.to_wire(VerifyAuditResult(True, 3, 1, None, None, None, "", []))
     assert v["FirstBadSequence"] is None and "LastCheckpoint" in v  # NULLABLE: sent as null
-    assert params.to_wire({"Nested": [d]})["Nested"][0]["CollectionARN"] == "arn:x"
+    assert params.to_wire([d, {"As": "is"}]) == [params.to_wire(d), {"As": "is"}]
 
     @dataclass(frozen=True)
     class Page:
@@ -157,3 +157,38 @@ def test_the_typed_path_decides_first_and_audits(tmp_path: Path) -> None:
             svc.execute(detect_faces, Sample("a"), owner)  # type: ignore[arg-type]
     finally:
         svc.close()
+
+
+@dataclass(frozen=True)
+class S3Object:
+    bucket: str
+    name: Annotated[str, Pattern(r"[^.][^\n]*", "a path in the bucket")]
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Video:
+    s3_object: Annotated[S3Object, Wire("S3Object")]
+
+
+@dataclass(frozen=True)
+class StartSample:
+    video: Video
+    job_tag: str | None = None
+
+
+def test_nested_structures_are_checked_member_by_member() -> None:
+    from facewarden.api.openapi import param_schema
+
+    req = params.parse(StartSample, {"Video": {"S3Object": {"Bucket": "cams", "Name": "door/1.mp4"}}})
+    assert req.video.s3_object == S3Object("cams", "door/1.mp4")
+    with pytest.raises(InvalidInput) as info:
+        params.parse(StartSample, {"Video": {"S3Object": {"Name": "x.mp4"}}})
+    assert info.value.message == "Video.S3Object.Bucket is required."
+    with pytest.raises(InvalidInput, match="Video must be an object"):
+        params.parse(StartSample, {"Video": "door.mp4"})
+    with pytest.raises(InvalidInput, match="Video.S3Object.Name must be a path in the bucket"):
+        params.validate(StartSample(Video(S3Object("cams", ".hidden"))))
+    assert params.to_wire(req) == {"Video": {"S3Object": {"Bucket": "cams", "Name": "door/1.mp4"}}}
+    schema = param_schema(params.params_of(StartSample)[0])
+    assert schema["properties"]["S3Object"]["required"] == ["Bucket", "Name"]

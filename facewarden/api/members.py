@@ -57,7 +57,7 @@ def _shape_item(shape: Shape) -> str | None:
 
 
 def _param_kind(p: Param) -> str:
-    return {"map": "object", "structure": "object"}.get(p.type, p.type)
+    return {"map": "object", "structure": "object"}.get(p.kind, p.kind)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.model import Shape
 
-from ..service.params import Param
+from ..service.params import Param, params_of
 from .members import Member, members
 from .routes import Route
 from .wire import MAX_IMAGE_BYTES, input_shape, output_shape
@@ -116,7 +116,7 @@ def member_schema(m: Member, *, botocore: bool) -> dict[str, Any]:
 
 def param_schema(p: Param) -> dict[str, Any]:
     """JSON Schema of a request member facewarden describes (a request dataclass's field)."""
-    kind = p.type
+    kind = p.kind
     schema: dict[str, Any]
     if kind == "string":
         schema = {"type": "string"}
@@ -145,13 +145,18 @@ def param_schema(p: Param) -> dict[str, Any]:
         }
     elif kind == "list":
         item = param_schema(p.item) if p.item is not None else {}
-        if p.item is not None and p.item.type == "string" and "minLength" not in item:
+        if p.item is not None and p.item.kind == "string" and "minLength" not in item:
             item["minLength"] = 1
         schema = {"type": "array", "items": item}
         if p.items is not None and p.items.lo is not None:
             schema["minItems"] = p.items.lo
         if p.items is not None and p.items.hi is not None:
             schema["maxItems"] = p.items.hi
+    elif kind == "structure" and p.structure is not None:
+        inner = [q for q in params_of(p.structure) if not q.internal]
+        schema = {"type": "object", "properties": {q.wire: param_schema(q) for q in inner}}
+        if any(q.required for q in inner):
+            schema["required"] = [q.wire for q in inner if q.required]
     elif kind in ("map", "structure"):
         schema = {"type": "object"}
     else:

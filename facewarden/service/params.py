@@ -19,7 +19,9 @@ checked, with the markers of :data:`typing.Annotated`::
 Unknown members are ignored (Rekognition's own members are checked against botocore's model by
 the HTTP layer before they get here). :func:`to_wire` turns a result dataclass into Rekognition's
 shape: members in CamelCase, ``None`` left out (unless the field is :data:`NULLABLE`), nested
-dataclasses and lists likewise. :func:`params_of` describes a request's members for the REST layer,
+dataclasses and lists likewise (a dict member is taken to be in Rekognition's shape already: the
+lower layers' own serialisations, e.g. ``Face.to_rekognition()``). Structures nest: a member whose
+type is a dataclass is parsed and checked member by member. :func:`params_of` describes a request's members for the REST layer,
 which derives JSON Schema, form fields and query parameters from it.
 """
 
@@ -208,13 +210,15 @@ class Param:
 
     field: str
     wire: str
-    #: string | integer | float | boolean | image | time | list | map | any
-    type: str
+    #: string | integer | float | boolean | image | time | list | map | structure | any
+    kind: str
     required: bool
     default: Any = None
     #: Makes the default (a list, say) where the field has a default factory.
     factory: Callable[[], Any] | None = None
     item: Param | None = None
+    #: The dataclass of a structure member (its own members are checked the same way).
+    structure: type[Any] | None = None
     range: Range | None = None
     pattern: Pattern | None = None
     items: Items | None = None
@@ -267,7 +271,8 @@ def _param(name: str, hint: Any, required: bool, default: Any) -> Param:
     if kw["internal"]:
         return Param(name, wire, "any", required, default, **kw)
     kind, item = _kind(base, name)
-    return Param(name, wire, kind, required, default, item=item, **kw)
+    structure = typing.get_origin(base) or base if kind == "structure" else None
+    return Param(name, wire, kind, required, default, item=item, structure=structure, **kw)
 
 
 def _unwrap(hint: Any) -> tuple[Any, list[Any]]:
@@ -311,15 +316,26 @@ def parse(cls: type[T], data: Mapping[str, Any]) -> T:
     """Build request ``cls`` from a wire dict, checking every member (InvalidInput if one is bad)."""
     if not isinstance(data, Mapping):
         raise InvalidInput("The request must be a JSON object.")
-    values = {p.field: coerce(p, data.get(p.wire), p.wire) for p in params_of(cls) if not p.internal}
+    return _structure(cls, data, "")
+
+
+def _structure(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
+    values = {p.field: coerce(p, data.get(p.wire), prefix + p.wire) for p in params_of(cls) if not p.internal}
     return cls(**values)
 
 
 def validate(request: T) -> T:
     """Check a request built in Python the way :func:`parse` checks one from the wire; returns it
     with each member in its canonical form (e.g. QualityFilter in upper case)."""
-    cls = type(request)
-    values = {p.field: coerce(p, getattr(request, p.field), p.wire) for p in params_of(cls) if not p.internal}
+    return _validate(request, "")
+
+
+def _validate(request: T, prefix: str) -> T:
+    values = {
+        p.field: coerce(p, getattr(request, p.field), prefix + p.wire)
+        for p in params_of(type(request))
+        if not p.internal
+    }
     return dataclasses.replace(request, **values)  # type: ignore[type-var]
 
 
@@ -331,7 +347,7 @@ def coerce(p: Param, value: Any, name: str) -> Any:
         return p.factory() if p.factory is not None else p.default
     if p.check is not None:
         return p.check.fn(value, name)
-    kind = p.type
+    kind = p.kind
     if kind == "string":
         return _string(p, value, name)
     if kind == "integer":
@@ -346,6 +362,12 @@ def coerce(p: Param, value: Any, name: str) -> Any:
         return _time(value, name)
     if kind == "list":
         return _list(p, value, name)
+    if kind == "structure" and p.structure is not None:
+        if isinstance(value, p.structure):
+            return _validate(value, f"{name}.")
+        if not isinstance(value, Mapping):
+            raise InvalidInput(f"{name} must be an object.")
+        return _structure(p.structure, value, f"{name}.")
     if kind == "map" and not isinstance(value, Mapping):
         raise InvalidInput(f"{name} must be an object.")
     return value
@@ -354,7 +376,7 @@ def coerce(p: Param, value: Any, name: str) -> Any:
 def _absent(p: Param, value: Any) -> bool:
     # An empty string counts as absent for free text (a form left empty), not for ids and choices.
     return value is None or (
-        value == "" and p.type in ("string", "time") and p.pattern is None and p.one_of is None
+        value == "" and p.kind in ("string", "time") and p.pattern is None and p.one_of is None
     )
 
 
@@ -463,7 +485,7 @@ def _list(p: Param, value: Any, name: str) -> list[Any]:
     item = p.item
     if item is None:
         return list(value)
-    if item.type == "string" and item.pattern is None and item.one_of is None:
+    if item.kind == "string" and item.pattern is None and item.one_of is None:
         if not all(isinstance(v, str) and v for v in value):  # plain strings: the list's own message
             raise bad
         return list(value)
@@ -479,9 +501,16 @@ def peek(source: Any, field: str) -> Any:
 
 
 # ---- result -> wire dict ----------------------------------------------------------------------------
+#: Values :func:`to_wire` passes through unchanged: a dict member is taken to be in Rekognition's
+#: shape already (the lower layers' own serialisations, e.g. ``Face.to_rekognition()``).
+_PLAIN = frozenset({dict, str, int, float, bool, type(None)})
+
+
 def to_wire(result: Any) -> Any:
-    """A result (dataclass, list, dict, plain value) -> Rekognition's shape: members in CamelCase
-    (or their :class:`Wire` name), None members left out unless :data:`NULLABLE`."""
+    """A result (dataclass, list of them, plain value) -> Rekognition's shape: members in
+    CamelCase (or their :class:`Wire` name), None members left out unless :data:`NULLABLE`."""
+    if type(result) in _PLAIN:
+        return result
     if isinstance(result, Image):
         return {"Bytes": result.data}
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
@@ -495,7 +524,5 @@ def to_wire(result: Any) -> Any:
             out[p.wire] = to_wire(value)
         return out
     if isinstance(result, (list, tuple)):
-        return [to_wire(v) for v in result]
-    if isinstance(result, Mapping):
-        return {k: to_wire(v) for k, v in result.items()}
+        return [v if type(v) in _PLAIN else to_wire(v) for v in result]
     return result
