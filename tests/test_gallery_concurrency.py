@@ -18,6 +18,8 @@ import pytest
 
 from facewarden.db import Database
 from facewarden.gallery import open_store
+from facewarden.service.gallery import IndexFacesRequest, index_faces
+from facewarden.service.params import Image
 from tests.conftest import REPO, identity_photos, new_faces, unit
 from tests.test_gallery import MODEL, call
 
@@ -64,17 +66,11 @@ def test_eight_threads_index_one_collection(
     def writer(k: int) -> None:
         try:
             for p in jobs[k] + jobs[(k + 1) % 8][:3]:  # the 3 extra photos are another thread's too
-                r = service.call(
-                    "IndexFaces",
-                    {
-                        "CollectionId": "busy",
-                        "Image": {"Bytes": p.read_bytes()},
-                        "ExternalImageId": p.stem,
-                        "_SkipKnownImage": True,
-                    },
-                    service.test_principal,
+                request = IndexFacesRequest(
+                    "busy", Image(p.read_bytes()), external_image_id=p.stem, skip_known_image=True
                 )
-                acknowledged[k] += [f["Face"]["FaceId"] for f in r["FaceRecords"]]
+                r = service.execute(index_faces, request, service.test_principal)
+                acknowledged[k] += [f.face["FaceId"] for f in r.face_records]
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors_seen.append(exc)
 
