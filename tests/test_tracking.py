@@ -51,6 +51,16 @@ def test_two_people_crossing_keep_their_indices() -> None:
     assert all(o.payload == tracks[1].observations[0].payload for o in tracks[1].observations)
 
 
+def test_faces_at_a_crossing_are_crowded_and_never_the_best() -> None:
+    frames = [{"a": box(100 + 40 * k, 200), "b": box(900 - 40 * k, 210)} for k in range(21)]
+    tracker = Tracker()
+    run(tracker, frames)
+    for track in tracker.finish():
+        crowded = [o.frame for o in track.observations if o.crowded]
+        assert crowded == [10]  # the one frame where their boxes overlap (IoU 0.78)
+        assert not any(o.crowded for o in track.best(5))
+
+
 def test_fast_motion_without_overlap_between_samples_stays_one_track() -> None:
     # 1.25 face widths per sample: consecutive boxes never overlap
     tracker = Tracker()
@@ -60,7 +70,7 @@ def test_fast_motion_without_overlap_between_samples_stays_one_track() -> None:
 
 def test_leaving_and_coming_back_later_is_a_new_person() -> None:
     frames = [{"a": box(200 + 10 * k, 200)} for k in range(5)]
-    frames += [{} for _ in range(8)]  # gone for 1.6 s (> max_age 1 s)
+    frames += [{} for _ in range(12)]  # gone for 2.4 s (> max_age 2 s)
     frames += [{"a": box(250, 200)} for _ in range(5)]
     tracker = Tracker()
     got = run(tracker, frames)
@@ -69,7 +79,8 @@ def test_leaving_and_coming_back_later_is_a_new_person() -> None:
 
 
 def test_a_short_gap_keeps_the_track() -> None:
-    frames = [{"a": box(200 + 10 * k, 200)} for k in range(5)] + [{}, {}] + [{"a": box(270, 200)}]
+    # hidden for 1.6 s (7 samples), then seen again where its motion predicts
+    frames = [{"a": box(200 + 10 * k, 200)} for k in range(5)] + [{}] * 7 + [{"a": box(320, 200)}]
     tracker = Tracker()
     assert len(run(tracker, frames)["a"]) == 1
 

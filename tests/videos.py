@@ -222,3 +222,21 @@ def face_crop(image: np.ndarray, box: Box, margin: float = 0.6, size: int = 120)
         )
     )
     return out, ((left - x0) * scale, (top - y0) * scale, (right - x0) * scale, (bottom - y0) * scale)
+
+
+def photo_face(engine: Any, path: Path, size: int = 90, margin: float = 0.6) -> tuple[np.ndarray, Box]:
+    """A crop of the largest face of a photo (its face ``size`` px wide) and the face box in it."""
+    from facewarden.media import images
+
+    pixels = images.read(path)
+    face = max(engine.detect(pixels), key=lambda f: f.box.area)
+    b = face.box
+    return face_crop(pixels, (b.left, b.top, b.right, b.bottom), margin=margin, size=size)
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -156,9 +156,15 @@ class Engine:
         """L2-normalised templates, one row per face."""
         if not faces:
             return np.zeros((0, self.spec.dim), np.float32)
-        chips = self.chips(image, faces)
+        return self.embed_chips(self.chips(image, faces))
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """L2-normalised templates of aligned chips from :meth:`chips` (video keeps a track's best
+        chips while it runs and embeds them once the track ends)."""
+        if len(chips) == 0:
+            return np.zeros((0, self.spec.dim), np.float32)
         with _COMPUTE:
-            return normalise(self.embedder.embed(chips))
+            return normalise(self.embedder.embed(np.asarray(chips)))
 
     def chips(self, image: np.ndarray, faces: list[DetectedFace]) -> np.ndarray:
         """Aligned face chips, ``(n, size, size, 3)`` uint8: dlib's own 5-point alignment for dlib's

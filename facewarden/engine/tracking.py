@@ -24,17 +24,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .faces import Box, DetectedFace
 
+if TYPE_CHECKING:
+    from . import Engine
+
 #: Defaults, tuned on sampled video (5 frames/s).
 IOU_THRESHOLD = 0.2
-MAX_AGE_MS = 1000
+MAX_AGE_MS = 2000
 MIN_HITS = 2
 MAX_SHIFT = 1.5
+#: A face overlapping another person's (predicted) face by more than this is "crowded".
+CROWD_IOU = 0.3
 #: Face height (px) from which size no longer improves a face's quality for embedding.
 GOOD_FACE_PX = 100.0
 
@@ -48,15 +53,25 @@ class Observation:
     quality: float
     payload: Any = None  # e.g. the DetectedFace
     frame: int | None = None  # the caller's frame number, if it gave one
+    #: Another person's face was (predicted) in the same place: while two people cross, the face
+    #: seen may be either's, so such a face is embedded only when a track has no other.
+    crowded: bool = False
+
+    @property
+    def rank(self) -> tuple[bool, float, int]:
+        """Sort key, best first: uncrowded, then higher quality, then earlier."""
+        return (self.crowded, -self.quality, self.timestamp_ms)
 
 
 @dataclass
 class Track:
-    """One person's detections over time. ``index`` is assigned when the track is confirmed."""
+    """One person's detections over time. ``index`` is assigned when the track is confirmed;
+    ``templates`` (one row per best face) are filled by :class:`FaceTracks` when asked to embed."""
 
     track_id: int
     observations: list[Observation] = field(default_factory=list)
     index: int | None = None
+    templates: np.ndarray | None = None
 
     @property
     def start_ms(self) -> int:
@@ -67,10 +82,10 @@ class Track:
         return self.observations[-1].timestamp_ms
 
     def best(self, n: int = 3, min_gap_ms: int = 0) -> list[Observation]:
-        """The ``n`` observations of highest quality (ties: earliest), at least ``min_gap_ms``
-        apart so that they show the face at different moments; returned in time order."""
+        """The ``n`` observations of highest quality (uncrowded first; ties: earliest), at least
+        ``min_gap_ms`` apart so that they show the face at different moments; in time order."""
         chosen: list[Observation] = []
-        for obs in sorted(self.observations, key=lambda o: (-o.quality, o.timestamp_ms)):
+        for obs in sorted(self.observations, key=lambda o: o.rank):
             if len(chosen) >= n:
                 break
             if all(abs(obs.timestamp_ms - c.timestamp_ms) >= min_gap_ms for c in chosen):
@@ -149,7 +164,8 @@ def _to_box(x: np.ndarray) -> Box:
 class _Live:
     track: Track
     kf: _Kalman
-    last_ms: int
+    last_ms: int  # when it was last matched
+    state_ms: int  # the moment its filter's state describes
     hits: int = 1
     predicted: Box | None = None
 
@@ -176,6 +192,8 @@ class Tracker:
         self._next_id = 0
         self._next_index = 0
         self._last_ms: int | None = None
+        #: The observations made by the last :meth:`update`, one per detection, in its order.
+        self.last: list[Observation] = []
 
     def update(
         self,
@@ -200,38 +218,47 @@ class Tracker:
             if timestamp_ms - live.last_ms > self.max_age_ms:
                 self._end(live)
             else:
-                live.predicted = live.kf.predict((timestamp_ms - live.last_ms) / 1000.0)
+                live.predicted = live.kf.predict((timestamp_ms - live.state_ms) / 1000.0)
+                live.state_ms = timestamp_ms
                 still.append(live)
         self._live = still
-        pairs = self._assign([lv.predicted or lv.kf.box for lv in self._live], list(boxes))
+        predicted = [lv.predicted or lv.kf.box for lv in self._live]
+        pairs = self._assign(predicted, list(boxes))
+        owner = {di: li for li, di in pairs}
+        observations = [
+            Observation(
+                timestamp_ms,
+                b,
+                float(qualities[di]),
+                payloads[di],
+                frame,
+                crowded=any(p.iou(b) > CROWD_IOU for li, p in enumerate(predicted) if li != owner.get(di, -1))
+                or any(o.iou(b) > CROWD_IOU for dj, o in enumerate(boxes) if dj != di),
+            )
+            for di, b in enumerate(boxes)
+        ]
         ids = [-1] * n
-        matched_live = set()
         for li, di in pairs:
             live = self._live[li]
             live.kf.update(boxes[di])
             live.last_ms = timestamp_ms
             live.hits += 1
-            live.track.observations.append(
-                Observation(timestamp_ms, boxes[di], float(qualities[di]), payloads[di], frame)
-            )
+            live.track.observations.append(observations[di])
             if live.track.index is None and live.hits >= self.min_hits:
                 live.track.index = self._next_index
                 self._next_index += 1
             ids[di] = live.track.track_id
-            matched_live.add(li)
         for di in range(n):
             if ids[di] >= 0:
                 continue
-            track = Track(self._next_id)
+            track = Track(self._next_id, [observations[di]])
             self._next_id += 1
-            track.observations.append(
-                Observation(timestamp_ms, boxes[di], float(qualities[di]), payloads[di], frame)
-            )
             if self.min_hits <= 1:
                 track.index = self._next_index
                 self._next_index += 1
-            self._live.append(_Live(track, _Kalman(boxes[di]), timestamp_ms))
+            self._live.append(_Live(track, _Kalman(boxes[di]), timestamp_ms, timestamp_ms))
             ids[di] = track.track_id
+        self.last = observations
         return ids
 
     def _assign(self, predicted: list[Box], boxes: list[Box]) -> list[tuple[int, int]]:
@@ -276,3 +303,66 @@ def _centre_distance(a: Box, b: Box) -> float:
 
 def _size(b: Box) -> float:
     return max(math.sqrt(max(b.area, 0.0)), 1e-3)
+
+
+class FaceTracks:
+    """Frames in, tracked faces out: detect faces on each frame with the engine, track them, and keep
+    each track's ``best_n`` best faces as aligned chips, embedded (in one batch per track) when the
+    track is finished. Only those chips are kept, never frames: memory stays bounded however long
+    the video.
+
+    ``add`` returns each detected face with its track id, so a caller can stream per-frame results.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        attributes: str = "DEFAULT",
+        embed: bool = False,
+        best_n: int = 3,
+        tracker: Tracker | None = None,
+    ) -> None:
+        self.engine = engine
+        self.attributes = attributes
+        self.embed = embed
+        self.best_n = best_n
+        self.tracker = tracker or Tracker()
+        self._chips: dict[int, list[tuple[tuple[bool, float, int], np.ndarray]]] = {}
+        self.frames = 0
+        self.faces = 0
+
+    def add(
+        self, timestamp_ms: int, image: np.ndarray, frame: int | None = None
+    ) -> list[tuple[DetectedFace, int]]:
+        faces = self.engine.detect(image, attributes=self.attributes)
+        qualities = [face_quality(f) for f in faces]
+        ids = self.tracker.update(
+            timestamp_ms, [f.box for f in faces], qualities=qualities, payloads=faces, frame=frame
+        )
+        self.frames += 1
+        self.faces += len(faces)
+        if self.embed:
+            for face, obs, track_id in zip(faces, self.tracker.last, ids):
+                self._keep_chip(image, face, obs, track_id)
+        for face in faces:
+            face.shape = None  # the landmark object refers to this frame; drop it with the frame
+        return list(zip(faces, ids))
+
+    def _keep_chip(self, image: np.ndarray, face: DetectedFace, obs: Observation, track_id: int) -> None:
+        kept = self._chips.setdefault(track_id, [])
+        if len(kept) >= self.best_n and obs.rank >= kept[-1][0]:
+            return
+        kept.append((obs.rank, self.engine.chips(image, [face])[0]))
+        kept.sort(key=lambda k: k[0])
+        del kept[self.best_n :]
+
+    def finish(self) -> list[Track]:
+        """The confirmed tracks by index; with ``embed``, each with the templates of its best faces."""
+        tracks = self.tracker.finish()
+        if self.embed:
+            for track in tracks:
+                chips = [c for _, c in self._chips.get(track.track_id, [])]
+                track.templates = self.engine.embed_chips(np.stack(chips)) if chips else None
+        self._chips.clear()
+        return tracks
