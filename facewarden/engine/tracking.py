@@ -22,7 +22,9 @@ sharpness, frontal pose), and :meth:`Track.best` picks the observations worth em
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -335,7 +337,34 @@ class FaceTracks:
     def add(
         self, timestamp_ms: int, image: np.ndarray, frame: int | None = None
     ) -> list[tuple[DetectedFace, int]]:
-        faces = self.engine.detect(image, attributes=self.attributes)
+        """Detect and track the faces of one frame (frames in time order)."""
+        return self._track(timestamp_ms, image, frame, self.engine.detect(image, attributes=self.attributes))
+
+    def run(
+        self, frames: Iterable[Any], workers: int = 1
+    ) -> Iterator[tuple[Any, list[tuple[DetectedFace, int]]]]:
+        """Detect and track a stream of frames (objects with ``timestamp_ms``, ``image`` and
+        ``index``, e.g. :class:`facewarden.media.video.Frame`), yielding each frame with its faces,
+        in order. With ``workers`` > 1, that many frames are detected at once on threads (the
+        detectors release the GIL) while the next frames decode; tracking stays in time order."""
+        if workers <= 1:
+            for f in frames:
+                yield f, self.add(f.timestamp_ms, f.image, f.index)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="detect") as pool:
+            pending: deque[tuple[Any, Future[list[DetectedFace]]]] = deque()
+            for f in frames:
+                pending.append((f, pool.submit(self.engine.detect, f.image, attributes=self.attributes)))
+                if len(pending) >= 2 * workers:
+                    done, future = pending.popleft()
+                    yield done, self._track(done.timestamp_ms, done.image, done.index, future.result())
+            while pending:
+                done, future = pending.popleft()
+                yield done, self._track(done.timestamp_ms, done.image, done.index, future.result())
+
+    def _track(
+        self, timestamp_ms: int, image: np.ndarray, frame: int | None, faces: list[DetectedFace]
+    ) -> list[tuple[DetectedFace, int]]:
         qualities = [face_quality(f) for f in faces]
         ids = self.tracker.update(
             timestamp_ms, [f.box for f in faces], qualities=qualities, payloads=faces, frame=frame
