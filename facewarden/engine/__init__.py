@@ -97,20 +97,11 @@ class Engine:
                     f"Model {self.spec.version} cannot run on {name!r}; it runs on {self.spec.runtimes}."
                 )
             try:
-                return self.spec.factory(name) if name != "onnx" else self._onnx_factory(), name
+                return self.spec.factory(name, self.settings.model_cache_dir), name
             except ImportError as exc:  # runtime not available here: try the next one
                 last = exc
                 log.info("runtime %s unavailable for %s: %s", name, self.spec.version, exc)
         raise InvalidInput(f"No runtime available for model {self.spec.version}: {last}")
-
-    def _onnx_factory(self) -> models.Embedder:
-        from . import dlib_resnet
-
-        if self.spec.version == dlib_resnet.VERSION:
-            from .onnx_resnet import OnnxResnetEmbedder
-
-            return OnnxResnetEmbedder(cache_dir=self.settings.model_cache_dir)
-        return self.spec.factory("onnx")
 
     # ---- operations --------------------------------------------------------------------------
     def detect(
@@ -148,6 +139,7 @@ class Engine:
                     quality=quality.measure(image, box),
                     image_size=(w, h),
                     shape=shape,
+                    align_points=geometry.alignment_points(parts),
                 )
             )
         return faces
@@ -168,11 +160,11 @@ class Engine:
 
     def chips(self, image: np.ndarray, faces: list[DetectedFace]) -> np.ndarray:
         """Aligned face chips, ``(n, size, size, 3)`` uint8: dlib's own 5-point alignment for dlib's
-        model, a similarity warp onto the model's template for user models."""
+        model, a similarity warp of the face's five alignment points onto the model's template for
+        the others."""
         if self.spec.align_template is not None:
-            from .onnx_user import align
-
-            return align(image, [f.landmarks for f in faces], self.spec.align_template, self.spec.chip_size)
+            points = [_align_points(f) for f in faces]
+            return geometry.align(image, points, self.spec.align_template, self.spec.chip_size)
         # One face at a time: dlib's batch extraction shares one image pyramid among all the faces
         # of an image, so a face's chip (and template) would depend on the other faces beside it.
         dlib = runtime.dlib_module()
@@ -207,6 +199,14 @@ class Engine:
                 if self.settings.runtime == "onnx":
                     raise
         return None
+
+
+def _align_points(face: DetectedFace) -> np.ndarray:
+    if face.align_points is not None:
+        return np.asarray(face.align_points, dtype=np.float64)
+    if face.shape is not None:
+        return geometry.alignment_points(np.array([(p.x, p.y) for p in face.shape.parts()], dtype=np.float64))
+    raise InvalidInput("This face has no alignment landmarks; detect it again.")
 
 
 def _landmarks_68(image: np.ndarray, rect: Any) -> dict[str, tuple[float, float]]:

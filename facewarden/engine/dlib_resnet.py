@@ -7,6 +7,8 @@ version is the same on both, so templates stay compatible.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from . import models, runtime
@@ -23,11 +25,11 @@ class DlibEmbedder:
         return np.asarray([np.asarray(d) for d in out], dtype=np.float32)
 
 
-def _factory(runtime_name: str) -> models.Embedder:
+def _factory(runtime_name: str, cache_dir: Path) -> models.Embedder:
     if runtime_name == "onnx":
         from .onnx_resnet import OnnxResnetEmbedder
 
-        return OnnxResnetEmbedder()
+        return OnnxResnetEmbedder(cache_dir=cache_dir)
     return DlibEmbedder()
 
 

@@ -72,7 +72,11 @@ class Quality:
 class DetectedFace:
     """One face found in an image: where, how sure, its landmarks, pose and quality.
 
-    ``shape`` is the runtime's landmark object used for alignment; it never leaves the engine.
+    ``shape`` is the runtime's landmark object used for dlib's own alignment, and
+    ``align_points`` the five points a template model aligns on (``(5, 2)`` pixels in the ArcFace
+    template's order: eye centre on the image's left, the other eye centre, nose tip, mouth corner
+    on the image's left, the other one), from the detector's own landmarks where it has them.
+    Neither leaves the engine.
     """
 
     box: Box
@@ -82,6 +86,7 @@ class DetectedFace:
     quality: Quality
     image_size: tuple[int, int]  # (width, height)
     shape: Any = field(default=None, repr=False, compare=False)
+    align_points: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def face_detail(self, attributes: str = "DEFAULT") -> dict[str, Any]:
         """The Rekognition ``FaceDetail`` shape for this face."""

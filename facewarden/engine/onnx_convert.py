@@ -309,7 +309,7 @@ _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def _lock_for(path: Path) -> threading.Lock:
+def lock_for(path: Path) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault(path, threading.Lock())
 
@@ -362,11 +362,19 @@ def convert(key: str, target: Path, source: Path | None = None, source_sha256: s
             "facewarden.converter_version": CONVERTER_VERSION,
         },
     )
+    write_atomically(target, model.SerializeToString())
+    log.info("converted %s to %s", source, target)
+    return target
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target`` and move it into place, so concurrent
+    processes never read a half-written model."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -376,8 +384,6 @@ def convert(key: str, target: Path, source: Path | None = None, source_sha256: s
         except OSError:
             pass
         raise
-    log.info("converted %s to %s", source, target)
-    return target
 
 
 def converted_path(key: str, cache_dir: Path | None = None, source: Path | None = None) -> Path:
@@ -386,7 +392,7 @@ def converted_path(key: str, cache_dir: Path | None = None, source: Path | None 
     source = source or runtime.weights_path(src.dat)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache / (Path(src.dat).stem + ".onnx")
-    with _lock_for(target.resolve()):
+    with lock_for(target.resolve()):
         digest = sha256_file(source)
         if target.is_file():
             meta = recorded_metadata(target)

@@ -18,21 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..errors import InvalidInput, ModelError
 from . import models
+from .geometry import ARCFACE_112
 
-#: The widely used five-point template of 112x112 ArcFace-style models.
-ARCFACE_112 = (
-    (38.2946, 51.6963),
-    (73.5318, 51.5014),
-    (56.0252, 71.7366),
-    (41.5493, 92.3655),
-    (70.7299, 92.2041),
-)
 TEMPLATES = {"arcface": ARCFACE_112}
-_LANDMARK_ORDER = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
 REGISTRY_FILE = "models.json"
 
 
@@ -133,7 +124,7 @@ def register(data_dir: Path, model: UserModel) -> models.ModelSpec:
             dim=model.dim,
             chip_size=model.input_size,
             chip_padding=0.0,
-            factory=lambda runtime, m=model: OnnxUserEmbedder(m),
+            factory=lambda runtime, cache_dir, m=model: OnnxUserEmbedder(m),
             runtimes=("onnx",),
             calibration_file=calibration_path(data_dir, model.version),
             licence=model.licence,
@@ -161,35 +152,6 @@ def _read(data_dir: Path) -> list[UserModel]:
         ]
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"The model registry {path} is unreadable ({exc}).") from None
-
-
-def align(
-    image: np.ndarray, landmarks: list[dict[str, tuple[float, float]]], template: tuple, size: int
-) -> np.ndarray:
-    """Warp each face so that its five landmarks land on the template (similarity transform)."""
-    dst = np.asarray(template, dtype=np.float64)
-    pil = Image.fromarray(image)
-    chips = []
-    for lm in landmarks:
-        src = np.asarray([lm[k] for k in _LANDMARK_ORDER], dtype=np.float64)
-        m = _similarity(dst, src)  # maps chip coordinates -> image coordinates (what PIL wants)
-        coeffs = (m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2])
-        chips.append(
-            np.asarray(pil.transform((size, size), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR))
-        )
-    return np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
-
-
-def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 least-squares similarity transform taking ``src`` points onto ``dst`` points (Umeyama)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(d0.T @ s0 / len(src))
-    sign = np.array([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) >= 0 else -1.0])
-    rot = u @ np.diag(sign) @ vt
-    scale = (sig * sign).sum() / ((s0**2).sum() / len(src))
-    t = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, t[:, None]])
 
 
 _sessions: dict[str, Any] = {}
