@@ -37,27 +37,43 @@ def single_person_photos() -> list[str]:
 _cache: dict[str, object] = {}
 
 
-def engine():
-    """One engine for the whole test session (models load once)."""
-    if "engine" not in _cache:
+def engine(model: str | None = None):
+    """One engine per model version for the whole test session (models load once); the default
+    model when ``model`` is None."""
+    key = f"engine:{model}"
+    if key not in _cache:
         from facewarden.config import Settings
         from facewarden.engine import Engine
 
-        _cache["engine"] = Engine(Settings.from_env())
-    return _cache["engine"]
+        _cache[key] = Engine(Settings.from_env(), model=model)
+    return _cache[key]
 
 
-def photo_templates() -> dict[str, object]:
-    """Template of the largest face of every single-person photo (None where none is found), once."""
-    if "templates" not in _cache:
+def _largest_faces() -> dict[str, object]:
+    """The largest face of every single-person photo (None where none is found), detected once."""
+    if "faces" not in _cache:
         from facewarden.media import images
         from facewarden.service import largest
 
         eng = engine()
         out: dict[str, object] = {}
         for rel in single_person_photos():
-            pixels = images.read(faces_dir() / rel)
-            faces = eng.detect(pixels)
-            out[rel] = eng.embed(pixels, [largest(faces)])[0] if faces else None
-        _cache["templates"] = out
-    return _cache["templates"]  # type: ignore[return-value]
+            faces = eng.detect(images.read(faces_dir() / rel))
+            out[rel] = largest(faces) if faces else None
+        _cache["faces"] = out
+    return _cache["faces"]  # type: ignore[return-value]
+
+
+def photo_templates(model: str | None = None) -> dict[str, object]:
+    """Template of the largest face of every single-person photo (None where none is found), once
+    per model; every model embeds the same detected faces."""
+    key = f"templates:{model}"
+    if key not in _cache:
+        from facewarden.media import images
+
+        eng = engine(model)
+        out: dict[str, object] = {}
+        for rel, face in _largest_faces().items():
+            out[rel] = None if face is None else eng.embed(images.read(faces_dir() / rel), [face])[0]
+        _cache[key] = out
+    return _cache[key]  # type: ignore[return-value]

@@ -38,8 +38,9 @@ class ModelSpec:
     chip_size: int
     #: Padding around the aligned face, as dlib's ``get_face_chip`` takes it.
     chip_padding: float
-    #: Builds the embedder for a runtime name ("dlib", "onnx", ...); called once, lazily.
-    factory: Callable[[str], Embedder] = field(compare=False, repr=False)
+    #: Builds the embedder for a runtime name ("dlib", "onnx", ...) and the model cache directory
+    #: (``Settings.model_cache_dir``, where converted files are kept); called once, lazily.
+    factory: Callable[[str, Path], Embedder] = field(compare=False, repr=False)
     #: Runtimes this model can run on, in order of preference.
     runtimes: tuple[str, ...] = ("dlib",)
     calibration_file: Path | None = None
@@ -81,4 +82,4 @@ def all_models() -> list[ModelSpec]:
 
 
 def _ensure_builtin() -> None:
-    from . import dlib_resnet  # noqa: F401  (registers the default model)
+    from . import dlib_resnet, sface  # noqa: F401  (register the built-in models)
