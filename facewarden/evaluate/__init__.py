@@ -2,7 +2,8 @@
 
 Plain functions, called by the CLI and usable from Python:
 
-- :func:`evaluate_pairs` — 1:1 verification on a PAIRS.tsv, overall and per group, with a report.
+- :func:`evaluate_pairs` — 1:1 verification on a PAIRS.tsv (or :func:`manifest_pairs` of a labelled
+  dataset), overall and per group (:func:`read_groups`, e.g. a manifest's race column), with a report.
 - :func:`evaluate_gallery` — 1:N search (the ACLU-style test): false matches vs ``N x FMR``, rank-1.
 - :func:`calibrate` — build a model's calibration table from a labelled folder.
 - :mod:`.metrics` — the pure metric functions (ROC/DET, EER, FNMR at FMR, Wilson intervals, ...).
@@ -16,7 +17,7 @@ from . import metrics
 from .calibrate import calibrate
 from .embed import Embedded, embed_images
 from .gallery import evaluate_gallery
-from .pairs import PairScores, build_report, evaluate_pairs, score_pairs
+from .pairs import PairScores, build_report, evaluate_pairs, manifest_pairs, read_groups, score_pairs
 
 __all__ = [
     "Embedded",
@@ -26,6 +27,8 @@ __all__ = [
     "embed_images",
     "evaluate_gallery",
     "evaluate_pairs",
+    "manifest_pairs",
     "metrics",
+    "read_groups",
     "score_pairs",
 ]

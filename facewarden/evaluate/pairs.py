@@ -2,7 +2,9 @@
 
 ``PAIRS.tsv`` has a header ``path_a<TAB>path_b<TAB>same`` (paths relative to the images folder,
 ``same`` 1/0). ``GROUPS.tsv`` maps an image path or an identity (its folder name) to a group label,
-one ``key<TAB>group`` per line (a header line is allowed). A pair belongs to a group when both of its
+one ``key<TAB>group`` per line (a header line is allowed); or the labels come from a column of a
+dataset's manifest (``read_groups(MANIFEST.tsv, group_by="race")``), whose images also give the
+pairs (:func:`manifest_pairs`: same identity genuine, else impostor). A pair belongs to a group when both of its
 images do; impostor pairs across groups are counted apart (``cross_group_pairs``), as NIST's
 demographic reports measure each group's false matches within the group.
 
@@ -120,13 +122,18 @@ def read_pairs(pairs_tsv: str | Path) -> list[tuple[str, str, bool]]:
     return out
 
 
-def read_groups(groups_tsv: str | Path) -> dict[str, str]:
-    """``{path or identity: group}`` from a two-column TSV (a header line is allowed)."""
+def read_groups(groups_tsv: str | Path, group_by: str | None = None) -> dict[str, str]:
+    """``{path or identity: group}`` from a two-column TSV (a header line is allowed), or with
+    ``group_by`` from a column of a manifest (a TSV with a header and a ``path`` column, such as a
+    dataset's MANIFEST.tsv: ``group_by="race"``)."""
     path = Path(groups_tsv)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise InvalidInput(f"Cannot read the groups file {path}: {exc.strerror or exc}.") from None
+    if group_by is not None:
+        rows = _manifest_rows(path, lines, "path", group_by)
+        return {r["path"]: r[group_by] for r in rows if r[group_by]}
     out: dict[str, str] = {}
     for n, line in enumerate(lines, start=1):
         if not line.strip() or line.startswith("#"):
@@ -138,6 +145,45 @@ def read_groups(groups_tsv: str | Path) -> dict[str, str]:
             continue
         out[cells[0]] = cells[1]
     return out
+
+
+def manifest_pairs(
+    manifest_tsv: str | Path,
+    identity_column: str = "identity",
+    groups: Mapping[str, str] | None = None,
+) -> list[tuple[str, str, bool]]:
+    """Every pair of a manifest's images (its ``path`` column): genuine when both have the same
+    identity, impostor otherwise. An image whose identity is empty or ``unknown`` is taken as a
+    person of its own (a set of one photo per person, such as UTKFace's crops, gives impostor
+    pairs only). With ``groups`` (from :func:`read_groups`), only pairs within one group are kept:
+    the pairs a per-group report counts (NIST's within-group false matches)."""
+    path = Path(manifest_tsv)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InvalidInput(f"Cannot read the manifest {path}: {exc.strerror or exc}.") from None
+    rows = _manifest_rows(path, lines, "path", identity_column)
+    items = [(r["path"], r[identity_column].strip()) for r in rows if r["path"]]
+    out = []
+    for i, (a, ida) in enumerate(items):
+        for b, idb in items[i + 1 :]:
+            if groups is not None and (groups.get(a) is None or groups.get(a) != groups.get(b)):
+                continue
+            known = ida.lower() not in ("", "unknown") and idb.lower() not in ("", "unknown")
+            out.append((a, b, known and ida == idb))
+    if not out:
+        raise InvalidInput(f"{path} gives no pairs (it needs two images{' in one group' if groups else ''}).")
+    return out
+
+
+def _manifest_rows(path: Path, lines: list[str], *columns: str) -> list[dict[str, str]]:
+    reader = csv.DictReader(lines, delimiter="\t")
+    missing = [c for c in columns if c not in (reader.fieldnames or ())]
+    if missing:
+        raise InvalidInput(
+            f"{path} has no column {', '.join(missing)}; its columns are {', '.join(reader.fieldnames or ())}."
+        )
+    return [{k: (v or "") for k, v in row.items() if k is not None} for row in reader]
 
 
 def identity_of(rel_path: str) -> str:
@@ -157,24 +203,30 @@ def _resolve(images_dir: Path, rel: str) -> Path:
 
 # ---- scoring -------------------------------------------------------------------------------------
 def score_pairs(
-    pairs_tsv: str | Path,
+    pairs_tsv: str | Path | Sequence[tuple[str, str, bool]],
     images_dir: str | Path,
-    groups_tsv: str | Path | None = None,
+    groups_tsv: str | Path | Mapping[str, str] | None = None,
     settings: Settings | None = None,
     workers: int | None = None,
     calibration: Calibration | None = None,
     progress: bool | None = None,
     face_choice: str = "largest",
 ) -> PairScores:
-    """Embed every image of the pairs file once and score every pair with the calibrated similarity."""
+    """Embed every image of the pairs once and score every pair with the calibrated similarity.
+
+    ``pairs_tsv``: a PAIRS.tsv, or the pairs themselves (e.g. from :func:`manifest_pairs`);
+    ``groups_tsv``: a GROUPS.tsv, or the ``{path or identity: group}`` mapping itself."""
     from ..engine import Engine
 
     settings = settings or Settings.from_env()
     images_root = Path(images_dir)
     if not images_root.is_dir():
         raise InvalidInput(f"The images folder {images_root} does not exist.")
-    pairs = read_pairs(pairs_tsv)
-    groups = read_groups(groups_tsv) if groups_tsv else {}
+    pairs = read_pairs(pairs_tsv) if isinstance(pairs_tsv, str | Path) else list(pairs_tsv)
+    if isinstance(groups_tsv, Mapping):
+        groups = dict(groups_tsv)
+    else:
+        groups = read_groups(groups_tsv) if groups_tsv else {}
     cal = calibration or Engine(settings).calibration
     rels = sorted({p for a, b, _ in pairs for p in (a, b)})
     embedded = embed_images(
@@ -356,9 +408,9 @@ def build_report(
 
 
 def evaluate_pairs(
-    pairs_tsv: str | Path,
+    pairs_tsv: str | Path | Sequence[tuple[str, str, bool]],
     images_dir: str | Path,
-    groups_tsv: str | Path | None = None,
+    groups_tsv: str | Path | Mapping[str, str] | None = None,
     out_dir: str | Path | None = None,
     settings: Settings | None = None,
     workers: int | None = None,
@@ -385,9 +437,9 @@ def evaluate_pairs(
     )
     report = build_report(scores, cal, thresholds, policy_floors, settings.match_threshold)
     report["inputs"] = {
-        "pairs_tsv": str(pairs_tsv),
+        "pairs_tsv": str(pairs_tsv) if isinstance(pairs_tsv, str | Path) else f"{len(scores)} pairs given",
         "images_dir": str(images_dir),
-        "groups_tsv": str(groups_tsv) if groups_tsv else None,
+        "groups_tsv": str(groups_tsv) if isinstance(groups_tsv, str | Path) else None,
         "model_version": cal.model_version,
         "detector": settings.detector,
         "face_choice": face_choice,
