@@ -9,6 +9,7 @@ compare what the pipeline found with the truth. The video tests and the redactio
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -132,6 +133,9 @@ class Actor:
     start_s: float
     end_s: float
     path: Callable[[float], tuple[float, float, float]]
+    #: How the head turns: ``turn(u)`` gives the roll in degrees (in the picture's plane) and the
+    #: width factor of a turn away (1: frontal; 0.5: the face squeezed to half its width).
+    turn: Callable[[float], tuple[float, float]] | None = None
 
 
 @dataclass
@@ -144,8 +148,9 @@ class Scene:
     #: times (s) at which the background changes completely (a cut)
     cuts: Sequence[float] = ()
 
-    def render(self) -> tuple[list[np.ndarray], list[dict[str, Box]]]:
-        """The frames and, per frame, each visible actor's face box (clipped to the frame)."""
+    def render(self, whole: bool = False) -> tuple[list[np.ndarray], list[dict[str, Box]]]:
+        """The frames and, per frame, each visible actor's face box: clipped to the frame, of faces at
+        least half inside it; with ``whole``, the whole box of every face with a pixel inside it."""
         from PIL import Image
 
         frames, truth = [], []
@@ -164,17 +169,46 @@ class Scene:
                     continue
                 u = (t - actor.start_s) / max(actor.end_s - actor.start_s, 1e-9)
                 cx, cy, scale = actor.path(u)
+                roll, squeeze = actor.turn(u) if actor.turn else (0.0, 1.0)
                 h, w = actor.crop.shape[:2]
-                sw, sh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-                crop = np.asarray(Image.fromarray(actor.crop).resize((sw, sh), Image.Resampling.BILINEAR))
+                sw, sh = max(1, int(round(w * scale * squeeze))), max(1, int(round(h * scale)))
+                sx, sy = sw / w, sh / h
+                crop = Image.fromarray(actor.crop).resize((sw, sh), Image.Resampling.BILINEAR)
+                fl, ft, fr, fb = actor.face
+                corners = np.array(
+                    [(fl * sx, ft * sy), (fr * sx, ft * sy), (fl * sx, fb * sy), (fr * sx, fb * sy)]
+                )
+                alpha = None
+                if roll:
+                    # rotate about the crop's centre (the face box's corners with it)
+                    rgba = crop.convert("RGBA").rotate(roll, Image.Resampling.BILINEAR, expand=True)
+                    r = np.radians(roll)
+                    rot = np.array([[np.cos(r), np.sin(r)], [-np.sin(r), np.cos(r)]])
+                    corners = (corners - (sw / 2, sh / 2)) @ rot.T + (rgba.width / 2, rgba.height / 2)
+                    sw, sh = rgba.width, rgba.height
+                    alpha = np.asarray(rgba)[:, :, 3:] / 255.0
+                    crop = rgba.convert("RGB")
+                crop = np.asarray(crop)
                 x0, y0 = int(round(cx - sw / 2)), int(round(cy - sh / 2))
                 fx0, fy0 = max(x0, 0), max(y0, 0)
                 fx1, fy1 = min(x0 + sw, self.width), min(y0 + sh, self.height)
                 if fx1 <= fx0 or fy1 <= fy0:
                     continue
-                img[fy0:fy1, fx0:fx1] = crop[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
-                fl, ft, fr, fb = actor.face
-                box = (x0 + fl * scale, y0 + ft * scale, x0 + fr * scale, y0 + fb * scale)
+                part = crop[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+                if alpha is not None:
+                    k = alpha[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+                    part = (part * k + img[fy0:fy1, fx0:fx1] * (1 - k)).astype(np.uint8)
+                img[fy0:fy1, fx0:fx1] = part
+                # the face is the oval inscribed in its box: the box around that oval, turned
+                ccx, ccy = corners.mean(axis=0)
+                ax, ay = (fr - fl) * sx / 2, (fb - ft) * sy / 2
+                c, s = math.cos(math.radians(roll)), math.sin(math.radians(roll))
+                hx, hy = math.hypot(ax * c, ay * s), math.hypot(ax * s, ay * c)
+                box = (x0 + ccx - hx, y0 + ccy - hy, x0 + ccx + hx, y0 + ccy + hy)
+                if whole:
+                    if box[0] < self.width and box[1] < self.height and box[2] > 0 and box[3] > 0:
+                        boxes[actor.name] = box
+                    continue
                 clipped = (max(box[0], 0), max(box[1], 0), min(box[2], self.width), min(box[3], self.height))
                 if clipped[2] - clipped[0] > 0.5 * (box[2] - box[0]) and clipped[3] - clipped[1] > 0.5 * (
                     box[3] - box[1]
@@ -184,8 +218,8 @@ class Scene:
             truth.append(boxes)
         return frames, truth
 
-    def write(self, path: Path, **kw: object) -> list[dict[str, Box]]:
-        frames, truth = self.render()
+    def write(self, path: Path, whole: bool = False, **kw: object) -> list[dict[str, Box]]:
+        frames, truth = self.render(whole)
         write_video(path, frames, fps=self.fps, **kw)  # type: ignore[arg-type]
         return truth
 

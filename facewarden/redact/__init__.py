@@ -10,8 +10,8 @@ Nothing here decides who may be kept visible: that is an identification, which t
 allows or denies by policy before it hands this package a ``keep`` decision.
 """
 
-from .carry import Carry, Sighting, carry
+from .carry import Carry, Sighting, masks_per_frame
 from .image import RedactedImage, redact_image
 from .masks import MaskStyle, apply
 
-__all__ = ["Carry", "MaskStyle", "RedactedImage", "Sighting", "apply", "carry", "redact_image"]
+__all__ = ["Carry", "MaskStyle", "RedactedImage", "Sighting", "apply", "masks_per_frame", "redact_image"]

@@ -9,8 +9,9 @@ on every frame a track could be on, not only where it was seen:
   both sightings (at the midpoint of a gap this is the span between them, near either end it
   narrows to that sighting);
 * **before the first and after the last sighting**, for ``reach`` frames (a second pass over a
-  stored video makes the backward direction possible), the face may have moved from where it was
-  first or last seen in any direction at up to ``speed_slack`` times its recent speed;
+  stored video makes the backward direction possible), the face is anywhere between where it was
+  first or last seen (it may have stood still) and where its recent motion, at up to
+  ``speed_slack`` times its speed, would have taken it;
 * everywhere away from a sighting the box also **grows** by ``grow`` of its size per frame on each
   side (up to ``max_grow``), for what speed does not explain: a turn, a change of pace or size.
 
@@ -40,7 +41,7 @@ class Carry:
     """How far masks are carried (see the module docstring); all distances in frames."""
 
     reach: int = 25
-    speed_slack: float = 2.0
+    speed_slack: float = 1.5
     grow: float = 0.02
     max_grow: float = 1.0
     #: Sightings over which a track's recent speed is measured at its ends.
@@ -63,7 +64,7 @@ class Carry:
         return cls(reach=round(reach_s * fps), grow=grow_per_s / fps)
 
 
-def carry(
+def masks_per_frame(
     tracks: Iterable[Sequence[Sighting]], n_frames: int, params: Carry | None = None
 ) -> list[list[Box]]:
     """For each frame ``0 .. n_frames - 1``, the face boxes to mask there."""
@@ -85,16 +86,16 @@ def track_boxes(track: Sequence[Sighting], params: Carry) -> list[tuple[int, Box
     out: list[tuple[int, Box]] = []
     # backward from the first sighting, then each sighting and the gap after it, then forward
     first, last = frames[0], frames[-1]
-    vx, vy = _speed(frames[: params.speed_window], seen)
+    vx, vy = _velocity(frames[: params.speed_window], seen)
     for d in range(params.reach, 0, -1):
-        out.append((first - d, _around(seen[first], vx, vy, d, params)))
+        out.append((first - d, _extrapolated(seen[first], -vx, -vy, d, params)))
     for i, f in enumerate(frames):
         out.append((f, seen[f]))
         if i + 1 < len(frames):
             out.extend(_between(f, seen[f], frames[i + 1], seen[frames[i + 1]], params))
-    vx, vy = _speed(frames[-params.speed_window :], seen)
+    vx, vy = _velocity(frames[-params.speed_window :], seen)
     for d in range(1, params.reach + 1):
-        out.append((last + d, _around(seen[last], vx, vy, d, params)))
+        out.append((last + d, _extrapolated(seen[last], vx, vy, d, params)))
     return out
 
 
@@ -120,13 +121,13 @@ def _centre(b: Box) -> tuple[float, float]:
     return (b.left + b.right) / 2.0, (b.top + b.bottom) / 2.0
 
 
-def _speed(frames: Sequence[int], seen: dict[int, Box]) -> tuple[float, float]:
-    """Average absolute speed (pixels per frame, per axis) over the given sightings."""
+def _velocity(frames: Sequence[int], seen: dict[int, Box]) -> tuple[float, float]:
+    """Average velocity (pixels per frame, per axis) over the given sightings."""
     if len(frames) < 2 or frames[-1] == frames[0]:
         return 0.0, 0.0
     (x0, y0), (x1, y1) = _centre(seen[frames[0]]), _centre(seen[frames[-1]])
     span = frames[-1] - frames[0]
-    return abs(x1 - x0) / span, abs(y1 - y0) / span
+    return (x1 - x0) / span, (y1 - y0) / span
 
 
 def _grown(half_w: float, half_h: float, d: int, params: Carry) -> tuple[float, float]:
@@ -134,12 +135,13 @@ def _grown(half_w: float, half_h: float, d: int, params: Carry) -> tuple[float, 
     return half_w * (1.0 + 2.0 * g), half_h * (1.0 + 2.0 * g)
 
 
-def _around(b: Box, vx: float, vy: float, d: int, params: Carry) -> Box:
-    """The box seen ``d`` frames away: moved up to slack x speed in any direction, and grown."""
+def _extrapolated(b: Box, vx: float, vy: float, d: int, params: Carry) -> Box:
+    """The box ``d`` frames from a sighting, the face moving at velocity (vx, vy) from it: anywhere
+    from standing still to slack x that motion, and grown."""
     cx, cy = _centre(b)
     hw, hh = _grown(b.width / 2.0, b.height / 2.0, d, params)
-    rx, ry = params.speed_slack * vx * d, params.speed_slack * vy * d
-    return Box(cx - rx - hw, cy - ry - hh, cx + rx + hw, cy + ry + hh)
+    dx, dy = params.speed_slack * vx * d, params.speed_slack * vy * d
+    return Box(cx + min(dx, 0.0) - hw, cy + min(dy, 0.0) - hh, cx + max(dx, 0.0) + hw, cy + max(dy, 0.0) + hh)
 
 
 def _between(f0: int, b0: Box, f1: int, b1: Box, params: Carry) -> list[tuple[int, Box]]:
