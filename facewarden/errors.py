@@ -19,6 +19,7 @@ PostgreSQL) are mapped to these at their boundary; nothing else escapes.
     ├── ResourceNotFound                  ResourceNotFoundException / 400
     ├── ResourceAlreadyExists             ResourceAlreadyExistsException / 400
     ├── ServiceQuotaExceeded              ServiceQuotaExceededException / 400
+    ├── ReleaseStateError                 ConflictException / 409 (a footage release not in that state)
     ├── AccessDenied(rule, reason)        AccessDeniedException / 403
     │   └── ConsentRequired               AccessDeniedException / 403
     ├── QuotaExceeded                     ThrottlingException / 429
@@ -117,6 +118,15 @@ class ServiceQuotaExceeded(FacewardenError):
 
     aws_code = "ServiceQuotaExceededException"
     http_status = 400
+    exit_code = 3
+
+
+class ReleaseStateError(FacewardenError):
+    """A footage release cannot do that now: a download before the owner's approval, after the
+    release expired, or a second time; a decision on a request already decided."""
+
+    aws_code = "ConflictException"
+    http_status = 409
     exit_code = 3
 
 
