@@ -65,11 +65,13 @@ class App:
         paths: tuple[str, ...],
         op: Operation[Req, Res],
         request_for: Callable[[str], Req],
-        human: Callable[[str, Res], None],
+        human: Callable[[str, Any], None],
+        output: Callable[[str, Res], Any] | None = None,
     ) -> None:
         """One operation per image, in order, one output per image. A bad image is reported (on
         stderr, and as an error line in --json mode, so lines still match images) and the others
-        still run; a policy denial stops at once."""
+        still run; a policy denial stops at once. ``output(path, result)``, if given, is what is
+        printed (and handed to ``human``) instead of the result."""
         worst = 0
         for path in paths:
             try:
@@ -84,7 +86,7 @@ class App:
                     )
                 worst = max(worst, exc.exit_code)
                 continue
-            self.emit(result, functools.partial(human, path))
+            self.emit(output(path, result) if output else result, functools.partial(human, path))
         if worst:
             raise click.exceptions.Exit(worst)
 
@@ -256,4 +258,4 @@ def init(app: App, org: str, sector: str, purpose: str) -> None:
         click.echo(f"The secret is shown once; a copy readable only by you is in {key_file}.")
 
 
-from . import admin, evaluate, gallery, models, serve  # noqa: E402,F401  (register their commands)
+from . import admin, evaluate, gallery, models, redaction, serve  # noqa: E402,F401  (register their commands)
