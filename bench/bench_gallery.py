@@ -35,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from facewarden.config import Settings
 from facewarden.db import Database
 from facewarden.gallery import NewFace, open_store
 
@@ -97,11 +98,12 @@ def bench_sqlite(n: int, gallery: np.ndarray, qs: np.ndarray, tmp: Path) -> dict
     d = tmp / f"sqlite-{n}"
     d.mkdir()
     db = Database(f"sqlite:///{d / 'g.sqlite3'}")
-    store = SqliteStore(db, None, index_dir=d / "index")
+    settings = Settings(data_dir=d, database_url=db.url)
+    store = SqliteStore(db, settings)
     store.create_collection("bench", MODEL, DIM)
     ids, insert_s = fill(store, "bench", gallery)
     # a fresh store (a restarted process): measure what loading the index costs in memory and time
-    fresh = SqliteStore(db, None, index_dir=d / "index")
+    fresh = SqliteStore(db, settings)
     gc.collect()
     before = rss_mb()
     t0 = time.perf_counter()
@@ -133,7 +135,7 @@ def bench_postgres(n: int, gallery: np.ndarray, qs: np.ndarray, url: str) -> dic
         conn.execute(f"CREATE DATABASE {name}")
     base, _, query = url.partition("?")
     db = Database(base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else ""))
-    store = open_store(db, None)
+    store = open_store(db, Settings(database_url=db.url))  # HNSW: no files of its own
     store.create_collection("bench", MODEL, DIM)
     ids, insert_s = fill(store, "bench", gallery, batch=2000)
     with db.read() as tx:
@@ -167,9 +169,8 @@ def bench_real(tmp: Path) -> dict[str, object] | None:
 
     d = tmp / "real"
     d.mkdir()
-    store = SqliteStore(
-        Database(f"sqlite:///{d / 'g.sqlite3'}"), None, index_dir=d / "index", ann_threshold=64
-    )
+    url = f"sqlite:///{d / 'g.sqlite3'}"
+    store = SqliteStore(Database(url), Settings(data_dir=d, database_url=url, gallery_ann_threshold=64))
     store.create_collection("bench", MODEL, DIM)
     ids, _ = fill(store, "bench", gallery)
     qs = probes(gallery, 100, rng)

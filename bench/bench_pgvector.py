@@ -94,13 +94,14 @@ def local_row(srv, conn, gallery: np.ndarray, qs: np.ndarray, truth: np.ndarray,
 
     from bench_gallery import rss_mb
 
+    from facewarden.config import Settings
     from facewarden.db import Database
     from facewarden.gallery.postgres import LocalPostgresStore
 
     n = len(gallery)
     conn.execute("CREATE DATABASE gallery")
     url = srv.get_uri("gallery")
-    store = LocalPostgresStore(Database(url), None, index_dir=tmp / "index")
+    store = LocalPostgresStore(Database(url), Settings(data_dir=tmp, database_url=url))
     store.create_collection("bench", "dlib-resnet-v1", 128)
     ids = [str(uuid.uuid4()) for _ in range(n)]
     import psycopg

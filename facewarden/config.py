@@ -40,6 +40,20 @@ class Settings:
     #: Path of the policy TOML; empty = ``policy.toml`` in the data directory (created from the
     #: shipped default on ``init``).
     policy_file: str = ""
+    #: The access key id the command line acts as; empty: the installation's owner.
+    key: str = ""
+    #: The in-process vector index (SQLite, and PostgreSQL searched ``local``) of a collection is
+    #: exact below this many faces and FAISS IVF from it up.
+    gallery_ann_threshold: int = 50_000
+    #: How the PostgreSQL gallery searches: ``hnsw`` (pgvector's index, in the database) or
+    #: ``local`` (the in-process index the SQLite gallery uses, in every service process).
+    gallery_pg_search: str = "hnsw"
+    #: PostgreSQL searched ``hnsw``: collections from this many faces up are searched with the HNSW
+    #: index, smaller ones exactly (pgvector filters HNSW results after the scan).
+    gallery_pg_ann_threshold: int = 20_000
+    #: HNSW candidate list per query. Measured at 100,000 synthetic templates (bench/): 100 gave
+    #: recall@1 0.925 (p99 3.5 ms), 200 gave 0.99 (p99 7.7 ms), 400 gave 1.0 (p99 12 ms).
+    gallery_pg_ef_search: int = 200
 
     @property
     def resolved_database_url(self) -> str:

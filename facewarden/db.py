@@ -5,24 +5,48 @@ subject's templates and write the audit record that says so. This module is the 
 all three: connections per thread, transactions, named locks that serialise writers across
 *processes* (SQLite: ``BEGIN IMMEDIATE``, which locks the whole file; PostgreSQL: transaction-scoped
 advisory locks), and versioned migrations per component. SQL is written once with ``?``
-placeholders; DDL that differs between dialects is given as ``{"sqlite": ..., "postgresql": ...}``.
+placeholders and DDL once with the column types of :data:`COLUMN_TYPES` (``{double}``, ...); only
+statements that differ in more than types are given as ``{"sqlite": ..., "postgresql": ...}``.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
 import uuid
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import StorageError
 
 Migration = str | Mapping[str, str]
+
+#: The dialect of each database URL scheme.
+DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+#: Column types that differ between the dialects, named once: DDL in a migration writes ``{double}``,
+#: ``{bigint}``, ``{serial}`` (an auto-numbered 64-bit primary key) or ``{vector}`` (a float32
+#: template: bytes on SQLite, pgvector's ``vector`` on PostgreSQL) and :meth:`Database.migrate`
+#: puts in the dialect's.
+COLUMN_TYPES = {
+    "sqlite": {
+        "double": "REAL",
+        "bigint": "INTEGER",
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "vector": "BLOB",
+    },
+    "postgresql": {
+        "double": "DOUBLE PRECISION",
+        "bigint": "BIGINT",
+        "serial": "BIGSERIAL PRIMARY KEY",
+        "vector": "vector",
+    },
+}
+_COLUMN_TYPE = re.compile(r"\{(" + "|".join(COLUMN_TYPES["sqlite"]) + r")\}")
 
 
 class Tx:
@@ -76,15 +100,16 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        if url.startswith("sqlite:///"):
-            self.dialect = "sqlite"
-            self.path = Path(url[len("sqlite:///") :])
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif url.startswith(("postgresql://", "postgres://")):
-            self.dialect = "postgresql"
-            self.path = None
-        else:
+        scheme, sep, rest = url.partition("://")
+        dialect = DIALECTS.get(scheme) if sep else None
+        if dialect is None or (dialect == "sqlite" and not rest.startswith("/")):
             raise StorageError(f"Unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+        self.dialect: str = dialect
+        #: The SQLite file (None on PostgreSQL).
+        self.path: Path | None = None
+        if dialect == "sqlite":
+            self.path = Path(rest[1:])
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         # SQLite lets one writer in at a time and makes the others poll (sleep and retry). Threads
         # of this process queue on a lock instead, which is fair and wastes no time sleeping;
@@ -104,25 +129,23 @@ class Database:
         return conn
 
     def _connect(self) -> Any:
-        if self.dialect == "sqlite":
+        if self.path is not None:
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")  # acknowledged = on disk, also on power loss
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=60000")
             return conn
+        import psycopg  # imported here: SQLite installations never load it
+        from pgvector.psycopg import register_vector
+
         try:
-            import psycopg
-            from pgvector.psycopg import register_vector
-        except ImportError as exc:  # pragma: no cover
-            raise StorageError("PostgreSQL needs psycopg and pgvector (pip install facewarden).") from exc
-        try:
-            conn = psycopg.connect(self.url, autocommit=True)
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            register_vector(conn)
+            pg = psycopg.connect(self.url, autocommit=True)
+            pg.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(pg)
         except psycopg.Error as exc:
             raise StorageError(f"Cannot connect to PostgreSQL: {exc}") from None
-        return conn
+        return pg
 
     def close(self) -> None:
         with self._all_lock:
@@ -184,7 +207,8 @@ class Database:
         finally:
             cur.close()
 
-    def read(self, snapshot: bool = False) -> Any:
+    def read(self, snapshot: bool = False) -> AbstractContextManager[Tx]:
+        """A read-only transaction (no writer lock)."""
         return self.transaction(write=False, snapshot=snapshot)
 
     # ---- migrations --------------------------------------------------------------------------
@@ -204,6 +228,7 @@ class Database:
                 if version in done:
                     continue
                 sql = migration if isinstance(migration, str) else migration[self.dialect]
+                sql = _COLUMN_TYPE.sub(lambda m: COLUMN_TYPES[self.dialect][m[1]], sql)
                 for statement in _statements(sql):
                     tx.execute(statement)
                 tx.execute(

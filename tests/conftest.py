@@ -250,10 +250,10 @@ def photo_templates(engine_cache: EngineCache, faces_dir: Path) -> dict[Path, tu
 BOX = {"Width": 0.2, "Height": 0.3, "Left": 0.1, "Top": 0.1}
 
 
-def make_service(db_url: str, data_dir: Path, cache: Any = None) -> Any:
-    from facewarden.config import Settings
+def make_service(settings: Any, cache: Any = None) -> Any:
     from facewarden.service import Service
 
+    data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     # The gallery tests measure the gallery at the thresholds they request (the default 80); the
     # policy's cap on expected false matches per search (which raises thresholds with the gallery
@@ -264,7 +264,7 @@ def make_service(db_url: str, data_dir: Path, cache: Any = None) -> Any:
     (data_dir / "policy.toml").write_text(
         re.sub(r"(?m)^max_expected_false_matches = .*$", "max_expected_false_matches = 1000.0", text)
     )
-    service = Service(Settings(data_dir=data_dir, database_url=db_url))
+    service = Service(settings)
     service.init_owner("test-org", "commercial")
     #: the principal the gallery tests act as: a photo-organisation key of the owner organisation
     service.test_principal = service.principals.create_key("test-org", "photo_organisation")[0]
@@ -367,29 +367,44 @@ def _range(shape: Any, value: float, path: str, errors: list[str]) -> None:
 
 
 # ---- gallery fixtures: the same tests against every backend --------------------------------------
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("postgres-local", marks=pytest.mark.postgres),
+#: Every gallery backend the tests run against: its id -> how to make its settings (the database
+#: URL aside). PostgreSQL is there twice, searched with HNSW and through each process's
+#: in-process index. tests/test_store_contract.py checks that every registered URL scheme is here.
+BACKENDS: dict[str, dict[str, Any]] = {
+    "sqlite": {},
+    "postgres": {"gallery_pg_search": "hnsw"},
+    "postgres-local": {"gallery_pg_search": "local"},
+}
+
+
+def backend_params() -> list[Any]:
+    return [
+        pytest.param(name, id=name, marks=() if name == "sqlite" else pytest.mark.postgres)
+        for name in BACKENDS
     ]
-)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A gallery database: SQLite, PostgreSQL searched with HNSW, or PostgreSQL searched through
-    each process's in-process index (the environment passes the choice on to worker processes)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gallery.sqlite3'}"
-    if request.param == "postgres-local":
-        monkeypatch.setenv("FACEWARDEN_GALLERY_PG_SEARCH", "local")
-        monkeypatch.setenv(
-            "XDG_DATA_HOME", str(tmp_path / "xdg")
-        )  # where a store without settings keeps its index
-    return fresh_pg_database(request.getfixturevalue("pg_url"))
+
+
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path, backend: str, **more: Any) -> Any:
+    """Settings of a new, empty gallery database of ``backend`` (data directory: ``tmp_path/data``)."""
+    from facewarden.config import Settings
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gallery.sqlite3'}"
+    else:
+        url = fresh_pg_database(request.getfixturevalue("pg_url"))
+    return Settings(data_dir=tmp_path / "data", database_url=url, **(BACKENDS[backend] | more))
+
+
+@pytest.fixture(params=backend_params())
+def gallery_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Settings for a gallery database of each backend in turn (the tests, and the worker
+    processes they start, are handed these settings: nothing goes through the environment)."""
+    return backend_settings(request, tmp_path, request.param)
 
 
 @pytest.fixture
-def service(db_url: str, tmp_path: Path, engine_cache: EngineCache) -> Any:
-    svc = make_service(db_url, tmp_path / "data", engine_cache)
+def service(gallery_settings: Any, engine_cache: EngineCache) -> Any:
+    svc = make_service(gallery_settings, engine_cache)
     yield svc
     svc.store.close()
     svc.close()

@@ -280,35 +280,6 @@ def test_pagination_returns_each_item_once(service: Any, store: Any) -> None:
     assert seen == [f"user-{i:02d}" for i in range(12)]
 
 
-# ---- data protection hooks (used by policy) ----------------------------------------------------
-def test_erase_purge_and_has_image(service: Any, store: Any) -> None:
-    rng = np.random.default_rng(4)
-    for cid in ("a", "b"):
-        call(service, "CreateCollection", CollectionId=cid)
-    t = unit(rng, 6)
-    fa = store.add_faces("a", new_faces(t[:3], external="alice", sha="s1"), MODEL)
-    fb = store.add_faces("b", new_faces(t[3:4], external="alice", sha="s2"), MODEL)
-    fc = store.add_faces("a", new_faces(t[4:6], external="bob", sha="s3"), MODEL)
-    store.create_user("a", "bob-user")
-    store.associate_faces("a", "bob-user", [fc[0].face_id])
-    assert store.has_image("a", "s1") and not store.has_image("a", "s2") and store.has_image("b", "s2")
-    store.search("a", t[0], 1)  # index loaded: erasure must update it
-    removed = store.erase_faces(external_image_id="alice")
-    assert sorted(removed) == sorted(f.face_id for f in fa + fb)
-    assert store.count_faces("a") == 2 and store.count_faces("b") == 0
-    assert all(m.face.external_image_id == "bob" for m in store.search("a", t[0], 5))
-    assert store.index_face_ids("a") == store.store_face_ids("a")
-    removed = store.erase_faces("a", user_id="bob-user")
-    assert removed == [fc[0].face_id] and store.count_users("a") == 0
-    store.clock = lambda: 2e9  # later faces
-    late = store.add_faces("a", new_faces(unit(rng, 2), external="carol"), MODEL)
-    purged = store.purge_before("a", 1.9e9)
-    assert purged == [fc[1].face_id]
-    assert store.store_face_ids("a") == {f.face_id for f in late} == store.index_face_ids("a")
-    with pytest.raises(errors.InvalidInput):
-        store.erase_faces("a")
-
-
 # ---- bad input -----------------------------------------------------------------------------------
 def test_bad_input(service: Any, store: Any, faces_dir: Path, photo_templates: Any) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
@@ -407,8 +378,8 @@ def _grid_of_faces(faces_dir: Path, n: int = 200) -> bytes:
     return out.getvalue()
 
 
-def test_two_hundred_faces_in_one_photo(service: Any, faces_dir: Path, db_url: str) -> None:
-    if not db_url.startswith("sqlite"):
+def test_two_hundred_faces_in_one_photo(service: Any, faces_dir: Path, gallery_settings: Any) -> None:
+    if not gallery_settings.database_url.startswith("sqlite"):
         pytest.skip("backend-independent and costly: run once, on SQLite")
     call(service, "CreateCollection", CollectionId="crowd")
     r = call(
@@ -448,15 +419,17 @@ def test_vector_index_save_and_load_round_trip(tmp_path: Path) -> None:
 def test_saved_index_is_reconciled_in_place(tmp_path: Path, monkeypatch: Any) -> None:
     """A restarted process loads the saved index and adds what changed since, without retraining,
     by either read path (IN lists for a few missing templates, one pass for many)."""
+    from facewarden.config import Settings
     from facewarden.db import Database
     from facewarden.gallery import localindex
     from facewarden.gallery import sqlite as sqlite_store
 
     rng = np.random.default_rng(5)
     db = Database(f"sqlite:///{tmp_path / 'g.sqlite3'}")
+    settings = Settings(data_dir=tmp_path, database_url=db.url, gallery_ann_threshold=100)
 
     def store() -> Any:
-        return sqlite_store.SqliteStore(db, None, ann_threshold=100, index_dir=tmp_path / "index")
+        return sqlite_store.SqliteStore(db, settings)
 
     first = store()
     first.create_collection("c", "dlib-resnet-v1", 128)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from facewarden.config import Settings
 from facewarden.db import Database
 from facewarden.gallery import open_store
 from facewarden.service.gallery import IndexFacesRequest, index_faces
@@ -25,11 +28,12 @@ from tests.test_gallery import MODEL, call
 
 WRITER = textwrap.dedent(
     """
-    import sys, numpy as np
+    import base64, pickle, sys, numpy as np
     from facewarden.db import Database
     from facewarden.gallery import NewFace, open_store
-    url, collection, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    store = open_store(Database(url), None)
+    settings = pickle.loads(base64.b64decode(sys.argv[1]))  # the Settings object, handed over
+    collection, n, seed = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    store = open_store(Database(settings.database_url), settings)
     rng = np.random.default_rng(seed)
     box = {"Width": 0.2, "Height": 0.2, "Left": 0.1, "Top": 0.1}
     for i in range(n):
@@ -43,11 +47,23 @@ WRITER = textwrap.dedent(
 ).replace("MODEL", MODEL)
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra or {})
     return env
+
+
+def _writer(settings: Settings, collection: str, n: int, seed: int, cwd: Path) -> subprocess.Popen:
+    """A writer process, handed the test's Settings object (pickled), as a worker pool hands it."""
+    handed = base64.b64encode(pickle.dumps(settings)).decode()
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, handed, collection, str(n), str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=cwd,
+    )
 
 
 def test_eight_threads_index_one_collection(
@@ -119,21 +135,11 @@ def test_eight_threads_index_one_collection(
     assert store.index_face_ids("busy") == stored
 
 
-def test_processes_share_one_gallery(db_url: str, tmp_path: Path) -> None:
+def test_processes_share_one_gallery(gallery_settings: Settings, tmp_path: Path) -> None:
     """Two processes write one collection at once (the named lock holds across processes)."""
-    store = open_store(Database(db_url), None)
+    store = open_store(Database(gallery_settings.database_url), gallery_settings)
     store.create_collection("shared", MODEL, 128)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, db_url, "shared", "60", str(seed)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(),
-            cwd=tmp_path,
-        )
-        for seed in (1, 2)
-    ]
+    procs = [_writer(gallery_settings, "shared", 60, seed, tmp_path) for seed in (1, 2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err
@@ -145,26 +151,16 @@ def test_processes_share_one_gallery(db_url: str, tmp_path: Path) -> None:
     store.db.close()
 
 
-def test_crash_loses_no_acknowledged_face(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_loses_no_acknowledged_face(gallery_settings: Settings, tmp_path: Path) -> None:
     """SIGKILL a writer mid-indexing: every face it acknowledged is stored, and after restart the
     vector index (here forced into FAISS mode, with an index file saved before the crash) agrees
     with the store exactly."""
-    data = tmp_path / "data"
-    store = open_store(Database(db_url), None)
+    # faces enough that the in-process index is FAISS (threshold 100) and saved to a file: then stale.
+    settings = gallery_settings.replace(gallery_ann_threshold=100)
+    store = open_store(Database(settings.database_url), settings)
     store.create_collection("crash", MODEL, 128)
-    # faces enough that the SQLite index is FAISS (threshold 100) and saved to a file: then stale.
     base = store.add_faces("crash", new_faces(unit(np.random.default_rng(9), 150)), MODEL)
-    env = _env({"FACEWARDEN_GALLERY_ANN_THRESHOLD": "100", "XDG_DATA_HOME": str(data)})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, db_url, "crash", "100000", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    proc = _writer(settings, "crash", 100000, 3, tmp_path)
     acked = []
     assert proc.stdout is not None
     while len(acked) < 250:
@@ -182,18 +178,11 @@ def test_crash_loses_no_acknowledged_face(
     assert store.count_faces("crash") == len(stored)
     store.db.close()
     # "restart": a fresh process-level store, with the writer's stale index file on disk
-    from facewarden.gallery.sqlite import SqliteStore
-
-    db2 = Database(db_url)
-    if db_url.startswith("sqlite"):
-        index_dir = Path(db_url[len("sqlite:///") :]).parent / "index"
-        restarted: Any = SqliteStore(db2, None, ann_threshold=100, index_dir=index_dir)
-    else:
-        monkeypatch.setenv("FACEWARDEN_GALLERY_ANN_THRESHOLD", "100")
-        restarted = open_store(db2, None)
+    db2 = Database(settings.database_url)
+    restarted: Any = open_store(db2, settings)
     assert restarted.index_face_ids("crash") == stored == restarted.store_face_ids("crash")
     t = restarted.templates("crash", [acked[-1]])[acked[-1]]
     assert restarted.search("crash", t, 1)[0].face.face_id == acked[-1]
-    local = db_url.startswith("sqlite") or os.environ.get("FACEWARDEN_GALLERY_PG_SEARCH") == "local"
+    local = settings.database_url.startswith("sqlite") or settings.gallery_pg_search == "local"
     assert restarted.index_info("crash")["mode"] == ("ivf" if local else "exact")
     db2.close()

@@ -22,9 +22,11 @@ from tests.test_gallery import call
 
 @pytest.fixture
 def sqlite_service(tmp_path: Path, engine_cache: Any) -> Any:
+    from facewarden.config import Settings
     from tests.conftest import make_service
 
-    svc = make_service(f"sqlite:///{tmp_path / 'g.sqlite3'}", tmp_path / "data", engine_cache)
+    url = f"sqlite:///{tmp_path / 'g.sqlite3'}"
+    svc = make_service(Settings(data_dir=tmp_path / "data", database_url=url), engine_cache)
     yield svc
     svc.close()
 

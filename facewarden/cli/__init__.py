@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from ..media import images
 from ..config import Settings
 from ..errors import FacewardenError, UnrecognizedClient
+from ..media import images
 from ..policy.principals import Principal
 from ..service import Operation, Service
 from ..service.faces import CompareFacesRequest, CompareFacesResult, DetectFacesRequest, DetectFacesResult
@@ -34,9 +34,10 @@ class App:
     """What every command shares: settings, one service (models loaded once), the principal."""
 
     def __init__(self, data_dir: str | None, as_json: bool, key: str | None) -> None:
-        self.settings = Settings.from_env(data_dir=data_dir)
+        # --data-dir and --key win over FACEWARDEN_DATA_DIR and FACEWARDEN_KEY (read by Settings)
+        self.settings = Settings.from_env(data_dir=data_dir, key=key)
         self.json = as_json
-        self.key = key
+        self.key = self.settings.key or None
         self._service: Service | None = None
 
     @property
@@ -145,16 +146,14 @@ class Group(click.Group):
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data-dir",
-    envvar="FACEWARDEN_DATA_DIR",
     type=click.Path(file_okay=False),
-    help="Where facewarden keeps its data.",
+    help="Where facewarden keeps its data (env FACEWARDEN_DATA_DIR).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per line).")
 @click.option(
     "--key",
     "key",
     metavar="KEY_ID",
-    envvar="FACEWARDEN_KEY",
     help="Act as this key's principal instead of the owner (env FACEWARDEN_KEY).",
 )
 @click.version_option(package_name="facewarden")

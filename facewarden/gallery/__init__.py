@@ -14,9 +14,13 @@ from .store import (
     NewFace,
     Store,
     User,
+    backend_schemes,
     open_store,
     register_backend,
 )
+
+# The built-in backends register their URL schemes when imported.
+from . import postgres, sqlite  # noqa: F401
 
 __all__ = [
     "MAX_FACES_PER_USER",
@@ -27,6 +31,7 @@ __all__ = [
     "NewFace",
     "Store",
     "User",
+    "backend_schemes",
     "open_store",
     "register_backend",
 ]

@@ -15,7 +15,6 @@ faces, where pgvector's HNSW falls short), at the cost of the index's memory in 
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,13 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Settings
 from ..db import Database, Tx
 from ..errors import ResourceNotFound
 from .sql import CHUNK, SqlStore, _chunks, _marks, _rows_in
 from .store import Collection
 from .vindex import VectorIndex
-
-DEFAULT_ANN_THRESHOLD = 50_000
 
 #: Above this many templates missing from an index, one pass over the collection reads them.
 _SCAN_OVER = 20 * CHUNK
@@ -38,28 +36,11 @@ _SCAN_OVER = 20 * CHUNK
 class LocalIndexStore(SqlStore):
     """An :class:`SqlStore` whose nearest-neighbour search runs on in-process vector indexes."""
 
-    def __init__(
-        self,
-        db: Database,
-        settings: Any = None,
-        *,
-        index_dir: str | Path | None = None,
-        index_ann_threshold: int | None = None,
-    ) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(db, settings)
-        if index_dir is None:
-            from ..config import Settings
-
-            data_dir = getattr(settings, "data_dir", None) or (
-                db.path.parent if db.path else Settings.from_env().data_dir
-            )
-            index_dir = Path(data_dir) / "index"
-        self.index_dir = Path(index_dir)
-        self.index_ann_threshold = int(  # exact below, FAISS IVF above
-            index_ann_threshold
-            or getattr(settings, "gallery_ann_threshold", 0)
-            or os.environ.get("FACEWARDEN_GALLERY_ANN_THRESHOLD", DEFAULT_ANN_THRESHOLD)
-        )
+        #: where the indexes are saved: ``<data_dir>/index``
+        self.index_dir = Path(settings.data_dir) / "index"
+        self.index_ann_threshold = settings.gallery_ann_threshold  # exact below, FAISS IVF above
         self._indexes: dict[str, VectorIndex] = {}
         self._guard = threading.Lock()
 

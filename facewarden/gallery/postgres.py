@@ -12,7 +12,8 @@ the collection is large (``>= ann_threshold`` faces) and makes up a good share o
 dimension; otherwise it is an exact scan of the collection's rows (via the collection index).
 
 HNSW's recall falls with size (bench/bench_pgvector.py: 0.99 at 100,000 synthetic templates, 0.78
-at a million). ``FACEWARDEN_GALLERY_PG_SEARCH=local`` searches through the same in-process index the
+at a million). ``FACEWARDEN_GALLERY_PG_SEARCH=local`` (:attr:`Settings.gallery_pg_search
+<facewarden.config.Settings.gallery_pg_search>`) searches through the same in-process index the
 SQLite backend uses instead (:mod:`facewarden.gallery.localindex`): every process keeps the
 collections it searches in memory (about 750 bytes a face), kept in step with the database by
 generation, as exact as FAISS IVF at a million faces. The database stays the only truth.
@@ -20,90 +21,41 @@ generation, as exact as FAISS IVF at a million faces. The database stays the onl
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import Settings
 from ..db import Database
 from ..errors import InvalidInput
 from .localindex import LocalIndexStore
 from .sql import SqlStore
 from .store import Collection, register_backend
 
-DEFAULT_ANN_THRESHOLD = 20_000
 #: How a search finds the nearest templates: pgvector's HNSW in the database, or an in-process index.
 SEARCH_MODES = ("hnsw", "local")
 
-MIGRATIONS = [
-    """
-    CREATE TABLE gallery_collections (
-        collection_id TEXT PRIMARY KEY,
-        arn TEXT NOT NULL,
-        model_version TEXT NOT NULL,
-        dim INTEGER NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        consent_mode TEXT NOT NULL DEFAULT 'required',
-        retention_days INTEGER NOT NULL DEFAULT 365,
-        owner_org TEXT NULL,
-        uid TEXT NOT NULL,
-        generation BIGINT NOT NULL DEFAULT 0,
-        face_count BIGINT NOT NULL DEFAULT 0
-    );
-    CREATE TABLE gallery_faces (
-        seq BIGSERIAL PRIMARY KEY,
-        face_id TEXT NOT NULL UNIQUE,
-        collection_id TEXT NOT NULL REFERENCES gallery_collections(collection_id) ON DELETE CASCADE,
-        external_image_id TEXT NULL,
-        image_id TEXT NOT NULL,
-        image_sha256 TEXT NULL,
-        bbox TEXT NOT NULL,
-        confidence DOUBLE PRECISION NOT NULL,
-        template vector NOT NULL,
-        dim INTEGER NOT NULL,
-        model_version TEXT NOT NULL,
-        user_id TEXT NULL,
-        indexed_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX gallery_faces_by_collection ON gallery_faces (collection_id, face_id);
-    CREATE INDEX gallery_faces_by_external ON gallery_faces (collection_id, external_image_id);
-    CREATE INDEX gallery_faces_by_user ON gallery_faces (collection_id, user_id);
-    CREATE INDEX gallery_faces_by_image ON gallery_faces (collection_id, image_sha256);
-    CREATE INDEX gallery_faces_by_time ON gallery_faces (collection_id, indexed_at);
-    CREATE INDEX gallery_faces_hnsw_128 ON gallery_faces
-        USING hnsw ((template::vector(128)) vector_ip_ops) WITH (m = 16, ef_construction = 64)
-        WHERE dim = 128;
-    CREATE TABLE gallery_users (
-        collection_id TEXT NOT NULL REFERENCES gallery_collections(collection_id) ON DELETE CASCADE,
-        user_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (collection_id, user_id)
-    );
-    """,
-]
+
+def _hnsw_index(dim: int) -> str:
+    """The partial HNSW index over the templates of one dimension."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS gallery_faces_hnsw_{dim} ON gallery_faces"
+        f" USING hnsw ((template::vector({dim})) vector_ip_ops) WITH (m = 16, ef_construction = 64)"
+        f" WHERE dim = {dim}"
+    )
 
 
 class PostgresStore(SqlStore):
     """Searched by pgvector's HNSW index in the database (the default search mode)."""
 
-    dialect = "postgresql"
+    # The 128-D index of the default model comes with the tables; others with their first collection.
+    schema_extra = _hnsw_index(128) + ";\n"
 
-    def __init__(self, db: Database, settings: Any = None, *, ann_threshold: int | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(db, settings)
-        self.ann_threshold = int(
-            ann_threshold
-            or getattr(settings, "gallery_ann_threshold", 0)
-            or os.environ.get("FACEWARDEN_GALLERY_PG_ANN_THRESHOLD", DEFAULT_ANN_THRESHOLD)
-        )
-        # HNSW candidate list per query. Measured at 100,000 synthetic templates (bench/): 100 gave
-        # recall@1 0.925 (p99 3.5 ms), 200 gave 0.99 (p99 7.7 ms), 400 gave 1.0 (p99 12 ms).
-        self.ef_search = int(os.environ.get("FACEWARDEN_GALLERY_PG_EF_SEARCH", 200))
+        self.ann_threshold = settings.gallery_pg_ann_threshold
+        self.ef_search = settings.gallery_pg_ef_search  # HNSW candidate list per query
         self._dims_indexed: set[int] = {128}
-
-    def migrations(self) -> list[Any]:
-        return MIGRATIONS
 
     def _template_param(self, template: np.ndarray) -> Any:
         from pgvector import Vector
@@ -111,9 +63,7 @@ class PostgresStore(SqlStore):
         return Vector(np.asarray(template, dtype=np.float32))
 
     def _template_value(self, value: Any) -> np.ndarray:
-        if hasattr(value, "to_numpy"):
-            value = value.to_numpy()
-        return np.asarray(value, dtype=np.float32)
+        return np.asarray(value.to_numpy(), dtype=np.float32)  # a pgvector Vector (register_vector)
 
     def create_collection(self, collection_id: str, model_version: str, dim: int, **kw: Any) -> Collection:
         self._ensure_dim_index(int(dim))
@@ -123,11 +73,7 @@ class PostgresStore(SqlStore):
         if dim in self._dims_indexed:
             return
         with self.db.transaction(lock="migrations") as tx:
-            tx.execute(
-                f"CREATE INDEX IF NOT EXISTS gallery_faces_hnsw_{dim} ON gallery_faces"
-                f" USING hnsw ((template::vector({dim})) vector_ip_ops) WITH (m = 16, ef_construction = 64)"
-                f" WHERE dim = {dim}"
-            )
+            tx.execute(_hnsw_index(dim))
         self._dims_indexed.add(dim)
 
     # ---- search ----------------------------------------------------------------------------
@@ -178,16 +124,13 @@ class PostgresStore(SqlStore):
 
 
 class LocalPostgresStore(LocalIndexStore, PostgresStore):
-    """Searched through each process's in-process index (``FACEWARDEN_GALLERY_PG_SEARCH=local``);
+    """Searched through each process's in-process index (``gallery_pg_search = "local"``);
     everything else as :class:`PostgresStore`."""
 
-    def __init__(self, db: Database, settings: Any = None, *, index_dir: str | Path | None = None) -> None:
-        super().__init__(db, settings, index_dir=index_dir)
 
-
-def open_postgres(db: Database, settings: Any = None, search: str | None = None) -> PostgresStore:
-    """The PostgreSQL store in the search mode asked for (default: ``FACEWARDEN_GALLERY_PG_SEARCH``)."""
-    mode = (search or os.environ.get("FACEWARDEN_GALLERY_PG_SEARCH") or "hnsw").lower()
+def open_postgres(db: Database, settings: Settings) -> PostgresStore:
+    """The PostgreSQL store in the search mode of ``settings.gallery_pg_search``."""
+    mode = (settings.gallery_pg_search or "hnsw").lower()
     if mode not in SEARCH_MODES:
         raise InvalidInput(
             f"FACEWARDEN_GALLERY_PG_SEARCH must be one of {', '.join(SEARCH_MODES)}, not {mode!r}."
@@ -196,3 +139,4 @@ def open_postgres(db: Database, settings: Any = None, search: str | None = None)
 
 
 register_backend("postgresql", open_postgres)
+register_backend("postgres", open_postgres)

@@ -1,7 +1,8 @@
 """The SQL both gallery backends share: collections, faces, users, erasure and retention.
 
-Backends subclass :class:`SqlStore` and supply how a template is written and read
-(``_template_param`` / ``_template_value``), how the nearest templates are found (``_nearest``)
+The gallery's tables are written here once (:data:`SCHEMA`, with the column types of
+:data:`facewarden.db.COLUMN_TYPES`). Backends subclass :class:`SqlStore` and supply how a template
+is written and read (``_template_param`` / ``_template_value``), how the nearest templates are found (``_nearest``)
 and, optionally, what happens after a commit changed a collection's faces (``_committed``: the
 SQLite backend updates its in-process vector index there).
 
@@ -15,12 +16,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..db import Database, Tx
+from ..config import Settings
+from ..db import Database, Tx, lock_key
 from ..errors import (
     InvalidInput,
     ModelMismatch,
@@ -40,6 +42,51 @@ FACE_COLS = (
 )
 ARN_PREFIX = "aws:rekognition:local:000000000000:collection/"
 CHUNK = 500
+
+#: The gallery's tables, on every backend (migration 1 of the component ``gallery``, followed by
+#: the backend's :attr:`SqlStore.schema_extra`).
+SCHEMA = """
+CREATE TABLE gallery_collections (
+    collection_id TEXT PRIMARY KEY,
+    arn TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    created_at {double} NOT NULL,
+    consent_mode TEXT NOT NULL DEFAULT 'required',
+    retention_days INTEGER NOT NULL DEFAULT 365,
+    owner_org TEXT NULL,
+    uid TEXT NOT NULL,
+    generation {bigint} NOT NULL DEFAULT 0,
+    face_count {bigint} NOT NULL DEFAULT 0
+);
+CREATE TABLE gallery_faces (
+    seq {serial},
+    face_id TEXT NOT NULL UNIQUE,
+    collection_id TEXT NOT NULL REFERENCES gallery_collections(collection_id) ON DELETE CASCADE,
+    external_image_id TEXT NULL,
+    image_id TEXT NOT NULL,
+    image_sha256 TEXT NULL,
+    bbox TEXT NOT NULL,
+    confidence {double} NOT NULL,
+    template {vector} NOT NULL,
+    dim INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    user_id TEXT NULL,
+    indexed_at {double} NOT NULL
+);
+CREATE INDEX gallery_faces_by_collection ON gallery_faces (collection_id, face_id);
+CREATE INDEX gallery_faces_by_external ON gallery_faces (collection_id, external_image_id);
+CREATE INDEX gallery_faces_by_user ON gallery_faces (collection_id, user_id);
+CREATE INDEX gallery_faces_by_image ON gallery_faces (collection_id, image_sha256);
+CREATE INDEX gallery_faces_by_time ON gallery_faces (collection_id, indexed_at);
+CREATE TABLE gallery_users (
+    collection_id TEXT NOT NULL REFERENCES gallery_collections(collection_id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at {double} NOT NULL,
+    PRIMARY KEY (collection_id, user_id)
+);
+"""
 
 
 def _collection(row: tuple) -> Collection:
@@ -83,7 +130,7 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _rows_in(tx: Tx, sql: str, keys: Sequence[Any], *head: Any) -> Iterator[tuple]:
+def _rows_in(tx: Tx, sql: str, keys: Iterable[Any], *head: Any) -> Iterator[tuple]:
     """The rows of ``sql``, whose ``IN ({in})`` takes ``keys``, a chunk at a time (databases cap the
     number of parameters); ``head`` are the parameters before the list."""
     for part in _chunks(list(keys)):
@@ -97,17 +144,16 @@ def lock_name(collection_id: str) -> str:
 class SqlStore:
     """Everything but template storage and nearest-neighbour search."""
 
-    dialect = ""
+    #: DDL the backend adds to the gallery's first migration (e.g. PostgreSQL's HNSW index).
+    schema_extra = ""
 
-    def __init__(self, db: Database, settings: Any = None) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self.clock = time.time
-        db.migrate("gallery", self.migrations())
+        self.clock: Callable[[], float] = time.time
+        db.migrate("gallery", [SCHEMA + self.schema_extra])
 
     # ---- backend hooks -----------------------------------------------------------------------
-    def migrations(self) -> list[Any]:
-        raise NotImplementedError
 
     def _template_param(self, template: np.ndarray) -> Any:
         raise NotImplementedError
@@ -130,8 +176,6 @@ class SqlStore:
     def _lock(self, tx: Tx, collection_id: str) -> None:
         """Inside a caller's transaction, take the collection's writer lock."""
         if tx.dialect == "postgresql":
-            from ..db import lock_key
-
             tx.execute("SELECT pg_advisory_xact_lock(?)", (lock_key(lock_name(collection_id)),))
 
     # ---- collections -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..config import Settings
 from ..db import Database, Tx
 from ..errors import StorageError
 
@@ -201,27 +202,36 @@ class Store(Protocol):
     # index upkeep
     def sync_index(self, collection_id: str) -> None: ...
     def index_face_ids(self, collection_id: str) -> set[str]: ...
+    def store_face_ids(self, collection_id: str) -> set[str]: ...
     def close(self) -> None: ...
 
 
 # ---- backends by URL scheme ------------------------------------------------------------------
-StoreFactory = Callable[[Database, Any], Store]
+StoreFactory = Callable[[Database, Settings], Store]
 _BACKENDS: dict[str, StoreFactory] = {}
 
 
-def register_backend(dialect: str, factory: StoreFactory) -> None:
-    """Register a Store implementation for a database dialect (the URL's scheme family)."""
-    _BACKENDS[dialect] = factory
+def register_backend(scheme: str, factory: StoreFactory) -> None:
+    """Register a Store implementation for database URLs of ``scheme`` (``sqlite``, ``postgresql``).
+
+    A backend module registers itself when imported; :mod:`facewarden.gallery` imports the built-in
+    ones, so importing any part of the gallery makes them known.
+    """
+    _BACKENDS[scheme] = factory
 
 
-def open_store(db: Database, settings: Any = None) -> Store:
-    """The gallery store for ``db`` (its dialect picks the backend); migrations are applied."""
-    from . import postgres, sqlite  # noqa: F401  (register the built-in backends)
+def backend_schemes() -> list[str]:
+    """The URL schemes a store can be opened for."""
+    return sorted(_BACKENDS)
 
-    factory = _BACKENDS.get(db.dialect)
+
+def open_store(db: Database, settings: Settings) -> Store:
+    """The gallery store for ``db`` (the scheme of its URL picks the backend); migrations are applied."""
+    scheme = db.url.partition("://")[0]
+    factory = _BACKENDS.get(scheme)
     if factory is None:
         raise StorageError(
-            f"No gallery backend for {db.dialect!r} databases; known: {', '.join(sorted(_BACKENDS))}."
+            f"No gallery backend for {scheme!r} database URLs; known: {', '.join(backend_schemes())}."
         )
     return factory(db, settings)
 

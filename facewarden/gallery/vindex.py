@@ -23,13 +23,10 @@ import os
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
+import faiss
 import numpy as np
-
-try:  # FAISS is optional at import time: without it every index stays exact.
-    import faiss  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover
-    faiss = None
 
 _FAISS_MEMBER = "ivf.faiss"
 
@@ -47,7 +44,8 @@ class VectorIndex:
         self._mat = np.zeros((0, dim), np.float32)
         self._n = 0
         # ivf mode
-        self._ivf = None
+        self._ivf: Any = None  # a faiss.IndexIVFFlat in IVF mode
+        self._quantizer: Any = None
         self._trained_n = 0
 
     # ---- state -------------------------------------------------------------------------------
@@ -64,14 +62,14 @@ class VectorIndex:
     def needs_rebuild(self) -> bool:
         n = len(self)
         if self._ivf is None:
-            return faiss is not None and n >= self.ann_threshold
+            return n >= self.ann_threshold
         return n < self.ann_threshold // 2 or n > 2 * self._trained_n
 
     # ---- building ----------------------------------------------------------------------------
     def rebuild(self, ids: np.ndarray, mat: np.ndarray) -> None:
         ids = np.asarray(ids, np.int64)
         mat = np.ascontiguousarray(mat, dtype=np.float32).reshape(-1, self.dim)
-        if faiss is not None and len(ids) >= self.ann_threshold:
+        if len(ids) >= self.ann_threshold:
             nlist = int(min(8192, max(64, 4 * math.sqrt(len(ids))), max(1, len(ids) // 39)))
             quantizer = faiss.IndexFlatIP(self.dim)
             ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -167,7 +165,7 @@ class VectorIndex:
                         np.lib.format.write_array(member, arr, allow_pickle=False)
                 if self._ivf is not None:
                     with z.open(_FAISS_MEMBER, "w", force_zip64=True) as member:
-                        faiss.write_index(self._ivf, faiss.PyCallbackIOWriter(member.write))
+                        faiss.write_index(self._ivf, faiss.PyCallbackIOWriter(member.write))  # type: ignore[attr-defined]
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -188,10 +186,8 @@ class VectorIndex:
                 idx.generation = generation
                 idx._ids = np.asarray(array("ids"), np.int64)
                 if _FAISS_MEMBER in z.namelist():
-                    if faiss is None:
-                        return None
                     with z.open(_FAISS_MEMBER) as member:
-                        idx._ivf = faiss.read_index(faiss.PyCallbackIOReader(member.read))
+                        idx._ivf = faiss.read_index(faiss.PyCallbackIOReader(member.read))  # type: ignore[attr-defined]
                     idx._trained_n = trained
                 else:
                     idx._mat = np.asarray(array("mat"), np.float32).reshape(-1, dim)
