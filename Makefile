@@ -38,9 +38,12 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps face_recognition==1.3.0
 	$(PY) bench/run.py
 
+# ruff (style), import-linter (the layers of DESIGN.md) and mypy --strict (the files listed in
+# pyproject.toml); the rule that only config.py reads FACEWARDEN_* is a test (tests/test_settings.py).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check facewarden tests bench
 	$(VENV)/bin/ruff format --check facewarden tests bench
+	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/mypy
 
 clean:

@@ -26,6 +26,8 @@ from .errors import StorageError
 
 Migration = str | Mapping[str, str]
 
+#: A result row.
+Row = tuple[Any, ...]
 #: The dialect of each database URL scheme.
 DIALECTS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
 #: Column types that differ between the dialects, named once: DDL in a migration writes ``{double}``,
@@ -67,13 +69,14 @@ class Tx:
         if rows:
             self._cur.executemany(self._sql(sql), [tuple(r) for r in rows])
 
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        return self.execute(sql, params).fetchone()
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.execute(sql, params).fetchone()
+        return row
 
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(self.execute(sql, params).fetchall())
 
-    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[tuple]]:
+    def stream(self, sql: str, params: Sequence[Any] = (), size: int = 10_000) -> Iterator[list[Row]]:
         """The result a batch of rows at a time, for results too big to hold at once: SQLite's cursor
         steps through the result; on PostgreSQL a server-side cursor keeps it in the server."""
         if self.dialect == "postgresql":

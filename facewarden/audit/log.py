@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..db import Database, Tx, lock_key
-from ..policy.keyfiles import keys_dir, load_or_create
+from ..keyfiles import keys_dir, load_or_create
 
 GENESIS = "0" * 64
 

@@ -17,7 +17,8 @@ from . import metrics
 from .calibrate import calibrate
 from .embed import Embedded, embed_images
 from .gallery import evaluate_gallery
-from .pairs import PairScores, build_report, evaluate_pairs, manifest_pairs, read_groups, score_pairs
+from .pairs import build_report, evaluate_pairs, manifest_pairs, read_groups, score_pairs
+from .scores import PairScores
 
 __all__ = [
     "Embedded",

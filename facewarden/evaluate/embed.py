@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ..media import images
 from ..config import Settings
 from ..errors import FacewardenError, InvalidInput
+from ..media import images
 
 log = logging.getLogger(__name__)
 

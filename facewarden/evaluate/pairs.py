@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from ..config import DEFAULT_MATCH_THRESHOLD, Settings
 from ..engine.calibration import Calibration, fmr_for_similarity
 from ..errors import InvalidInput
 from . import metrics
-from .embed import Embedded, embed_images
+from .embed import embed_images
+from .scores import PairScores
 
 HEADLINE_THRESHOLDS = (80.0, 90.0, 95.0, 99.0)
 FMR_TARGETS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
@@ -41,54 +41,6 @@ _GROUP_HEADERS = ("group", "label", "group_label")
 def tkey(threshold: float) -> str:
     """The JSON key of a similarity threshold: ``80.0 -> "80"``, ``92.5 -> "92.5"``."""
     return f"{float(threshold):g}"
-
-
-@dataclass
-class PairScores:
-    """Per-pair results: the raw material of every figure (and of the tests' independent checks)."""
-
-    path_a: list[str]
-    path_b: list[str]
-    same: np.ndarray  # bool
-    similarity: np.ndarray  # calibrated, -inf where a face was missed
-    distance: np.ndarray  # template distance, +inf where a face was missed
-    group: list[str | None]
-    failures: dict[str, Embedded] = field(default_factory=dict)  # relative path -> failed image
-
-    def __len__(self) -> int:
-        return len(self.same)
-
-    def subset(self, mask: np.ndarray) -> PairScores:
-        idx = np.flatnonzero(mask)
-        return PairScores(
-            [self.path_a[i] for i in idx],
-            [self.path_b[i] for i in idx],
-            self.same[idx],
-            self.similarity[idx],
-            self.distance[idx],
-            [self.group[i] for i in idx],
-            {
-                p: e
-                for p, e in self.failures.items()
-                if any(p in (self.path_a[i], self.path_b[i]) for i in idx)
-            },
-        )
-
-    @property
-    def missed(self) -> np.ndarray:
-        return ~np.isfinite(self.distance)
-
-    def to_records(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "path_a": a,
-                "path_b": b,
-                "same": bool(s),
-                "similarity": float(sim) if np.isfinite(sim) else None,
-                "group": g,
-            }
-            for a, b, s, sim, g in zip(self.path_a, self.path_b, self.same, self.similarity, self.group)
-        ]
 
 
 # ---- reading inputs ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 from . import metrics
 
 if TYPE_CHECKING:
-    from .pairs import PairScores
+    from .scores import PairScores
 
 PLOT_FILES = {
     "det": "det.png",

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Settings
-from ..db import Database, Tx, lock_key
+from ..db import Database, Row, Tx, lock_key
 from ..errors import (
     InvalidInput,
     ModelMismatch,
@@ -89,7 +89,7 @@ CREATE TABLE gallery_users (
 """
 
 
-def _collection(row: tuple) -> Collection:
+def _collection(row: Row) -> Collection:
     return Collection(
         collection_id=row[0],
         arn=row[1],
@@ -105,7 +105,7 @@ def _collection(row: tuple) -> Collection:
     )
 
 
-def _face(row: tuple) -> Face:
+def _face(row: Row) -> Face:
     return Face(
         seq=int(row[0]),
         face_id=row[1],
@@ -130,7 +130,7 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _rows_in(tx: Tx, sql: str, keys: Iterable[Any], *head: Any) -> Iterator[tuple]:
+def _rows_in(tx: Tx, sql: str, keys: Iterable[Any], *head: Any) -> Iterator[Row]:
     """The rows of ``sql``, whose ``IN ({in})`` takes ``keys``, a chunk at a time (databases cap the
     number of parameters); ``head`` are the parameters before the list."""
     for part in _chunks(list(keys)):

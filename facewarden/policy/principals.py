@@ -23,9 +23,9 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from ..db import Database
+from ..db import Database, Row
 from ..errors import InvalidInput, ResourceAlreadyExists, ResourceNotFound, StorageError, UnrecognizedClient
-from .keyfiles import keys_dir, load_or_create
+from ..keyfiles import keys_dir, load_or_create
 
 #: Sectors an organisation may declare. Policy rules name sectors; an unknown one is refused at
 #: creation so that a typo cannot slip past the moratorium ("law-enforcement").
@@ -266,7 +266,7 @@ _KEY_SELECT = (
 )
 
 
-def _principal(row: tuple) -> Principal:
+def _principal(row: Row) -> Principal:
     key_id, org, sector, purpose, collections, is_owner, expires_at, revoked_at = row
     return Principal(
         org=org,
@@ -280,7 +280,7 @@ def _principal(row: tuple) -> Principal:
     )
 
 
-def _org(row: tuple) -> dict[str, Any]:
+def _org(row: Row) -> dict[str, Any]:
     name, sector, is_owner, description, created_at = row
     return {
         "Name": name,

@@ -3,6 +3,9 @@
 Anyone who can read the database must not be able to read API secrets or forge audit records, so
 the keys that protect them live in files beside it, never in it. Creation is atomic and safe when
 several processes start at once: the first writer wins, the others read what it wrote.
+
+A lower-level concern than either of its users (policy's API secrets, the audit log's signing and
+pseudonym keys), so it sits beside ``db`` and ``config`` and neither user imports the other.
 """
 
 from __future__ import annotations
