@@ -48,6 +48,16 @@ COLUMN_TYPES = {
         "vector": "vector",
     },
 }
+
+
+def json_text(dialect: str, column: str, *path: str) -> str:
+    """SQL for the value at ``path`` inside the JSON text of ``column``, in the dialect's own JSON
+    functions (SQL NULL where the path is absent): for DDL that backfills from JSON records."""
+    if dialect == "postgresql":
+        return f"jsonb_extract_path_text(({column})::jsonb, {', '.join(repr(p) for p in path)})"
+    return f"json_extract({column}, '$.{'.'.join(path)}')"
+
+
 _COLUMN_TYPE = re.compile(r"\{(" + "|".join(COLUMN_TYPES["sqlite"]) + r")\}")
 
 

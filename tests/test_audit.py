@@ -17,8 +17,8 @@ from facewarden.db import Database
 N = 8
 
 
-def open_log(data_dir: Path, every: int = 100) -> AuditLog:
-    db = Database(f"sqlite:///{data_dir}/gallery.sqlite3")
+def open_log(data_dir: Path, every: int = 100, url: str | None = None) -> AuditLog:
+    db = Database(url or f"sqlite:///{data_dir}/gallery.sqlite3")
     a = AuditLog(db, data_dir, lambda: 1_750_000_000.0, checkpoint_every=every)
     a.scan_batch = 3  # so that every check below also runs across the batches the log is read in
     return a
@@ -40,6 +40,16 @@ def entry(i: int, decision: str = "allowed") -> dict[str, Any]:
         "applied_threshold": {"Similarity": 90.0, "Source": "floor"},
         "policy_hash": "ab" * 32,
     }
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each database: the migrations that upgrade a log are written once for both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gallery.sqlite3"
+    from tests.conftest import fresh_pg_database
+
+    return fresh_pg_database(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture
@@ -97,8 +107,8 @@ def test_edited_report_column_is_caught(log: AuditLog) -> None:
     assert (res.ok, res.first_bad_seq, res.kind, res.fields) == (False, 3, "edited", ["rule", "faces_erased"])
 
 
-def test_upgrade_backfills_the_report_columns(tmp_path: Path) -> None:
-    a = open_log(tmp_path)
+def test_upgrade_backfills_the_report_columns(tmp_path: Path, db_url: str) -> None:
+    a = open_log(tmp_path, url=db_url)
     for i in range(1, 13):
         a.append({**entry(i, "denied" if i % 4 == 0 else "allowed"), "counts": {"faces_erased": i % 3}})
     with a.db.transaction() as tx:  # back to the schema before the columns existed
@@ -106,7 +116,7 @@ def test_upgrade_backfills_the_report_columns(tmp_path: Path) -> None:
         for c in ("purpose", "sector", "rule", "faces_erased"):
             tx.execute(f"ALTER TABLE audit_log DROP COLUMN {c}")
         tx.execute("DELETE FROM schema_migrations WHERE component = 'audit' AND version = 2")
-    upgraded = open_log(tmp_path)
+    upgraded = open_log(tmp_path, url=db_url)
     assert upgraded.verify().ok
     assert transparency_report(upgraded) == _reference_report(upgraded)
     assert transparency_report(upgraded)["FacesErased"] == sum(i % 3 for i in range(1, 13) if i % 4)
@@ -237,15 +247,15 @@ def test_subject_index(tmp_path: Path) -> None:
     assert (a.verify().first_bad_seq, a.verify().kind) == (2, "edited")
 
 
-def test_upgrade_backfills_the_subject_index(tmp_path: Path) -> None:
-    a = open_log(tmp_path)
+def test_upgrade_backfills_the_subject_index(tmp_path: Path, db_url: str) -> None:
+    a = open_log(tmp_path, url=db_url)
     ref = a.subject_ref("Jane Doe")
     for i in range(1, 8):
         a.append({**entry(i), "subjects": [ref] if i % 2 else []})
     with a.db.transaction() as tx:  # back to the schema before the index existed
         tx.execute("DROP TABLE audit_subjects")
         tx.execute("DELETE FROM schema_migrations WHERE component = 'audit' AND version = 3")
-    upgraded = open_log(tmp_path)
+    upgraded = open_log(tmp_path, url=db_url)
     assert upgraded.verify().ok and [r["seq"] for r in upgraded.records(subject="Jane Doe")] == [1, 3, 5, 7]
 
 

@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..db import Database, Tx, lock_key
+from ..db import Database, Migration, Tx, json_text, lock_key
 from ..keyfiles import keys_dir, load_or_create
 
 GENESIS = "0" * 64
@@ -78,7 +78,24 @@ def columns_of(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MIGRATIONS = [
+def _report_columns(dialect: str) -> str:
+    def field(*path: str) -> str:
+        return json_text(dialect, "record", *path)
+
+    return f"""
+    ALTER TABLE audit_log ADD COLUMN purpose TEXT;
+    ALTER TABLE audit_log ADD COLUMN sector TEXT;
+    ALTER TABLE audit_log ADD COLUMN rule TEXT;
+    ALTER TABLE audit_log ADD COLUMN faces_erased BIGINT NOT NULL DEFAULT 0;
+    UPDATE audit_log SET purpose = NULLIF({field("purpose")}, ''),
+        sector = NULLIF({field("sector")}, ''),
+        rule = NULLIF({field("rule")}, ''),
+        faces_erased = COALESCE(CAST({field("counts", "faces_erased")} AS BIGINT), 0);
+    CREATE INDEX audit_log_report ON audit_log (operation, decision, purpose, sector, rule, faces_erased, ts)
+    """
+
+
+MIGRATIONS: list[Migration] = [
     """
     CREATE TABLE audit_log (
         seq BIGINT PRIMARY KEY,
@@ -100,29 +117,10 @@ MIGRATIONS = [
         sig TEXT NOT NULL
     )
     """,
-    {
-        "sqlite": """
-        ALTER TABLE audit_log ADD COLUMN purpose TEXT;
-        ALTER TABLE audit_log ADD COLUMN sector TEXT;
-        ALTER TABLE audit_log ADD COLUMN rule TEXT;
-        ALTER TABLE audit_log ADD COLUMN faces_erased BIGINT NOT NULL DEFAULT 0;
-        UPDATE audit_log SET purpose = NULLIF(json_extract(record, '$.purpose'), ''),
-            sector = NULLIF(json_extract(record, '$.sector'), ''),
-            rule = NULLIF(json_extract(record, '$.rule'), ''),
-            faces_erased = COALESCE(CAST(json_extract(record, '$.counts.faces_erased') AS INTEGER), 0);
-        CREATE INDEX audit_log_report ON audit_log (operation, decision, purpose, sector, rule, faces_erased, ts)
-        """,
-        "postgresql": """
-        ALTER TABLE audit_log ADD COLUMN purpose TEXT, ADD COLUMN sector TEXT, ADD COLUMN rule TEXT,
-            ADD COLUMN faces_erased BIGINT NOT NULL DEFAULT 0;
-        UPDATE audit_log SET purpose = NULLIF((record::jsonb) ->> 'purpose', ''),
-            sector = NULLIF((record::jsonb) ->> 'sector', ''),
-            rule = NULLIF((record::jsonb) ->> 'rule', ''),
-            faces_erased = COALESCE(((record::jsonb) -> 'counts' ->> 'faces_erased')::bigint, 0);
-        CREATE INDEX audit_log_report ON audit_log (operation, decision, purpose, sector, rule, faces_erased, ts)
-        """,
-    },
+    # The report's columns, backfilled from the records.
+    {dialect: _report_columns(dialect) for dialect in ("sqlite", "postgresql")},
     # Which records name which data subject (by pseudonym): a subject's records without reading the log.
+    # (Not one text: the dialects expand a JSON array in different clauses.)
     {
         "sqlite": """
         CREATE TABLE audit_subjects (ref TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (ref, seq));
