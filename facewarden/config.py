@@ -54,6 +54,25 @@ class Settings:
     #: HNSW candidate list per query. Measured at 100,000 synthetic templates (bench/): 100 gave
     #: recall@1 0.925 (p99 3.5 ms), 200 gave 0.99 (p99 7.7 ms), 400 gave 1.0 (p99 12 ms).
     gallery_pg_ef_search: int = 200
+    #: Where ``S3Object`` references are read: one folder per bucket (empty = ``DATA_DIR/buckets``).
+    buckets_dir: str = ""
+    #: Video limits (Rekognition Video's own: 10 GB and 6 hours; frames up to 4K).
+    video_max_bytes: int = 10 * 1024**3
+    video_max_seconds: float = 6 * 3600.0
+    video_max_pixels: int = 4096 * 2160
+    #: Frames analysed per second of video: a face seen for less than 1/rate seconds may be missed;
+    #: the work grows linearly with the rate.
+    video_sample_rate: float = 5.0
+    #: Threads one video job detects faces with.
+    video_threads: int = 2
+    #: Job workers that ``serve`` runs beside the HTTP server (0: none; run ``facewarden worker``).
+    job_workers: int = 1
+    #: Days a finished job's results are kept (a search job's: at most its collection's retention).
+    job_retention_days: float = 7.0
+
+    @property
+    def resolved_buckets_dir(self) -> Path:
+        return Path(self.buckets_dir).expanduser() if self.buckets_dir else self.data_dir / "buckets"
 
     @property
     def resolved_database_url(self) -> str:

@@ -86,8 +86,12 @@ def test_images_and_the_shared_members() -> None:
         {"CollectionId": "c", "Image": {"Bytes": b"xy"}, "QualityFilter": "auto", "FaceMatchThreshold": 85},
     )
     assert req.image == Image(b"xy") and req.quality_filter == "AUTO" and req.face_match_threshold == 85.0
+    s3 = params.parse(DetectFacesRequest, {"Image": {"S3Object": {"Bucket": "cams", "Name": "a/b.jpg"}}})
+    assert s3.image == Image(b"", params.S3Object("cams", "a/b.jpg"))  # read by the service, not the parser
+    with pytest.raises(InvalidInput, match="bucket name"):
+        params.parse(DetectFacesRequest, {"Image": {"S3Object": {"Bucket": "../x", "Name": "n"}}})
     with pytest.raises(InvalidS3Object):
-        params.parse(DetectFacesRequest, {"Image": {"S3Object": {"Bucket": "b", "Name": "n"}}})
+        params.parse(DetectFacesRequest, {"Image": {"S3Object": "s3://cams/a.jpg"}})
     with pytest.raises(InvalidInput, match="Image.Bytes is missing"):
         params.parse(DetectFacesRequest, {"Image": {}})
     with pytest.raises(UnsupportedOperation, match="does not infer gender"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Security
@@ -27,8 +28,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from ..errors import FacewardenError, InvalidInput
+from ..errors import FacewardenError, InvalidInput, InvalidVideo, VideoTooLarge
 from ..service import OPERATIONS, Service
+from ..service.params import to_wire
+from ..service.video import PutVideoRequest, put_video
 from .auth import KeyLookup, authenticate, describe_principal
 from .forms import build_request
 from .openapi import error_responses, operation_extra
@@ -110,6 +113,29 @@ def mount(app: FastAPI, service: Service, lookup: KeyLookup) -> None:
             {"AccessKeyId": key.access_key_id, "Principal": describe_principal(key.principal)}
         )
 
+    @app.post(
+        "/v1/videos",
+        tags=["video"],
+        summary="Upload a video into your organisation's bucket (the body is the file, streamed)",
+    )
+    async def upload_video(
+        request: Request, Name: str, _c: HTTPAuthorizationCredentials | None = BEARER
+    ) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            key = await run_in_threadpool(authenticate, service, lookup, request)
+            # decided before a byte is stored; the operation decides again and audits
+            await run_in_threadpool(service.authorize, key.principal, "PutVideo", None, audit_allowed=False)
+            staged = await _stage_upload(request, service)
+            result = await run_in_threadpool(
+                service.execute, put_video, PutVideoRequest(Name, str(staged)), key.principal
+            )
+            return JSONResponse(to_wire(result), headers={"x-request-id": request_id})
+        except FacewardenError as exc:
+            return error_response(exc, request_id)
+        except ClientDisconnect:
+            return Response(status_code=400)
+
     @app.exception_handler(FacewardenError)
     async def _facewarden_error(request: Request, exc: FacewardenError) -> Response:
         return error_response(exc)
@@ -132,6 +158,32 @@ def mount(app: FastAPI, service: Service, lookup: KeyLookup) -> None:
             exc.status_code,
             headers=exc.headers,
         )
+
+
+async def _stage_upload(request: Request, service: Service) -> Path:
+    """The request body, written to a staging file as it arrives, refused past the video limit."""
+    limit = service.settings.video_max_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise VideoTooLarge(f"The upload is {int(declared) / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB.")
+    incoming = service.settings.resolved_buckets_dir / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    staged = incoming / f"{uuid.uuid4().hex}.upload"
+    size = 0
+    try:
+        with open(staged, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise VideoTooLarge(f"The upload is larger than the limit of {limit / 1e6:.1f} MB.")
+                out.write(chunk)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        staged.unlink(missing_ok=True)
+        raise InvalidVideo("The upload is empty: send the video file as the request body.")
+    return staged
 
 
 def _endpoint(service: Service, lookup: KeyLookup, route: Route) -> Callable[..., Awaitable[Response]]:

@@ -7,6 +7,7 @@ import json
 import click
 
 from ..errors import ResourceNotFound
+from ..service.jobs import worker_pool
 from . import App, main, pass_app
 
 
@@ -39,4 +40,12 @@ def serve(app: App, host: str, port: int, init_org: str | None, init_sector: str
     click.echo(
         f"facewarden on http://{host}:{port}/  (console: http://{host}:{port}/console, API docs: /docs)"
     )
-    run(svc, host=host, port=port)
+    workers = app.settings.job_workers
+    pool = worker_pool(svc, workers).start() if workers > 0 else None
+    if pool is not None:
+        click.echo(f"{workers} job worker(s) running video jobs (FACEWARDEN_JOB_WORKERS)")
+    try:
+        run(svc, host=host, port=port)
+    finally:
+        if pool is not None:
+            pool.stop()

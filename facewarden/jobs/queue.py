@@ -322,31 +322,40 @@ class JobQueue:
             return int(tx.scalar("SELECT COUNT(*) FROM job_results WHERE job_id = ?", (job_id,)) or 0)
 
     # ---- running -------------------------------------------------------------------------------
-    def claim(self, worker_id: str, kinds: Sequence[str], lease_s: float = DEFAULT_LEASE_S) -> Job | None:
-        """Take the oldest runnable job of these kinds (queued, or running with an expired lease)."""
+    def claim(
+        self,
+        worker_id: str,
+        kinds: Sequence[str],
+        lease_s: float = DEFAULT_LEASE_S,
+        job_id: str | None = None,
+    ) -> Job | None:
+        """Take the oldest runnable job of these kinds (queued, or running with an expired lease),
+        or, with ``job_id``, that job if it is runnable."""
         if not kinds:
             return None
         now = self.clock()
         marks = ", ".join("?" * len(kinds))
+        only = " AND job_id = ?" if job_id is not None else ""
         pick = (
-            f"SELECT job_id, attempts, max_attempts FROM jobs WHERE kind IN ({marks})"
+            f"SELECT job_id, attempts, max_attempts FROM jobs WHERE kind IN ({marks}){only}"
             " AND (status = ? OR (status = ? AND lease_expires < ?)) ORDER BY created_at, job_id LIMIT 1"
         )
+        args = (*kinds, *([job_id] if job_id is not None else []), QUEUED, RUNNING, now)
         with self.db.transaction() as tx:
             while True:
                 if tx.dialect == "postgresql":
-                    row = tx.one(pick + " FOR UPDATE SKIP LOCKED", (*kinds, QUEUED, RUNNING, now))
+                    row = tx.one(pick + " FOR UPDATE SKIP LOCKED", args)
                 else:
-                    row = tx.one(pick, (*kinds, QUEUED, RUNNING, now))
+                    row = tx.one(pick, args)
                 if row is None:
                     return None
-                job_id, attempts, max_attempts = row
+                found, attempts, max_attempts = row
                 if int(attempts) >= int(max_attempts):
                     # its worker died every time it ran (a file that crashes the decoder?): give up
-                    tx.execute("DELETE FROM job_results WHERE job_id = ?", (job_id,))
+                    tx.execute("DELETE FROM job_results WHERE job_id = ?", (found,))
                     self._finish(
                         tx,
-                        job_id,
+                        found,
                         FAILED,
                         f"The job stopped {attempts} times without finishing (its worker was killed or "
                         "crashed); it was not retried again.",
@@ -356,9 +365,9 @@ class JobQueue:
                 tx.execute(
                     "UPDATE jobs SET status = ?, lease_owner = ?, lease_expires = ?, attempts = attempts + 1,"
                     " started_at = COALESCE(started_at, ?), heartbeat_at = ? WHERE job_id = ?",
-                    (RUNNING, worker_id, now + lease_s, now, now, job_id),
+                    (RUNNING, worker_id, now + lease_s, now, now, found),
                 )
-                return self._get(tx, job_id)
+                return self._get(tx, found)
 
     def heartbeat(
         self,

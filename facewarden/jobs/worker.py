@@ -179,6 +179,16 @@ class WorkerPool:
         self._run(job, worker_id)
         return True
 
+    def run_job(self, job_id: str) -> bool:
+        """Claim and run one given job in this thread (the CLI runs its own job so); False when it
+        is not runnable (finished, or held by another worker)."""
+        worker_id = f"{self.name}:direct"
+        job = self.queue.claim(worker_id, sorted(self.handlers), self.lease_s, job_id=job_id)
+        if job is None:
+            return False
+        self._run(job, worker_id)
+        return True
+
     def _run(self, job: Job, worker_id: str) -> None:
         run = JobRun(self.queue, job, worker_id, self.lease_s, self._stopping)
         done = threading.Event()

@@ -33,13 +33,15 @@ class Quotas:
         db.migrate("policy_quota", MIGRATIONS)
 
     def consume(
-        self, policy: Policy, principal: Principal, operation: str, kind: Kind, now: float
+        self, policy: Policy, principal: Principal, operation: str, kind: Kind, now: float, units: int = 1
     ) -> dict[str, int]:
-        """Count one use of every quota ``operation`` (of ``kind``) falls under; raise
-        QuotaExceeded if one is used up.
+        """Count ``units`` uses of every quota ``operation`` (of ``kind``) falls under; raise
+        QuotaExceeded if one has fewer left (a video search settles one unit per person found).
 
-        Returns {quota id: uses today including this one}. Nothing is counted when one is exceeded.
+        Returns {quota id: uses today including these}. Nothing is counted when one is exceeded.
         """
+        if units < 1:
+            return {}
         quotas = policy.quotas_for(operation, kind)
         if not quotas:
             return {}
@@ -52,25 +54,26 @@ class Quotas:
                     (principal.key_id, day, q.id),
                 )
                 n = int(n or 0)
-                if n >= q.per_key_per_day:
+                if n + units > q.per_key_per_day:
+                    need = "" if units == 1 else f" ({units} needed, {max(q.per_key_per_day - n, 0)} left)"
                     raise QuotaExceeded(
                         f"Access key {principal.key_id} has used its {q.id} quota of {q.per_key_per_day} "
-                        f"{operation}-type calls for {day} (UTC); it resets at midnight UTC.",
+                        f"{operation}-type calls for {day} (UTC){need}; it resets at midnight UTC.",
                         rule=f"quota:{q.id}",
                     )
                 used[q.id] = n
             for q in quotas:
                 if used[q.id] == 0:
                     tx.execute(
-                        "INSERT INTO policy_quota_usage (key_id, day, quota_id, used) VALUES (?, ?, ?, 1)",
-                        (principal.key_id, day, q.id),
+                        "INSERT INTO policy_quota_usage (key_id, day, quota_id, used) VALUES (?, ?, ?, ?)",
+                        (principal.key_id, day, q.id, units),
                     )
                 else:
                     tx.execute(
-                        "UPDATE policy_quota_usage SET used = used + 1 WHERE key_id = ? AND day = ? AND quota_id = ?",
-                        (principal.key_id, day, q.id),
+                        "UPDATE policy_quota_usage SET used = used + ? WHERE key_id = ? AND day = ? AND quota_id = ?",
+                        (units, principal.key_id, day, q.id),
                     )
-                used[q.id] += 1
+                used[q.id] += units
         return used
 
     def usage(self, key_id: str, now: float) -> dict[str, int]:

@@ -56,9 +56,11 @@ from . import (  # noqa: F401  (each module registers its operations)
     evaluation,
     faces,
     gallery,
+    jobs,
     redaction,
     retention,
     users,
+    video,
 )
 from .core import Service, largest
 from .registry import ACTIVITIES, OPERATIONS, Context, Operation, Rest, declare, operation

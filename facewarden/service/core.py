@@ -11,16 +11,19 @@ and the Python API act as :meth:`Service.owner_principal`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ..media import images
+from ..jobs import JobQueue
+from ..media import buckets, images
 from ..audit import AuditLog
 from ..audit.entry import AuditEntry, Outcome
 from ..config import Settings
@@ -43,7 +46,7 @@ from ..policy.principals import Principal, Principals
 from ..policy.quota import Quotas
 from ..policy.rules import CollectionInfo, Decision, Policy
 from . import params
-from .params import Image
+from .params import Image, S3Object
 from .registry import OPERATIONS, Context, Operation, declared_kinds, kind_of
 
 log = logging.getLogger("facewarden.service")
@@ -83,6 +86,8 @@ class Service:
             PolicyFile.locate(self.settings), declared_kinds(), self._record_policy_if_changed
         )
         self.retention = Retention(self)
+        #: Durable jobs (video analysis, redaction) in the same database.
+        self.jobs = JobQueue(self.db, self.clock)
         self._closed = False
         if sweep_on_start:
             try:
@@ -290,7 +295,7 @@ class Service:
             request = (
                 params.parse(op.request, source) if isinstance(source, Mapping) else params.validate(source)
             )
-            result = op.run(self, ctx, request)
+            result = op.run(self, ctx, self._read_s3_images(ctx, request))
         except AccessDenied as exc:  # e.g. ConsentRequired, raised before anything was computed
             if ctx.audit_record is None:
                 self._audit(ctx, "denied", exc.rule, exc.reason)
@@ -453,6 +458,37 @@ class Service:
         return self.retention.sweep(now)
 
     # ---- shared steps ------------------------------------------------------------------------
+    def s3_path(self, principal: Principal, s3: S3Object) -> Path:
+        """The file an ``S3Object`` names, if ``principal`` may read its bucket: an organisation
+        reads the bucket named after it; the installation's owner reads every bucket."""
+        if not principal.owner and s3.bucket != principal.org:
+            raise AccessDenied(
+                f"Bucket {s3.bucket!r} is not organization {principal.org}'s: an organization reads the "
+                f"bucket named after it ({principal.org!r}); only the installation's owner reads others.",
+                "bucket_scope",
+            )
+        return buckets.resolve(self.settings.resolved_buckets_dir, s3.bucket, s3.name, s3.version)
+
+    def _read_s3_images(self, ctx: Context, request: Req) -> Req:
+        """Images given as S3Object are read (within the image byte limit) before the operation runs."""
+        if not dataclasses.is_dataclass(request):
+            return request
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(request):
+            value = getattr(request, f.name)
+            if isinstance(value, Image) and value.s3_object is not None and not value.data:
+                changes[f.name] = self._read_s3_image(ctx, value.s3_object)
+            elif isinstance(value, list) and any(isinstance(v, Image) and v.s3_object for v in value):
+                changes[f.name] = [
+                    self._read_s3_image(ctx, v.s3_object) if isinstance(v, Image) and v.s3_object else v
+                    for v in value
+                ]
+        return dataclasses.replace(request, **changes) if changes else request  # type: ignore[type-var]
+
+    def _read_s3_image(self, ctx: Context, s3: S3Object) -> Image:
+        path = self.s3_path(ctx.caller, s3)
+        return Image(images.read_bytes(path, max_bytes=self.settings.max_image_bytes), s3)
+
     def decode_image(self, image: Image) -> np.ndarray:
         """An image's bytes -> RGB pixels (within the configured size limits)."""
         return images.decode(

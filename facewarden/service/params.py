@@ -112,12 +112,26 @@ NULLABLE = _Flag("NULLABLE")
 
 # ---- value types --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Image:
-    """An image sent as bytes: Rekognition's ``Image`` (``{"Bytes": ...}``)."""
+class S3Object:
+    """Rekognition's ``S3Object``: a file in a bucket folder of the buckets directory (see
+    :mod:`facewarden.media.buckets`; which buckets a caller may read is the service's to decide)."""
 
-    data: bytes = dataclasses.field(repr=False)
+    bucket: Annotated[str, Pattern(r"[0-9A-Za-z.\-_]{3,255}", "a bucket name: 3-255 of a-z, A-Z, 0-9, . - _")]
+    name: Annotated[str, Pattern(r"[^\x00]{1,1024}", "an object key of 1-1024 characters")]
+    version: Annotated[str, Pattern(r"[^\x00]{1,1024}", "an object version")] | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image: Rekognition's ``Image``, its bytes (``{"Bytes": ...}``) or an object in a bucket
+    (``{"S3Object": {...}}``, read by the service into ``data`` before the operation runs)."""
+
+    data: bytes = dataclasses.field(default=b"", repr=False)
+    s3_object: S3Object | None = None
 
     def __repr__(self) -> str:
+        if self.s3_object is not None and not self.data:
+            return f"Image(s3://{self.s3_object.bucket}/{self.s3_object.name})"
         return f"Image({len(self.data)} bytes)"
 
 
@@ -435,14 +449,14 @@ def _image(value: Any, name: str) -> Image:
         return value
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{name} must be an object with Bytes.")
-    if "S3Object" in value:
-        raise InvalidS3Object(
-            f"{name}.S3Object is not supported: facewarden is self-hosted and reads no S3 "
-            "buckets. Send the image itself in Bytes."
-        )
+    if value.get("S3Object") is not None and value.get("Bytes") is None:
+        s3 = value["S3Object"]
+        if not isinstance(s3, Mapping):
+            raise InvalidS3Object(f"{name}.S3Object must be an object with Bucket and Name.")
+        return Image(b"", _structure(S3Object, s3, f"{name}.S3Object."))
     data = value.get("Bytes")
     if not isinstance(data, (bytes, bytearray)):
-        raise InvalidInput(f"{name}.Bytes is missing; send the encoded image bytes.")
+        raise InvalidInput(f"{name}.Bytes is missing; send the encoded image bytes (or an S3Object).")
     return Image(bytes(data))
 
 

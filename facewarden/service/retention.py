@@ -68,7 +68,10 @@ class Retention:
                     consent.sync_index(svc, col.collection_id)
             after = page[-1].collection_id
         expired = consent.expire(svc, now)
-        return {"faces_purged": purged, **expired}
+        jobs = svc.jobs.expire(now)  # finished jobs and their results, past their retention
+        if jobs:
+            svc.audit_system("JobExpiry", counts={"jobs_expired": jobs})
+        return {"faces_purged": purged, **expired, "jobs_expired": jobs}
 
 
 @dataclass(frozen=True)
