@@ -117,6 +117,13 @@ def mount(app: FastAPI, service: Service, lookup: KeyLookup) -> None:
         "/v1/videos",
         tags=["video"],
         summary="Upload a video into your organisation's bucket (the body is the file, streamed)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "responses": error_responses(),
+        },
     )
     async def upload_video(
         request: Request, Name: str, _c: HTTPAuthorizationCredentials | None = BEARER
