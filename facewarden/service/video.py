@@ -232,13 +232,13 @@ def _page(
     svc: Service, ctx: Context, job: Job, req: GetFaceDetectionRequest, order: str
 ) -> tuple[JobPage, list[Any]]:
     status, message = wire_status(job)
-    page = svc.jobs.results(job.job_id, order=order, limit=req.max_results, next_token=req.next_token)
     ctx.details["job_id"] = job.job_id
+    video, meta = job.params["Video"], _metadata(job)
+    if status != "SUCCEEDED":  # results are complete only then (Rekognition's rule too)
+        return JobPage(status, job.job_id, video, message, meta, None, job.job_tag), []
+    page = svc.jobs.results(job.job_id, order=order, limit=req.max_results, next_token=req.next_token)
     ctx.counts["results"] = len(page.items)
-    head = JobPage(
-        status, job.job_id, job.params["Video"], message, _metadata(job), page.next_token, job.job_tag
-    )
-    return head, page.items if status != "FAILED" else []
+    return JobPage(status, job.job_id, video, message, meta, page.next_token, job.job_tag), page.items
 
 
 @operation(
