@@ -353,8 +353,10 @@ def run_face_search(svc: Service, run: JobRun) -> Completion:
         params = run.job.params
         store, col = collection(svc, ctx, params["CollectionId"])
         check_model(svc, col)
+        checkpoint = dict(run.checkpoint or {})
         with _open(svc, ctx, run) as reader:
-            run.put([], {"VideoMetadata": reader.metadata.to_rekognition()})
+            checkpoint["VideoMetadata"] = reader.metadata.to_rekognition()
+            run.put([], checkpoint)
             duration = reader.metadata.duration_ms
             faces = FaceTracks(svc.engine, embed=True)
             for frame, _ in faces.run(
@@ -364,8 +366,10 @@ def run_face_search(svc: Service, run: JobRun) -> Completion:
             meta = reader.metadata
         tracks = faces.finish()
         ctx.counts.update(frames=faces.frames, faces=faces.faces, tracks=len(tracks))
-        _settle_quota(svc, ctx, len(tracks))
-        run.check()
+        if "settled" not in checkpoint:  # (a rerun after a crash does not pay twice)
+            checkpoint["settled"] = _settle_quota(svc, ctx, len(tracks))
+            run.put([], checkpoint)
+        ctx.counts["quota_units"] = 1 + int(checkpoint["settled"])
         applied = svc.effective_threshold(ctx, params.get("FaceMatchThreshold"), col.face_count)
         results: list[Result] = []
         matched_faces: dict[str, Any] = {}
@@ -396,13 +400,13 @@ def run_face_search(svc: Service, run: JobRun) -> Completion:
     return audited(run, svc, ctx, body)
 
 
-def _settle_quota(svc: Service, ctx: Context, tracks: int) -> None:
+def _settle_quota(svc: Service, ctx: Context, tracks: int) -> int:
     """A video search costs one identification per person found: the one counted at Start, and the
-    rest now. If the key has not that many left, nothing is searched."""
+    rest now (returned). If the key has not that many left, nothing is searched."""
     units = max(tracks - 1, 0)
     ctx.counts["quota_units"] = 1 + units
     if not units or ctx.kind is None:
-        return
+        return units
     try:
         used = svc.quotas.consume(svc.policy, ctx.caller, "StartFaceSearch", ctx.kind, svc.clock(), units)
     except QuotaExceeded as exc:
@@ -412,6 +416,7 @@ def _settle_quota(svc: Service, ctx: Context, tracks: int) -> None:
             exc.rule,
         ) from None
     ctx.details["quota_used"] = used
+    return units
 
 
 def _search_track(
