@@ -143,28 +143,47 @@ def test_user_model_end_to_end(setup):
     finally:
         svc.close()
 
-    # The dlib model cannot write into it, nor search it; and the user model cannot use dlib's collections.
-    dlib_svc = Service(Settings(data_dir=data))
+    # A service whose default is dlib's model serves the user model's collection with the user model
+    # (every operation on a collection uses the collection's model), and the other way round; a
+    # template of one model is never written into the other's collection.
+    dlib_svc = Service(Settings(data_dir=data, model="dlib-resnet-v1"))
     try:
         owner = dlib_svc.owner_principal()
         dlib_svc.call("CreateCollection", {"CollectionId": "dlibcol"}, owner)
+        found = dlib_svc.call(
+            "SearchFacesByImage", {"CollectionId": "tinycol", "Image": {"Bytes": photo}}, owner
+        )
+        assert found["FaceModelVersion"] == version
+        assert found["FaceMatches"][0]["Face"]["ExternalImageId"] == "obama"
+        assert {
+            f["IndexFacesModelVersion"]
+            for f in dlib_svc.call("ListFaces", {"CollectionId": "tinycol"}, owner)["Faces"]
+        } == {version}
         with pytest.raises(ModelMismatch):
-            dlib_svc.call(
-                "IndexFaces",
-                {"CollectionId": "tinycol", "ExternalImageId": "obama", "Image": {"Bytes": photo}},
-                owner,
-            )
-        with pytest.raises(ModelMismatch):
-            dlib_svc.call("SearchFacesByImage", {"CollectionId": "tinycol", "Image": {"Bytes": photo}}, owner)
+            dlib_svc.store.add_faces("tinycol", _one_face(dlib_svc, photo), "dlib-resnet-v1")
     finally:
         dlib_svc.close()
     svc = Service(tiny)
     try:
-        with pytest.raises(ModelMismatch):
-            svc.call(
-                "SearchFacesByImage",
-                {"CollectionId": "dlibcol", "Image": {"Bytes": photo}},
-                svc.owner_principal(),
-            )
+        owner = svc.owner_principal()
+        svc.call("GrantConsent", {"Subject": "obama", "CollectionId": "dlibcol", "Evidence": "form 1"}, owner)
+        indexed = svc.call(
+            "IndexFaces",
+            {"CollectionId": "dlibcol", "ExternalImageId": "obama", "Image": {"Bytes": photo}},
+            owner,
+        )
+        assert indexed["FaceModelVersion"] == "dlib-resnet-v1"
+        assert indexed["FaceRecords"][0]["Face"]["IndexFacesModelVersion"] == "dlib-resnet-v1"
     finally:
         svc.close()
+
+
+def _one_face(svc, photo):
+    """A dlib template of the photo's face, as a store write would carry it."""
+    from facewarden.gallery import NewFace
+    from facewarden.media import images
+
+    engine = svc.engine_for("dlib-resnet-v1")
+    pixels = images.decode(photo)
+    faces = engine.detect(pixels)
+    return [NewFace(engine.embed(pixels, faces[:1])[0], faces[0].face_detail()["BoundingBox"], 99.0)]

@@ -107,20 +107,23 @@ def analyse_file(
 
 
 def _analysed(
-    service: Service, files: list[Path], workers: int, max_faces: int, quality: str
+    service: Service, files: list[Path], workers: int, max_faces: int, quality: str, model_version: str
 ) -> Iterator[tuple[Path, AnalysedImage | str]]:
+    """Each file analysed with ``model_version`` (the target collection's), in ``workers`` processes."""
     detector = service.settings.detector
+    engine = service.engine_for(model_version)
     if workers <= 1 or len(files) <= 1:
         for f in files:
-            yield analyse_file(
-                f, max_faces, quality, detector, engine=service.engine, settings=service.settings
-            )
+            yield analyse_file(f, max_faces, quality, detector, engine=engine, settings=service.settings)
         return
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # no inherited DB connections or locks
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(service.settings,)
+        workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(service.settings.replace(model=model_version),),
     ) as pool:
         futures = [
             pool.submit(analyse_file, f, max_faces, quality, detector, None, service.settings) for f in files
@@ -159,7 +162,7 @@ def index_paths(
     # Policy before pixels: the workers compute templates outside the operation, so decide first.
     service.authorize(principal, "IndexFaces", collection_id, audit_allowed=False)
     store = service.store
-    store.get_collection(collection_id)  # unknown collection: fail before any work
+    col = store.get_collection(collection_id)  # unknown collection: fail before any work
     files = iter_images(paths)
     summary: dict[str, Any] = {
         "collection": collection_id,
@@ -185,7 +188,7 @@ def index_paths(
     bar, task = _progress(progress, len(todo), f"indexing into {collection_id}")
     try:
         workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-        for path, result in _analysed(service, todo, workers, max_faces, quality):
+        for path, result in _analysed(service, todo, workers, max_faces, quality, col.model_version):
             if bar is not None:
                 bar.advance(task)
             if isinstance(result, str):
@@ -246,12 +249,16 @@ def cluster_paths(
     if collection_id is not None:
         service.authorize(principal, "IndexFaces", collection_id, audit_allowed=False)
     files = iter_images(paths)
+    # faces clustered into a collection are analysed with its model; otherwise the default model
+    model = service.engine.model_version
+    if collection_id is not None:
+        model = service.store.get_collection(collection_id).model_version
     bar, task = _progress(progress, len(files), "analysing faces")
     analysed: list[tuple[Path, AnalysedImage]] = []
     errors: list[dict[str, str]] = []
     try:
         workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-        for path, result in _analysed(service, files, workers, 100, "AUTO"):
+        for path, result in _analysed(service, files, workers, 100, "AUTO", model):
             if bar is not None:
                 bar.advance(task)
             if isinstance(result, str):

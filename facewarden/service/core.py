@@ -34,6 +34,7 @@ from ..errors import (
     AccessDenied,
     FacewardenError,
     InvalidInput,
+    ModelMismatch,
     QuotaExceeded,
     ResourceNotFound,
     UnrecognizedClient,
@@ -71,7 +72,11 @@ class Service:
         self.settings = settings or Settings.from_env()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.clock = clock or time.time
+        #: The engine of the default model (``settings.model``): new collections, CompareFaces,
+        #: DetectFaces and ClusterFaces use it; a collection's operations use its own model's
+        #: engine (:meth:`engine_for`).
         self.engine = Engine(self.settings)
+        self._engines: dict[str, Engine] = {}
         self.db = Database(self.settings.resolved_database_url)
         self._lock = threading.RLock()
         self._store: Store | None = None
@@ -498,6 +503,27 @@ class Service:
     def detector(self, requested: str | None) -> str:
         """The face detector a request asks for, or the configured one."""
         return requested or self.settings.detector
+
+    def engine_for(self, model_version: str) -> Engine:
+        """The engine of a model version (a collection's), made on first use and kept: every
+        operation on a collection computes and compares templates with the collection's model."""
+        if model_version == self.engine.model_version:
+            return self.engine
+        engine = self._engines.get(model_version)
+        if engine is None:
+            with self._lock:
+                engine = self._engines.get(model_version)
+                if engine is None:
+                    try:
+                        engine = Engine(self.settings, model=model_version)
+                    except InvalidInput:
+                        raise ModelMismatch(
+                            f"This collection holds templates of model {model_version}, which this "
+                            "installation does not have; register it (facewarden model add) or re-index "
+                            "the photos into a new collection."
+                        ) from None
+                    self._engines[model_version] = engine
+        return engine
 
 
 def largest(faces: list[DetectedFace]) -> DetectedFace:

@@ -202,12 +202,13 @@ class ClusterFacesResult:
 def cluster_faces(svc: Service, ctx: Context, req: ClusterFacesRequest) -> ClusterFacesResult:
     """Group the faces of several images by person (no collection): files in Images"""
     items: list[tuple[list[DetectedFace], np.ndarray]]
+    engine = svc.engine
     if req.analysed is not None:
-        wrong = {a.model_version for a in req.analysed} - {svc.engine.model_version}
-        if wrong:
-            raise ModelMismatch(
-                f"Templates of {', '.join(sorted(wrong))} cannot be grouped with {svc.engine.model_version}."
-            )
+        # analysed by a bulk run for a collection: grouped with that collection's model
+        versions = sorted({a.model_version for a in req.analysed})
+        if len(versions) > 1:
+            raise ModelMismatch(f"Templates of {', '.join(versions)} cannot be grouped together.")
+        engine = svc.engine_for(versions[0]) if versions else engine
         items = [(a.kept, a.templates) for a in req.analysed]
     elif req.images is None:
         raise InvalidInput("Images is required.")
@@ -215,17 +216,17 @@ def cluster_faces(svc: Service, ctx: Context, req: ClusterFacesRequest) -> Clust
         items = []
         for image in req.images:
             pixels = svc.decode_image(image)
-            faces = sorted(svc.engine.detect(pixels, svc.detector(req.detector)), key=lambda f: -f.box.area)
-            items.append((faces, svc.engine.embed(pixels, faces)))
+            faces = sorted(engine.detect(pixels, svc.detector(req.detector)), key=lambda f: -f.box.area)
+            items.append((faces, engine.embed(pixels, faces)))
     index = [(i, j) for i, (faces, _) in enumerate(items) for j in range(len(faces))]
-    dim = svc.engine.spec.dim
+    dim = engine.spec.dim
     templates = (
         np.concatenate([np.asarray(t, np.float32).reshape(-1, dim) for _, t in items])
         if index
         else np.zeros((0, dim))
     )
     applied = svc.effective_threshold(ctx, req.similarity_threshold, len(index))
-    groups = group_templates(templates, applied["Similarity"], svc.engine.calibration)
+    groups = group_templates(templates, applied["Similarity"], engine.calibration)
     out = []
     for g in groups:
         faces_out = []

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from ..engine import DetectedFace
+from ..engine import DetectedFace, Engine
 from ..errors import InvalidInput, ModelMismatch, NoFaceFound, ResourceNotFound
 from ..gallery import Collection, Face, NewFace, Store
 from ..policy.kinds import Kind
@@ -58,22 +58,17 @@ def collection(svc: Service, ctx: Context, collection_id: str) -> tuple[Store, C
     return store, store.get_collection(collection_id)
 
 
-def check_model(svc: Service, col: Collection) -> None:
-    if col.model_version != svc.engine.model_version:
-        raise ModelMismatch(
-            f"Collection {col.collection_id!r} holds templates of model {col.model_version}, but this service "
-            f"computes {svc.engine.model_version} templates, which cannot be compared with them. Use a service "
-            f"configured for {col.model_version}, or create a new collection and re-index."
-        )
+def engine_of(svc: Service, col: Collection) -> Engine:
+    """The engine of the collection's model: its templates are made and compared with no other."""
+    return svc.engine_for(col.model_version)
 
 
-def similarities(svc: Service, inners: list[float]) -> np.ndarray:
-    """Inner products of templates -> calibrated similarities."""
+def similarities(svc: Service, col: Collection, inners: list[float]) -> np.ndarray:
+    """Inner products of the collection's templates -> calibrated similarities (its model's table)."""
     if not inners:
         return np.zeros(0)
-    return np.atleast_1d(
-        np.asarray(svc.engine.calibration.similarity_from_inner(np.asarray(inners)), dtype=float)
-    )
+    calibration = engine_of(svc, col).calibration
+    return np.atleast_1d(np.asarray(calibration.similarity_from_inner(np.asarray(inners)), dtype=float))
 
 
 def touch(ctx: Context, faces: list[Face] | None = None, users: list[str] | None = None) -> None:
@@ -91,11 +86,12 @@ def touch(ctx: Context, faces: list[Face] | None = None, users: list[str] | None
 
 
 def probe_face(
-    svc: Service, image: Image, detector: str | None, quality: str
+    svc: Service, col: Collection, image: Image, detector: str | None, quality: str
 ) -> tuple[DetectedFace, np.ndarray, list[DetectedFace]]:
-    """The largest face of ``image`` and its template (plus the other faces)."""
+    """The largest face of ``image`` and its template by the collection's model (plus the other faces)."""
+    engine = engine_of(svc, col)
     pixels = svc.decode_image(image)
-    faces = svc.engine.detect(pixels, svc.detector(detector))
+    faces = engine.detect(pixels, svc.detector(detector))
     if not faces:
         raise NoFaceFound("No face was found in the image. Use a photo where the face is clearly visible.")
     faces.sort(key=lambda f: -f.box.area)
@@ -106,7 +102,7 @@ def probe_face(
             f"The largest face in the image does not meet the QualityFilter {quality} bar "
             f"({', '.join(reasons)}). Use a better photo or a lower QualityFilter."
         )
-    template = svc.engine.embed(pixels, [probe])[0]
+    template = engine.embed(pixels, [probe])[0]
     return probe, template, faces[1:]
 
 
@@ -139,7 +135,7 @@ def face_matches(
 ) -> list[FaceMatch]:
     applied = svc.effective_threshold(ctx, requested, col.face_count)
     matches = store.search(col.collection_id, probe, k, exclude=exclude)
-    sims = similarities(svc, [m.inner for m in matches])
+    sims = similarities(svc, col, [m.inner for m in matches])
     out, faces = [], []
     for m, s in zip(matches, sims):
         if s >= applied["Similarity"]:
@@ -188,7 +184,7 @@ class CreateCollectionResult:
     creates_collection=True,
 )
 def create_collection(svc: Service, ctx: Context, req: CreateCollectionRequest) -> CreateCollectionResult:
-    """Create a collection"""
+    """Create a collection (bound to the service's default model, ``FACEWARDEN_MODEL``)"""
     col = svc.store.create_collection(
         req.collection_id,
         svc.engine.model_version,
@@ -335,12 +331,12 @@ def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFace
         raise InvalidInput("Image is required.")
     else:
         attributes = req.detection_attributes
-        check_model(svc, col)
+        engine = engine_of(svc, col)
         pixels = svc.decode_image(req.image)
         sha = hashlib.sha256(req.image.data).hexdigest()
-        faces = svc.engine.detect(pixels, svc.detector(req.detector), attributes)
+        faces = engine.detect(pixels, svc.detector(req.detector), attributes)
         kept, unindexed = select_faces(faces, req.max_faces, req.quality_filter)
-        templates = svc.engine.embed(pixels, kept)
+        templates = engine.embed(pixels, kept)
     image_id = _image_id(sha)
     new = [
         NewFace(
@@ -492,8 +488,7 @@ def search_faces_by_image(
 ) -> SearchFacesByImageResult:
     """Search the collection for the largest face of an image"""
     store, col = collection(svc, ctx, req.collection_id)
-    check_model(svc, col)
-    face, template, _ = probe_face(svc, req.image, req.detector, req.quality_filter)
+    face, template, _ = probe_face(svc, col, req.image, req.detector, req.quality_filter)
     matches = face_matches(svc, ctx, store, col, template, req.max_faces, req.face_match_threshold)
     return SearchFacesByImageResult(
         face.face_detail()["BoundingBox"], face.confidence, matches, col.model_version, ctx.applied_threshold

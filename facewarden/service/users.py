@@ -14,7 +14,7 @@ from .consent import require_consent
 from .core import Service
 from .registry import Context, Rest, operation
 from .faces import FaceDetail
-from .gallery import COLLECTION, check_model, collection, probe_face, similarities, touch, unsuccessful
+from .gallery import COLLECTION, collection, probe_face, similarities, touch, unsuccessful
 from .params import (
     ClientRequestToken,
     CollectionId,
@@ -144,7 +144,7 @@ def associate_faces(svc: Service, ctx: Context, req: AssociateFacesRequest) -> A
             accepted.append(fid)  # not found / already someone's: the store decides and reports it
             continue
         if anchors:
-            sim = float(np.max(similarities(svc, list(np.stack(anchors) @ t))))
+            sim = float(np.max(similarities(svc, col, list(np.stack(anchors) @ t))))
             if sim < req.user_match_threshold:
                 low[fid] = sim
                 continue
@@ -216,7 +216,7 @@ def user_matches(
     best: dict[str, tuple[float, Face]] = {}
     for probe in probes:
         matches = store.search(col.collection_id, probe, k, exclude=exclude_faces)
-        sims = similarities(svc, [m.inner for m in matches])
+        sims = similarities(svc, col, [m.inner for m in matches])
         for m, s in zip(matches, sims):
             uid = m.face.user_id
             if uid is None or uid == exclude_user or s < applied["Similarity"]:
@@ -339,8 +339,7 @@ def search_users_by_image(
 ) -> SearchUsersByImageResult:
     """Search users by the largest face of an image"""
     store, col = collection(svc, ctx, req.collection_id)
-    check_model(svc, col)
-    face, template, others = probe_face(svc, req.image, req.detector, req.quality_filter)
+    face, template, others = probe_face(svc, col, req.image, req.detector, req.quality_filter)
     matches = user_matches(svc, ctx, store, col, [template], req.max_users, req.user_match_threshold)
     return SearchUsersByImageResult(
         matches,
