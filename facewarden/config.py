@@ -35,8 +35,10 @@ class Settings:
     #: Use dlib's 68-point landmark model for ``Attributes=ALL`` (licence: non-commercial use only).
     landmarks_68: bool = False
     match_threshold: float = DEFAULT_MATCH_THRESHOLD
-    #: Face model of new collections (a built-in name or a registered user model's name/version).
-    model: str = "dlib-resnet-v1"
+    #: Face model of new collections and of CompareFaces/DetectFaces/ClusterFaces (a built-in name,
+    #: ``sface-2021dec`` or ``dlib-resnet-v1``, or a registered user model's name/version); each
+    #: existing collection keeps the model it was created with.
+    model: str = "sface-2021dec"
     #: Path of the policy TOML; empty = ``policy.toml`` in the data directory (created from the
     #: shipped default on ``init``).
     policy_file: str = ""

@@ -77,3 +77,20 @@ def photo_templates(model: str | None = None) -> dict[str, object]:
             out[rel] = None if face is None else eng.embed(images.read(faces_dir() / rel), [face])[0]
         _cache[key] = out
     return _cache[key]  # type: ignore[return-value]
+
+
+def poisson_interval(mean: float, alpha: float) -> tuple[int, int]:
+    """Smallest and largest counts not rejected by a two-sided Poisson test at level ``alpha``."""
+    from math import exp, lgamma, log
+
+    def pmf(k: int) -> float:
+        return exp(k * log(mean) - mean - lgamma(k + 1)) if mean > 0 else float(k == 0)
+
+    ks = range(int(mean * 5 + 50))
+    cdf, acc = [], 0.0
+    for k in ks:
+        acc += pmf(k)
+        cdf.append(acc)
+    lo = next(k for k in ks if cdf[k] > alpha / 2)
+    hi = next(k for k in ks if 1 - cdf[k] < alpha / 2)
+    return lo, hi

@@ -15,7 +15,7 @@ from facewarden.engine.calibration import (
     similarity_for_fmr,
 )
 
-from .data import engine, pairs, photo_templates
+from .data import engine, pairs, photo_templates, poisson_interval as _poisson_interval
 
 
 def test_formula():
@@ -107,20 +107,3 @@ def test_build_extrapolates_the_tail_when_the_data_does_not_resolve_it():
     # Where measured, the table reproduces the empirical FMR.
     thr = cal.distance_for(70)
     assert abs((d <= thr).mean() - 1e-2) < 2e-3
-
-
-def _poisson_interval(mean: float, alpha: float) -> tuple[int, int]:
-    """Smallest and largest counts not rejected by a two-sided Poisson test at level ``alpha``."""
-    from math import exp, lgamma, log
-
-    def pmf(k: int) -> float:
-        return exp(k * log(mean) - mean - lgamma(k + 1)) if mean > 0 else float(k == 0)
-
-    ks = range(int(mean * 5 + 50))
-    cdf, acc = [], 0.0
-    for k in ks:
-        acc += pmf(k)
-        cdf.append(acc)
-    lo = next(k for k in ks if cdf[k] > alpha / 2)
-    hi = next(k for k in ks if 1 - cdf[k] < alpha / 2)
-    return lo, hi

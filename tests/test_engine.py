@@ -103,7 +103,7 @@ def test_every_template_records_its_model_version():
     pixels = images.read(faces_dir() / "group/faceapi_bbt3.jpg")
     results = engine().analyse(pixels)
     assert len(results) == 5
-    assert {r.model_version for r in results} == {"dlib-resnet-v1"}
+    assert {r.model_version for r in results} == {"sface-2021dec"}  # the default model
 
 
 def test_unknown_detector_and_attributes_are_clear_errors():

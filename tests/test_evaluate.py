@@ -58,7 +58,10 @@ def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     cache = getattr(request.config, "cache", None)
     name = f"facewarden_evaluate_{h.hexdigest()[:16]}"
     data_dir = Path(cache.mkdir(name)) if cache is not None else tmp_path_factory.mktemp(name)
-    return Settings(data_dir=data_dir, runtime="dlib")
+    # dlib's model on the dlib runtime, pinned: these figures and the parallel-vs-in-process check
+    # were measured with it (the evaluation itself is model-independent; test_evaluate_groups
+    # runs it with SFace too)
+    return Settings(data_dir=data_dir, runtime="dlib", model="dlib-resnet-v1")
 
 
 @pytest.fixture(scope="session")

@@ -51,8 +51,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    """Aligned chips of every face dlib's HOG detector finds in shared/faces."""
-    engine = Engine(Settings(runtime="dlib", data_dir=tmp_path_factory.mktemp("data")))
+    """dlib's aligned chips of every face dlib's HOG detector finds in shared/faces (dlib's model,
+    pinned: these tests compare dlib's network on two runtimes)."""
+    engine = Engine(
+        Settings(runtime="dlib", model="dlib-resnet-v1", data_dir=tmp_path_factory.mktemp("data"))
+    )
     out = []
     for path in _face_images():
         image = images.read(path)

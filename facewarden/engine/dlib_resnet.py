@@ -1,6 +1,6 @@
 """dlib's 128-D ResNet face embedder (``dlib_face_recognition_resnet_model_v1.dat``).
 
-The default model. Weights: Davis E. King, CC0 1.0 (public domain dedication), shipped by face_recognition_models.
+The default model until SFace (``sface.py``); collections made with it keep it. Weights: Davis E. King, CC0 1.0 (public domain dedication), shipped by face_recognition_models.
 It runs on dlib or, with identical descriptors, on ONNX Runtime (``onnx_resnet.py``); the model
 version is the same on both, so templates stay compatible.
 """

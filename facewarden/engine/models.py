@@ -52,7 +52,10 @@ class ModelSpec:
 _registry: dict[str, ModelSpec] = {}
 _lock = threading.Lock()
 
-DEFAULT_MODEL = "dlib-resnet-v1"
+#: The model of new collections unless settings say otherwise (``Settings.model``).
+DEFAULT_MODEL = "sface-2021dec"
+#: The models that ship with facewarden (their names cannot be taken by a user model).
+BUILTIN_MODELS = ("dlib-resnet-v1", "sface-2021dec")
 
 
 def register(spec: ModelSpec) -> ModelSpec:

@@ -72,8 +72,10 @@ def add_model(
     path = Path(file).expanduser().resolve()
     if not path.is_file():
         raise InvalidInput(f"No model file at {path}.")
-    if not name or "@" in name or name == models.DEFAULT_MODEL:
-        raise InvalidInput("A model name is required; it may not contain '@' or reuse the built-in name.")
+    if not name or "@" in name or name in models.BUILTIN_MODELS:
+        raise InvalidInput(
+            "A model name is required; it may not contain '@' or reuse a built-in model's name."
+        )
     if layout not in ("NCHW", "NHWC") or channels not in ("RGB", "BGR"):
         raise InvalidInput("layout must be NCHW or NHWC and channels RGB or BGR.")
     points = TEMPLATES[template] if isinstance(template, str) and template in TEMPLATES else template

