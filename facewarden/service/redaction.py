@@ -20,14 +20,14 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from ..engine import DetectedFace
+from ..engine import DetectedFace, Engine
 from ..errors import InvalidInput
 from ..policy.kinds import Kind
 from ..redact import masks
 from ..redact.image import redact_image
 from .core import Service
 from .faces import quality_reasons
-from .gallery import check_model, collection, similarities, touch
+from .gallery import collection, engine_of, similarities, touch
 from .params import CollectionId, Image, OneOf, Range
 from .registry import Context, Rest, declare, operation
 
@@ -120,6 +120,8 @@ class Keeper:
     svc: Service
     ctx: Context
     subject_of: Callable[[np.ndarray], str | None]
+    #: The keep collection's model: faces are compared with its templates by it alone.
+    engine: Engine
 
     def identifiable(self, face: DetectedFace) -> bool:
         return not quality_reasons(face, IDENTIFIABLE)
@@ -130,7 +132,7 @@ class Keeper:
         self.charge(len(wanted))
         kept = [False] * len(faces)
         if wanted:
-            templates = self.svc.engine.embed(pixels, [faces[i] for i in wanted])
+            templates = self.engine.embed(pixels, [faces[i] for i in wanted])
             for i, t in zip(wanted, templates):
                 kept[i] = self.subject_of(t) is not None
         return kept
@@ -161,13 +163,12 @@ def keeper(svc: Service, ctx: Context, collection_id: str) -> Keeper:
             f"KeepCollectionId {collection_id!r} is a {col.consent_mode} collection: faces are kept visible only "
             "for people whose consent is on record, so name a consent collection."
         )
-    check_model(svc, col)
     threshold = float(svc.effective_threshold(ctx, None, col.face_count)["Similarity"])
     kept_subjects: set[str] = set()
 
     def subject_of(template: np.ndarray) -> str | None:
         matches = store.search(col.collection_id, template, 1)
-        if not matches or float(similarities(svc, [matches[0].inner])[0]) < threshold:
+        if not matches or float(similarities(svc, col, [matches[0].inner])[0]) < threshold:
             return None
         face = matches[0].face
         subject = face.external_image_id
@@ -179,4 +180,4 @@ def keeper(svc: Service, ctx: Context, collection_id: str) -> Keeper:
         return subject
 
     ctx.details["keep_collection"] = col.collection_id
-    return Keeper(svc, ctx, subject_of)
+    return Keeper(svc, ctx, subject_of, engine_of(svc, col))
