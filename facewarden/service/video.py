@@ -32,11 +32,12 @@ import numpy as np
 
 from ..engine.tracking import FaceTracks, Track
 from ..errors import AccessDenied, InvalidInput, QuotaExceeded
+from ..gallery import Collection
 from ..jobs import Completion, Job, JobRun, Result
 from ..media import buckets, video
 from ..policy.kinds import Kind
 from .core import Service
-from .gallery import check_model, collection, similarities, touch
+from .gallery import collection, engine_of, similarities, touch
 from .jobs import JobId, JobTag, audited, job_context, job_handler, own_job, wire_status
 from .params import (
     INTERNAL,
@@ -103,7 +104,7 @@ def start_face_detection(svc: Service, ctx: Context, req: StartFaceDetectionRequ
 def start_face_search(svc: Service, ctx: Context, req: StartFaceSearchRequest) -> StartJobResult:
     """Start searching a collection for the people in a stored video"""
     _, col = collection(svc, ctx, req.collection_id)
-    check_model(svc, col)
+    engine_of(svc, col)  # the collection's model must be available: refused before the job starts
     params: dict[str, Any] = {"Video": _video_wire(req.video), "CollectionId": req.collection_id}
     if req.face_match_threshold is not None:
         params["FaceMatchThreshold"] = req.face_match_threshold
@@ -352,13 +353,13 @@ def run_face_search(svc: Service, run: JobRun) -> Completion:
     def body() -> Completion:
         params = run.job.params
         store, col = collection(svc, ctx, params["CollectionId"])
-        check_model(svc, col)
+        engine = engine_of(svc, col)  # the people in the video are compared by the collection's model
         checkpoint = dict(run.checkpoint or {})
         with _open(svc, ctx, run) as reader:
             checkpoint["VideoMetadata"] = reader.metadata.to_rekognition()
             run.put([], checkpoint)
             duration = reader.metadata.duration_ms
-            faces = FaceTracks(svc.engine, embed=True)
+            faces = FaceTracks(engine, embed=True)
             for frame, _ in faces.run(
                 reader.frames(svc.settings.video_sample_rate), workers=svc.settings.video_threads
             ):
@@ -375,7 +376,7 @@ def run_face_search(svc: Service, run: JobRun) -> Completion:
         matched_faces: dict[str, Any] = {}
         persons = 0
         for track in tracks:
-            matches = _search_track(svc, store, col.collection_id, track, applied["Similarity"])
+            matches = _search_track(svc, store, col, track, applied["Similarity"])
             if not matches:
                 continue
             persons += 1
@@ -420,15 +421,15 @@ def _settle_quota(svc: Service, ctx: Context, tracks: int) -> int:
 
 
 def _search_track(
-    svc: Service, store: Any, collection_id: str, track: Track, threshold: float
+    svc: Service, store: Any, col: Collection, track: Track, threshold: float
 ) -> list[dict[str, Any]]:
     """The gallery faces matching a person: each template searched, the best similarity per face."""
     if track.templates is None or not len(track.templates):
         return []
     best: dict[str, tuple[float, Any]] = {}
     for template in track.templates:
-        found = store.search(collection_id, np.asarray(template, np.float32), SEARCH_K)
-        for m, s in zip(found, similarities(svc, [m.inner for m in found])):
+        found = store.search(col.collection_id, np.asarray(template, np.float32), SEARCH_K)
+        for m, s in zip(found, similarities(svc, col, [m.inner for m in found])):
             if s >= threshold and (m.face.face_id not in best or s > best[m.face.face_id][0]):
                 best[m.face.face_id] = (float(s), m.face)
     ranked = sorted(best.values(), key=lambda sf: -sf[0])
