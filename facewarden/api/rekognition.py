@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
 from ..errors import AuthError, FacewardenError, ImageTooLarge, InvalidInput
+from ..media import images
 from ..service import Service
 from .auth import KeyLookup, SignedRequest, audit_auth_failure, verify_sigv4
 from .wire import MAX_IMAGE_BYTES, body_limit, decode_request, encode_response
@@ -152,7 +153,8 @@ def _handle(
         except (ValueError, UnicodeDecodeError) as exc:
             raise SerializationError(f"The request body is not valid JSON ({exc}).") from None
         request = decode_request(operation, payload)
-        response = service.call(operation, request, key.principal)
+        with images.wire_formats():  # the wire keeps Rekognition's formats; /v1 and the CLI take more
+            response = service.call(operation, request, key.principal)
         body = json.dumps(encode_response(operation, response), separators=(",", ":"), allow_nan=False)
         return Response(body, media_type=CONTENT_TYPE, headers={"x-amzn-RequestId": request_id})
     except FacewardenError as exc:

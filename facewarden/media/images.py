@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,39 @@ from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageEr
 
 from ..errors import ImageTooLarge, InvalidImage
 
-#: Pillow format names accepted (MPO is the multi-picture JPEG some cameras write).
+#: Pillow format names accepted everywhere, the Rekognition wire included (MPO is the
+#: multi-picture JPEG some cameras write).
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+#: Formats of face datasets that Pillow decodes with its own code (no external program): Netpbm
+#: PBM/PGM/PPM/PFM (ORL and Extended Yale B are PGM, FERET PPM), Truevision TGA and SGI. Accepted by
+#: the CLI, the Python API and the native REST API; the Rekognition wire keeps SUPPORTED_FORMATS.
+DATASET_FORMATS = ("PPM", "TGA", "SGI")
+#: File suffixes of every accepted format (folders are walked by suffix).
+FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo")
+FILE_SUFFIXES += (".pbm", ".pgm", ".ppm", ".pnm", ".pfm", ".tga", ".sgi", ".rgb", ".bw")
 _SUPPORTED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+_DATASET_TEXT = ", PGM/PPM/PBM, TGA or SGI"
+
+_wire_only: ContextVar[bool] = ContextVar("facewarden_wire_formats", default=False)
+
+
+@contextmanager
+def wire_formats() -> Iterator[None]:
+    """Within this block (one Rekognition wire request) only :data:`SUPPORTED_FORMATS` decode."""
+    token = _wire_only.set(True)
+    try:
+        yield
+    finally:
+        _wire_only.reset(token)
+
+
+def accepted_formats() -> tuple[str, ...]:
+    return SUPPORTED_FORMATS if _wire_only.get() else SUPPORTED_FORMATS + DATASET_FORMATS
+
+
+def _accepted_text() -> str:
+    return _SUPPORTED_TEXT if _wire_only.get() else _SUPPORTED_TEXT.replace(" or ", ", ") + _DATASET_TEXT
+
 
 DEFAULT_MAX_BYTES = 15 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 36_000_000
@@ -75,8 +108,8 @@ def _decode(data: bytes, max_bytes: int, max_pixels: int, still: bool) -> Still:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
-            if fmt not in SUPPORTED_FORMATS:
-                raise InvalidImage(f"Unsupported image format {fmt}. Send a {_SUPPORTED_TEXT} image.")
+            if fmt not in accepted_formats():
+                raise InvalidImage(f"Unsupported image format {fmt}. Send a {_accepted_text()} image.")
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageTooLarge(

@@ -34,7 +34,7 @@ from . import faces, gallery, users
 from .core import Service
 from .faces import AnalysedImage, select_faces
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = set(images.FILE_SUFFIXES)
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_.\-:]")
 
 
