@@ -33,8 +33,7 @@ from common import timed
 
 from facewarden.media import images
 from facewarden.config import Settings
-from facewarden.engine import Engine, onnx_convert, runtime
-from facewarden.engine import detect as detect_mod
+from facewarden.engine import Engine, detectors, dlib_detectors, dlib_runtime, onnx_convert
 from facewarden.engine.dlib_resnet import DlibEmbedder
 
 EXTS = {".jpg", ".jpeg", ".png", ".webp"}
@@ -94,7 +93,7 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from facewarden.engine import onnx_resnet
+    from facewarden.engine import onnx_resnet, onnx_runtime
     from facewarden.engine.onnx_mmod import OnnxCnnDetector
     from facewarden.engine.onnx_resnet import OnnxResnetEmbedder
 
@@ -104,8 +103,8 @@ def main() -> None:
     cache = Path(tempfile.mkdtemp(prefix="facewarden-bench-"))
     print(f"facewarden engine benchmark: {len(files)} images from {args.faces.resolve()}")
     print(
-        f"CPU count {os.cpu_count()}, onnxruntime {ort.__version__}, providers {onnx_resnet.providers()}, "
-        f"default intra-op threads {onnx_resnet.default_threads()}"
+        f"CPU count {os.cpu_count()}, onnxruntime {ort.__version__}, providers {onnx_runtime.providers()}, "
+        f"default intra-op threads {onnx_runtime.default_threads()}"
     )
     print(
         f"load average at start: {os.getloadavg()[0]:.2f} (timings are noisy when other work shares the CPUs)"
@@ -146,9 +145,9 @@ def main() -> None:
     t_dlib = timed(lambda: dlib_emb.embed(sample), max(1, args.repeats // 2), warmup=1) / len(sample)
     ref = dlib_emb.embed(allchips)
     results = []
-    for threads in sorted({1, 2, onnx_resnet.default_threads()}):
-        so = onnx_resnet.session_options(threads)
-        sess = ort.InferenceSession(str(resnet_path), so, providers=onnx_resnet.providers())
+    for threads in sorted({1, 2, onnx_runtime.default_threads()}):
+        so = onnx_runtime.session_options(threads)
+        sess = ort.InferenceSession(str(resnet_path), so, providers=onnx_runtime.providers())
         batch = allchips[: onnx_resnet.BATCH]
         t_b = timed(
             lambda sess=sess, batch=batch: sess.run(None, {"chips": batch}), args.repeats, warmup=1
@@ -204,15 +203,15 @@ def main() -> None:
         if len(bench_imgs) >= args.cnn_images:
             break
         if max(image.shape[:2]) >= args.cnn_side:
-            bench_imgs.append(detect_mod._resize(image, args.cnn_side / max(image.shape[:2])))
-    with runtime.hog_detectors.borrow() as hog:
+            bench_imgs.append(detectors.resize(image, args.cnn_side / max(image.shape[:2])))
+    with dlib_runtime.hog_detectors.borrow() as hog:
         t_hog_few = [timed(lambda im=im: hog.run(im, 0, 0.0), args.repeats, warmup=1) for im in bench_imgs]
-    t_dlib_cnn = [timed(lambda im=im: detect_mod.DlibCnn().detect(im), 1) for im in bench_imgs]
+    t_dlib_cnn = [timed(lambda im=im: dlib_detectors.DlibCnn().detect(im), 1) for im in bench_imgs]
     t_onnx_cnn = [timed(lambda im=im: cnn.detect(im), args.repeats, warmup=1) for im in bench_imgs]
     box_diff, score_diff, nboxes = 0.0, 0.0, 0
     for im in bench_imgs:
         a = cnn.detect(im)
-        b = sorted(detect_mod.DlibCnn().detect(im), key=lambda bs: -bs[1])
+        b = sorted(dlib_detectors.DlibCnn().detect(im), key=lambda bs: -bs[1])
         if len(a) != len(b):
             print(f"  warning: {len(a)} ONNX boxes vs {len(b)} dlib boxes")
             continue

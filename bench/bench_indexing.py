@@ -8,9 +8,14 @@ does. Best of three runs each, in the same process, then the ratio. Finally the 
 compared on the same face boxes: facewarden's (ONNX Runtime) and face_recognition's (dlib),
 both L2-normalised. Not a test.
 
-    python bench/bench_indexing.py                      # HOG, both at their defaults, every photo
+    python bench/bench_indexing.py                      # both at their defaults, every photo
+    python bench/bench_indexing.py --lfw 300            # 300 LFW-size photos (250x250) of
+                                                        # ../shared/faces_impostors instead
+    python bench/bench_indexing.py --detector hog       # facewarden on dlib's HOG too
     python bench/bench_indexing.py --detector cnn       # dlib's CNN detector on both (ONNX Runtime in
                                                         # facewarden), photos up to --max-side 300 px
+
+The peer runs its default HOG detector, or its CNN detector when facewarden runs ``cnn``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import photos, table
+from common import FACES, photos, table
 
 from facewarden.media import images
 from facewarden.config import Settings
@@ -79,13 +84,8 @@ def descriptor_agreement(paths: list[str], detector: str = "hog") -> tuple[int, 
             continue
         ours = engine.embed(img, faces)
         boxes = [
-            (
-                int(round(f.box.top)),
-                int(round(f.box.right)) - 1,
-                int(round(f.box.bottom)) - 1,
-                int(round(f.box.left)),
-            )
-            for f in faces
+            (int(round(b.top)), int(round(b.right)) - 1, int(round(b.bottom)) - 1, int(round(b.left)))
+            for b in (f.box for f in faces)
         ]
         theirs = np.asarray(face_recognition.face_encodings(img, boxes))
         theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
@@ -100,21 +100,28 @@ def main() -> None:
     except ImportError:
         raise SystemExit("install the peer first: pip install --no-deps face_recognition==1.3.0") from None
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detector", choices=("hog", "cnn"), default="hog")
+    ap.add_argument("--detector", default=Settings().detector, help="a registered detector")
     ap.add_argument("--max-side", type=int, default=None, help="only photos up to this size (cnn: 300)")
+    ap.add_argument("--lfw", type=int, default=0, help="N LFW-size photos of ../shared/faces_impostors")
     args = ap.parse_args()
+    peer_model = "cnn" if args.detector == "cnn" else "hog"
     max_side = args.max_side or (300 if args.detector == "cnn" else 10**9)
-    paths = [str(p) for p in photos() if max(Image.open(p).size) <= max_side]
+    if args.lfw:
+        lfw = sorted((FACES.parent / "faces_impostors").glob("*.jpg"))
+        paths = [str(p) for p in lfw[:: max(1, len(lfw) // args.lfw)][: args.lfw]]
+    else:
+        paths = [str(p) for p in photos() if max(Image.open(p).size) <= max_side]
     ours_t, peer_t = [], []
     for _ in range(3):
         t, ours_faces = ours_run(paths, args.detector)
         ours_t.append(t)
-        t, peer_faces = peer_run(paths, args.detector)
+        t, peer_faces = peer_run(paths, peer_model)
         peer_t.append(t)
     best_ours, best_peer = min(ours_t), min(peer_t)
     print(
-        f"{len(paths)} photos of ../shared/faces, {args.detector.upper()} detector, {WORKERS} worker processes each,"
-        " best of 3 (median in brackets)"
+        f"{len(paths)} photos of {'../shared/faces_impostors (LFW)' if args.lfw else '../shared/faces'}, "
+        f"facewarden {args.detector} / face_recognition {peer_model}, {WORKERS} worker processes each, "
+        "best of 3 (median in brackets)"
     )
     print(
         table(

@@ -255,7 +255,7 @@ def timing(args: argparse.Namespace) -> list[list]:
         import onnxruntime as ort
 
         from facewarden.engine import sface
-        from facewarden.engine.onnx_resnet import providers, session_options
+        from facewarden.engine.onnx_runtime import providers, session_options
 
         q = sface.converted_path(settings.model_cache_dir, dequantise=False)
         sess = ort.InferenceSession(str(q), session_options(), providers=providers())

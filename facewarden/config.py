@@ -28,10 +28,17 @@ class Settings:
     max_image_bytes: int = 15 * 1024 * 1024
     #: Decoded pixel limit, checked from the header before decoding (decompression bombs).
     max_image_pixels: int = 36_000_000
-    #: Default face detector: ``hog`` (fast, frontal) or ``cnn`` (dlib's mmod, slower, more poses).
-    detector: str = "hog"
+    #: Default face detector: ``centerface`` (finds profiles, small and half-hidden faces; gives its
+    #: own five landmarks), ``hog`` (dlib's frontal HOG detector, the default before) or ``cnn``
+    #: (dlib's mmod CNN). See the README's models table and detection figures.
+    detector: str = "centerface"
     #: Embedding runtime: ``auto`` (ONNX Runtime when available, else dlib), ``dlib`` or ``onnx``.
     runtime: str = "auto"
+    #: Detections and embeddings run at once in one process (0 = one per CPU).
+    engine_concurrency: int = 0
+    #: ONNX Runtime intra-op threads per session (0 = 1 on machines with 2 CPUs or fewer, else half
+    #: the CPUs, at most 4).
+    onnx_threads: int = 0
     #: Use dlib's 68-point landmark model for ``Attributes=ALL`` (licence: non-commercial use only).
     landmarks_68: bool = False
     match_threshold: float = DEFAULT_MATCH_THRESHOLD

@@ -368,10 +368,12 @@ def _grid_of_faces(faces_dir: Path, n: int = 200) -> bytes:
     from PIL import Image
 
     from facewarden.media import images
-    from facewarden.engine import detect
+    from facewarden.engine import dlib_detectors
 
     path = faces_dir / "barack_obama" / "barack_obama_1.jpg"
-    box = max(detect.detect(images.decode(path.read_bytes())), key=lambda bs: bs[0].area)[0]
+    box = max(
+        dlib_detectors.HogDetector().detect(images.decode(path.read_bytes())), key=lambda d: d.box.area
+    ).box
     side = max(box.width, box.height) * 1.6
     cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2
     tile, cols = 110, 20

@@ -130,17 +130,21 @@ def test_animated_gif_uses_the_first_frame():
 
 
 def test_exif_orientation_is_applied():
-    # A sideways photo whose EXIF says "rotate 90 degrees clockwise to view": the face is found
-    # only once the orientation is applied.
+    # A sideways photo whose EXIF says "rotate 90 degrees clockwise to view": a frontal-face detector
+    # finds the face only once the orientation is applied, and the default detector (which finds
+    # sideways faces too) finds it upright: eyes above the mouth.
     sideways = face_image().transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6
     data = encode(sideways, "JPEG", exif=exif.tobytes())
     raw = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    assert len(engine().detect(raw)) == 0, "the raw sideways pixels should hide the face"
+    assert len(engine().detect(raw, "hog")) == 0, "the raw sideways pixels should hide the face"
     upright = images.decode(data)
     assert upright.shape[:2] == raw.shape[1::-1]
-    assert count_faces(data) == 1
+    assert len(engine().detect(upright, "hog")) == 1
+    (face,) = engine().detect(upright)
+    points = face.align_points
+    assert points[:2, 1].max() < points[3:, 1].min()
 
 
 def test_missing_file_and_folder(tmp_path):

@@ -19,8 +19,7 @@ onnx = pytest.importorskip("onnx")
 
 from facewarden.media import images
 from facewarden.config import Settings
-from facewarden.engine import Engine, dlib_dat, onnx_convert, runtime
-from facewarden.engine import detect as detect_mod
+from facewarden.engine import Engine, detectors, dlib_dat, dlib_detectors, dlib_runtime, onnx_convert
 from facewarden.engine.dlib_resnet import DlibEmbedder
 from facewarden.errors import ModelError
 
@@ -102,7 +101,7 @@ def _cnn_images() -> list[tuple[str, np.ndarray]]:
     for p in picked[:CNN_IMAGES]:
         image = images.read(p)
         scale = min(1.0, CNN_MAX_SIDE / max(image.shape[:2]))
-        out.append((p.name, detect_mod._resize(image, scale)))
+        out.append((p.name, detectors.resize(image, scale)))
     return out
 
 
@@ -112,7 +111,7 @@ def test_cnn_detector_matches_dlib(cache_dir: Path) -> None:
     ours_det = OnnxCnnDetector(cache_dir=cache_dir)
     total = 0
     for name, image in _cnn_images():
-        theirs = sorted(detect_mod.DlibCnn().detect(image), key=lambda bs: -bs[1])
+        theirs = sorted(dlib_detectors.DlibCnn().detect(image), key=lambda bs: -bs[1])
         ours = ours_det.detect(image)
         assert len(ours) == len(theirs), f"{name}: {len(ours)} faces, dlib found {len(theirs)}"
         for (a, sa), (b, sb) in zip(ours, theirs):
@@ -134,7 +133,7 @@ def test_cnn_detector_small_and_gray_images(cache_dir: Path) -> None:
 
 
 def _resnet_dat() -> Path:
-    return runtime.weights_path("dlib_face_recognition_resnet_model_v1.dat")
+    return dlib_runtime.weights_path("dlib_face_recognition_resnet_model_v1.dat")
 
 
 def test_reader_rejects_truncated_file(tmp_path: Path) -> None:
@@ -156,7 +155,7 @@ def test_reader_rejects_foreign_file(tmp_path: Path, content: str) -> None:
     if content == "png":
         bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
     elif content == "other_network":  # a real dlib network, but not the embedder
-        shutil.copy(runtime.weights_path("mmod_human_face_detector.dat"), bad)
+        shutil.copy(dlib_runtime.weights_path("mmod_human_face_detector.dat"), bad)
     else:
         bad.write_text("not a model\n" * 50)
     with pytest.raises(ModelError, match="is not") as err:
@@ -177,7 +176,7 @@ def test_reader_parses_the_bundled_networks() -> None:
 
 def test_stale_cache_is_rebuilt(tmp_path: Path) -> None:
     path = onnx_convert.converted_path("mmod", tmp_path)
-    digest = onnx_convert.sha256_file(runtime.weights_path("mmod_human_face_detector.dat"))
+    digest = onnx_convert.sha256_file(dlib_runtime.weights_path("mmod_human_face_detector.dat"))
     assert onnx_convert.recorded_metadata(path)["facewarden.source_sha256"] == digest
 
     # fresh: reused as is

@@ -16,14 +16,7 @@ PACKAGE = REPO / "facewarden"
 VARIABLE = re.compile(r"FACEWARDEN_[A-Z0-9_]*")
 #: The reads still to move into Settings: file -> the variables it may name. Each entry must still
 #: be needed (the test fails when one is not), so the list only shrinks.
-NOT_YET_SETTINGS: dict[str, set[str]] = {
-    # engine-detector (issue 11 item 7) moves these two into Settings and empties these entries:
-    "facewarden/engine/runtime.py": {"FACEWARDEN_ENGINE_CONCURRENCY"},
-    "facewarden/engine/onnx_resnet.py": {"FACEWARDEN_ONNX_THREADS"},
-    # evaluation workers keep ONNX Runtime to one thread through the variable the engine reads;
-    # with onnx_threads a Settings field they are handed settings.replace(onnx_threads=1) instead.
-    "facewarden/evaluate/embed.py": {"FACEWARDEN_ONNX_THREADS"},
-}
+NOT_YET_SETTINGS: dict[str, set[str]] = {}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

@@ -74,7 +74,7 @@ def _aligned_chips(data_dir) -> np.ndarray:
 def test_rewrite_keeps_the_published_networks_descriptors(cache_dir):
     import onnxruntime as ort
 
-    from facewarden.engine.onnx_resnet import session_options
+    from facewarden.engine.onnx_runtime import session_options
 
     chips = _aligned_chips(cache_dir)
     original = ort.InferenceSession(

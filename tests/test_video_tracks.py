@@ -101,7 +101,13 @@ def test_enter_leave_and_a_cut(tmp_path: Path, engine, crops) -> None:
     for frame in video.read_frames(tmp_path / "cut.mkv"):
         faces.add(frame.timestamp_ms, frame.image, frame.index)
     tracks = faces.finish()
-    owners = [{_truth_owner(truth[o.frame], o.box) for o in t.observations} for t in tracks]
+
+    # The truth holds faces more than half inside the frame; the default detector (CenterFace) also
+    # finds the visible part of a face entering or leaving at the edge: not counted as anyone's.
+    def edge(o) -> bool:
+        return not truth[o.frame] and (o.box.left < 2 or o.box.right > scene.width - 2)
+
+    owners = [{_truth_owner(truth[o.frame], o.box) for o in t.observations if not edge(o)} for t in tracks]
     assert owners == [{"obama"}, {"biden"}]
     assert tracks[0].end_ms < 3000 <= tracks[1].start_ms
     assert all(t.templates is None for t in tracks)  # not asked to embed

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from ..config import Settings
+from ..engine import detectors
 from ..errors import FacewardenError, UnrecognizedClient
 from ..media import images
 from ..policy.principals import Principal
@@ -171,7 +172,10 @@ def image_request(path: str, app: App) -> Image:
 @main.command()
 @click.argument("images_", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option(
-    "--detector", type=click.Choice(["hog", "cnn"]), default=None, help="Face detector (default: hog)."
+    "--detector",
+    type=click.Choice(detectors.names()),
+    default=None,
+    help="Face detector (default: FACEWARDEN_DETECTOR, else centerface).",
 )
 @click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT")
 @pass_app
@@ -205,7 +209,7 @@ def _print_faces(path: str, result: DetectFacesResult) -> None:
     default=None,
     help="Similarity threshold (default 80: 1 false match in 1,000).",
 )
-@click.option("--detector", type=click.Choice(["hog", "cnn"]), default=None)
+@click.option("--detector", type=click.Choice(detectors.names()), default=None, help="Face detector.")
 @pass_app
 def compare(app: App, source: str, target: str, threshold: float | None, detector: str | None) -> None:
     """Is the largest face in SOURCE among the faces in TARGET? (CompareFaces)"""

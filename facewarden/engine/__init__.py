@@ -1,8 +1,10 @@
 """Pixels -> faces: detection, landmarks, pose, quality, alignment and templates.
 
-:class:`Engine` is the one entry point. Models load lazily, once per process; the embedder runs on
-the runtime chosen by settings (``auto``: ONNX Runtime when the converted model is available,
-else dlib), and every template carries its model version.
+:class:`Engine` is the one entry point. Detectors (``detectors.py``) and embedders (``models.py``)
+are registered as specs by their own modules, imported here; models load lazily, once per process,
+on their runtime's module (``dlib_runtime.py``, ``onnx_runtime.py``). The embedder runs on the
+runtime chosen by settings (``auto``: ONNX Runtime when available, else dlib), and every template
+carries its model version.
 """
 
 from __future__ import annotations
@@ -15,14 +17,28 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import InvalidInput
-from . import detect as _detect
-from . import geometry, models, quality, runtime
+from . import (
+    centerface,
+    detectors,
+    dlib_detectors,
+    dlib_resnet,
+    dlib_runtime,
+    geometry,
+    models,
+    quality,
+    sface,
+)
 from .calibration import Calibration
+from .detectors import Detector, DetectorSpec
 from .faces import Box, DetectedFace, FaceTemplate, normalise
+from .loading import compute_slots
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Box", "Calibration", "DetectedFace", "Engine", "FaceTemplate"]
+
+# The built-in detectors and models, registered by importing their modules.
+BUILTIN = (centerface.SPEC, dlib_detectors.HOG, dlib_detectors.CNN, dlib_resnet.SPEC, sface.SPEC)
 
 ATTRIBUTES = ("DEFAULT", "ALL")
 
@@ -39,11 +55,6 @@ _LANDMARKS_68: dict[str, tuple[int, ...]] = {
 }  # fmt: skip
 
 
-#: At most one detection or embedding per CPU at a time in this process: a service answers many
-#: requests on many threads, and past the number of cores they only thrash.
-_COMPUTE = threading.BoundedSemaphore(runtime.concurrency())
-
-
 class Engine:
     """Detect faces and compute templates with one model version."""
 
@@ -54,6 +65,9 @@ class Engine:
         onnx_user.load_registry(self.settings.data_dir)
         self.spec = models.get(model or self.settings.model)
         self._embedder: models.Embedder | None = None
+        self._detectors: dict[str, Detector] = {}
+        #: At most ``engine_concurrency`` detections or embeddings at once in this process.
+        self._compute = compute_slots(self.settings.engine_concurrency)
         self._runtime: str | None = None
         self._calibration: Calibration | None = None
         self._lock = threading.Lock()
@@ -97,11 +111,22 @@ class Engine:
                     f"Model {self.spec.version} cannot run on {name!r}; it runs on {self.spec.runtimes}."
                 )
             try:
-                return self.spec.factory(name, self.settings.model_cache_dir), name
+                return self.spec.factory(name, self.settings), name
             except ImportError as exc:  # runtime not available here: try the next one
                 last = exc
                 log.info("runtime %s unavailable for %s: %s", name, self.spec.version, exc)
         raise InvalidInput(f"No runtime available for model {self.spec.version}: {last}")
+
+    def detector(self, name: str | None = None) -> tuple[DetectorSpec, Detector]:
+        """A registered detector (the settings' default when ``name`` is None), built on first use."""
+        spec = detectors.get(name or self.settings.detector)
+        det = self._detectors.get(spec.name)
+        if det is None:
+            with self._lock:
+                det = self._detectors.get(spec.name)
+                if det is None:
+                    det = self._detectors[spec.name] = spec.factory(self.settings)
+        return spec, det
 
     # ---- operations --------------------------------------------------------------------------
     def detect(
@@ -110,21 +135,19 @@ class Engine:
         """Faces in an RGB image, largest-confidence first, with landmarks, pose and quality."""
         if attributes not in ATTRIBUTES:
             raise InvalidInput(f"Attributes must be DEFAULT or ALL, not {attributes!r}.")
-        detector = detector or self.settings.detector
+        spec, det = self.detector(detector)
         h, w = image.shape[:2]
-        with _COMPUTE:
-            boxes = _detect.detect(image, detector, cnn=self._cnn_runner() if detector == "cnn" else None)
-        dlib = runtime.dlib_module()
-        sp5 = runtime.shape_predictor_5()
+        with self._compute:
+            found = det.detect(image)
+        # dlib's 5-point shape predictor runs on every detector's own box: on CenterFace's boxes
+        # (taller than dlib's) the verification figures on shared/faces/pairs.tsv came out equal to
+        # or better than on dlib's HOG boxes, and better than on boxes mapped to dlib's convention
+        # (from CenterFace's box or landmarks) -- see bench/bench_detectors.py and the README.
+        sp5 = dlib_runtime.shape_predictor_5()
         use68 = attributes == "ALL" and self.settings.landmarks_68
         faces = []
-        for box, score in boxes:
-            rect = dlib.rectangle(
-                int(round(box.left)),
-                int(round(box.top)),
-                int(round(box.right)) - 1,
-                int(round(box.bottom)) - 1,
-            )
+        for d in found:
+            rect = _dlib_rect(d.box)
             shape = sp5(image, rect)
             parts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
             landmarks = geometry.five_points(parts)
@@ -132,14 +155,18 @@ class Engine:
                 landmarks.update(_landmarks_68(image, rect))
             faces.append(
                 DetectedFace(
-                    box=box,
-                    confidence=_detect.confidence(score, detector),
+                    box=d.box,
+                    confidence=d.confidence,
                     landmarks=landmarks,
                     pose=geometry.pose(landmarks),
-                    quality=quality.measure(image, box),
+                    quality=quality.measure(image, d.box),
                     image_size=(w, h),
                     shape=shape,
-                    align_points=geometry.alignment_points(parts),
+                    # the detector's own five points where it has them (CenterFace: pixel corners
+                    # at whole coordinates, moved to OpenCV's pixel-centre convention), else dlib's
+                    align_points=geometry.alignment_points(parts)
+                    if d.landmarks is None
+                    else d.landmarks - 0.5,
                 )
             )
         return faces
@@ -155,7 +182,7 @@ class Engine:
         chips while it runs and embeds them once the track ends)."""
         if len(chips) == 0:
             return np.zeros((0, self.spec.dim), np.float32)
-        with _COMPUTE:
+        with self._compute:
             return normalise(self.embedder.embed(np.asarray(chips)))
 
     def chips(self, image: np.ndarray, faces: list[DetectedFace]) -> np.ndarray:
@@ -167,7 +194,7 @@ class Engine:
             return geometry.align(image, points, self.spec.align_template, self.spec.chip_size)
         # One face at a time: dlib's batch extraction shares one image pyramid among all the faces
         # of an image, so a face's chip (and template) would depend on the other faces beside it.
-        dlib = runtime.dlib_module()
+        dlib = dlib_runtime.dlib_module()
         size, padding = self.spec.chip_size, self.spec.chip_padding
         return np.stack(
             [np.asarray(dlib.get_face_chip(image, f.shape, size=size, padding=padding)) for f in faces]
@@ -189,16 +216,12 @@ class Engine:
         d = np.linalg.norm(np.asarray(gallery, np.float32) - np.asarray(probe, np.float32), axis=1)
         return np.asarray(self.calibration.similarity(d))
 
-    def _cnn_runner(self) -> _detect.CnnRunner | None:
-        if self.settings.runtime in ("auto", "onnx"):
-            try:
-                from .onnx_mmod import OnnxCnnDetector
 
-                return OnnxCnnDetector(cache_dir=self.settings.model_cache_dir)
-            except ImportError:
-                if self.settings.runtime == "onnx":
-                    raise
-        return None
+def _dlib_rect(box: Box) -> Any:
+    """A box in pixels -> dlib's rectangle (inclusive right and bottom)."""
+    return dlib_runtime.dlib_module().rectangle(
+        int(round(box.left)), int(round(box.top)), int(round(box.right)) - 1, int(round(box.bottom)) - 1
+    )
 
 
 def _align_points(face: DetectedFace) -> np.ndarray:
@@ -210,7 +233,7 @@ def _align_points(face: DetectedFace) -> np.ndarray:
 
 
 def _landmarks_68(image: np.ndarray, rect: Any) -> dict[str, tuple[float, float]]:
-    shape = runtime.shape_predictor_68()(image, rect)
+    shape = dlib_runtime.shape_predictor_68()(image, rect)
     pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
     out = {name: tuple(float(v) for v in pts[list(idx)].mean(axis=0)) for name, idx in _LANDMARKS_68.items()}
     out.update(nose=tuple(pts[30]), mouthLeft=tuple(pts[48]), mouthRight=tuple(pts[54]))

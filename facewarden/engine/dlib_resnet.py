@@ -7,11 +7,10 @@ version is the same on both, so templates stay compatible.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from . import models, runtime
+from ..config import Settings
+from . import dlib_runtime, models
 
 VERSION = "dlib-resnet-v1"
 
@@ -20,16 +19,16 @@ class DlibEmbedder:
     def embed(self, chips: np.ndarray) -> np.ndarray:
         if len(chips) == 0:
             return np.zeros((0, 128), np.float32)
-        with runtime.dlib_resnets.borrow() as net:
+        with dlib_runtime.dlib_resnets.borrow() as net:
             out = net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
         return np.asarray([np.asarray(d) for d in out], dtype=np.float32)
 
 
-def _factory(runtime_name: str, cache_dir: Path) -> models.Embedder:
+def _factory(runtime_name: str, settings: Settings) -> models.Embedder:
     if runtime_name == "onnx":
         from .onnx_resnet import OnnxResnetEmbedder
 
-        return OnnxResnetEmbedder(cache_dir=cache_dir)
+        return OnnxResnetEmbedder(cache_dir=settings.model_cache_dir, threads=settings.onnx_threads)
     return DlibEmbedder()
 
 

@@ -1,8 +1,10 @@
 """The model registry: every embedder has a name and a version, recorded with every template.
 
 A collection is bound to one model version; templates of different versions are never compared.
-Adding a model = registering a :class:`ModelSpec` (see ``dlib_resnet.py`` and ``onnx_user.py``).
-The calibration table (similarity <-> false match rate) ships with each version.
+Adding a model = one module that registers a :class:`ModelSpec` (see ``dlib_resnet.py`` and
+``onnx_user.py``), imported by the engine package (``engine/__init__.py``) so that it is registered
+before any lookup; this module imports no model module. The calibration table (similarity <-> false
+match rate) ships with each version.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..config import Settings
 from ..errors import InvalidInput
 
 CALIBRATION_DIR = Path(__file__).parent / "calibration"
@@ -38,9 +41,9 @@ class ModelSpec:
     chip_size: int
     #: Padding around the aligned face, as dlib's ``get_face_chip`` takes it.
     chip_padding: float
-    #: Builds the embedder for a runtime name ("dlib", "onnx", ...) and the model cache directory
-    #: (``Settings.model_cache_dir``, where converted files are kept); called once, lazily.
-    factory: Callable[[str, Path], Embedder] = field(compare=False, repr=False)
+    #: Builds the embedder for a runtime name ("dlib", "onnx", ...) and the settings (model cache
+    #: directory, ONNX threads); called once per engine, lazily.
+    factory: Callable[[str, Settings], Embedder] = field(compare=False, repr=False)
     #: Runtimes this model can run on, in order of preference.
     runtimes: tuple[str, ...] = ("dlib",)
     calibration_file: Path | None = None
@@ -69,7 +72,6 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def get(name_or_version: str = DEFAULT_MODEL) -> ModelSpec:
-    _ensure_builtin()
     try:
         return _registry[name_or_version]
     except KeyError:
@@ -80,9 +82,4 @@ def get(name_or_version: str = DEFAULT_MODEL) -> ModelSpec:
 
 
 def all_models() -> list[ModelSpec]:
-    _ensure_builtin()
     return sorted({s.version: s for s in _registry.values()}.values(), key=lambda s: s.version)
-
-
-def _ensure_builtin() -> None:
-    from . import dlib_resnet, sface  # noqa: F401  (register the built-in models)

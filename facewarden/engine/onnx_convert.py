@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from . import dlib_dat, runtime
+from . import dlib_dat, dlib_runtime
 from .dlib_dat import Network
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ def sha256_file(path: Path) -> str:
 def read_network(key: str, source: Path | None = None) -> Network:
     """Parse one of dlib's bundled networks (``resnet`` or ``mmod``)."""
     src = SOURCES[key]
-    return dlib_dat.read_network(source or runtime.weights_path(src.dat), src.net_type, src.what)
+    return dlib_dat.read_network(source or dlib_runtime.weights_path(src.dat), src.net_type, src.what)
 
 
 def recorded_metadata(path: Path) -> dict[str, str]:
@@ -350,7 +350,7 @@ def convert(key: str, target: Path, source: Path | None = None, source_sha256: s
     from onnx import helper
 
     src = SOURCES[key]
-    source = source or runtime.weights_path(src.dat)
+    source = source or dlib_runtime.weights_path(src.dat)
     digest = source_sha256 or sha256_file(source)
     net = dlib_dat.read_network(source, src.net_type, src.what)
     model = src.build(net)
@@ -389,7 +389,7 @@ def write_atomically(target: Path, data: bytes) -> None:
 def converted_path(key: str, cache_dir: Path | None = None, source: Path | None = None) -> Path:
     """Path of the cached ONNX model for ``key``, converting it first if missing or stale."""
     src = SOURCES[key]
-    source = source or runtime.weights_path(src.dat)
+    source = source or dlib_runtime.weights_path(src.dat)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache / (Path(src.dat).stem + ".onnx")
     with lock_for(target.resolve()):
@@ -409,3 +409,13 @@ def converted_path(key: str, cache_dir: Path | None = None, source: Path | None 
                 f"Cannot write the converted model to {target}: {exc.strerror or exc}. "
                 "Set FACEWARDEN_DATA_DIR to a writable directory."
             ) from exc
+
+
+def session(key: str, cache_dir: Path | None = None, threads: int = 0) -> Any:
+    """The ONNX Runtime session of a converted dlib network (``resnet`` or ``mmod``), converting it
+    on first use; one per process, cache directory and thread count."""
+    from . import onnx_runtime
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache.resolve() / (Path(SOURCES[key].dat).stem + ".onnx")
+    return onnx_runtime.session(str(target), lambda: str(converted_path(key, cache)), threads)

@@ -23,8 +23,7 @@ import numpy as np
 from ..errors import InvalidInput
 from . import onnx_convert
 from .faces import Box
-from .onnx_resnet import _session
-from .runtime import load_once
+from .loading import load_once
 
 Rect = tuple[int, int, int, int]  # dlib rectangle: left, top, right, bottom, all inclusive
 
@@ -258,12 +257,13 @@ def _info() -> _MmodInfo:
 class OnnxCnnDetector:
     """dlib's mmod CNN face detector with dlib's results, on ONNX Runtime."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, threads: int = 0) -> None:
         self.cache_dir = cache_dir
+        self.threads = threads
 
     @property
     def session(self) -> Any:
-        return _session("mmod", self.cache_dir)
+        return onnx_convert.session("mmod", self.cache_dir, self.threads)
 
     def detect(self, image: np.ndarray, threshold: float = 0.0) -> list[tuple[Box, float]]:
         """Faces in an RGB (or grayscale) uint8 image: ``(Box, score)``, strongest first."""

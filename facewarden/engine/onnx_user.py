@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,7 +125,7 @@ def register(data_dir: Path, model: UserModel) -> models.ModelSpec:
             dim=model.dim,
             chip_size=model.input_size,
             chip_padding=0.0,
-            factory=lambda runtime, cache_dir, m=model: OnnxUserEmbedder(m),
+            factory=lambda runtime, settings, m=model: OnnxUserEmbedder(m, settings.onnx_threads),
             runtimes=("onnx",),
             calibration_file=calibration_path(data_dir, model.version),
             licence=model.licence,
@@ -156,33 +155,19 @@ def _read(data_dir: Path) -> list[UserModel]:
         raise ModelError(f"The model registry {path} is unreadable ({exc}).") from None
 
 
-_sessions: dict[str, Any] = {}
-_lock = threading.Lock()
-
-
 class OnnxUserEmbedder:
     """Aligned chips -> descriptors with a user's ONNX model (first input, first output)."""
 
-    def __init__(self, model: UserModel) -> None:
+    def __init__(self, model: UserModel, threads: int = 0) -> None:
         self.model = model
+        self.threads = threads
 
     @property
     def session(self) -> Any:
-        s = _sessions.get(self.model.sha256)
-        if s is None:
-            with _lock:
-                s = _sessions.get(self.model.sha256)
-                if s is None:
-                    import onnxruntime as ort
+        from . import onnx_runtime
 
-                    from .onnx_resnet import providers, session_options
-
-                    try:
-                        s = ort.InferenceSession(self.model.file, session_options(), providers=providers())
-                    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-                        raise ModelError(f"Cannot load ONNX model {self.model.file}: {exc}") from None
-                    _sessions[self.model.sha256] = s
-        return s
+        m = self.model
+        return onnx_runtime.session(f"{m.file} (sha256 {m.sha256[:12]})", lambda: m.file, self.threads)
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         m = self.model

@@ -35,12 +35,12 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import Settings
 from ..errors import InvalidInput, ModelError
 from . import models
 from .geometry import ARCFACE_112
@@ -243,42 +243,27 @@ def _graph_digest(path: Path) -> str:
 
 
 # ---- the embedder ---------------------------------------------------------------------------------
-_sessions: dict[str, Any] = {}
-_lock = threading.Lock()
+def session(path: Path, threads: int = 0) -> Any:
+    """The process's ONNX Runtime session for a converted file (``run`` is thread-safe)."""
+    from . import onnx_runtime
 
-
-def session(path: Path) -> Any:
-    """One ONNX Runtime session per converted file, per process (``run`` is thread-safe)."""
     key = str(Path(path).resolve())
-    s = _sessions.get(key)
-    if s is None:
-        with _lock:
-            s = _sessions.get(key)
-            if s is None:
-                import onnxruntime as ort
-
-                from .onnx_resnet import providers, session_options
-
-                try:
-                    s = ort.InferenceSession(key, session_options(), providers=providers())
-                except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-                    raise ModelError(f"Cannot load the SFace model {key}: {exc}") from None
-                _sessions[key] = s
-    return s
+    return onnx_runtime.session(key, lambda: key, threads)
 
 
 class SFaceEmbedder:
     """Aligned 112x112 RGB chips -> SFace's raw 128-D descriptors, on ONNX Runtime."""
 
-    def __init__(self, cache_dir: Path, source: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path, source: Path | None = None, threads: int = 0) -> None:
         self.cache_dir = Path(cache_dir)
         self.source = source
+        self.threads = threads
         self._session: Any = None
 
     @property
     def session(self) -> Any:
         if self._session is None:
-            self._session = session(converted_path(self.cache_dir, self.source))
+            self._session = session(converted_path(self.cache_dir, self.source), self.threads)
         return self._session
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
@@ -295,8 +280,8 @@ class SFaceEmbedder:
         return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def _factory(runtime_name: str, cache_dir: Path) -> models.Embedder:
-    return SFaceEmbedder(cache_dir)
+def _factory(runtime_name: str, settings: Settings) -> models.Embedder:
+    return SFaceEmbedder(settings.model_cache_dir, threads=settings.onnx_threads)
 
 
 SPEC = models.register(

@@ -36,7 +36,7 @@ from ..media import images
 log = logging.getLogger(__name__)
 
 FACE_CHOICES = ("largest", "centre")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = images.FILE_SUFFIXES
 _SAVE_EVERY = 250  # results between cache writes on long runs
 
 
@@ -171,11 +171,11 @@ def _init_worker(settings: Settings) -> None:
     global _worker_engine
     # one process per core: keep ONNX Runtime / BLAS / OpenMP in each worker to one thread, or the
     # workers oversubscribe the cores (set before the engine loads its models, which it does lazily)
-    for var in ("FACEWARDEN_ONNX_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     from ..engine import Engine
 
-    _worker_engine = Engine(settings)
+    _worker_engine = Engine(settings.replace(onnx_threads=settings.onnx_threads or 1))
 
 
 def _embed_in_worker(path: str, face_choice: str) -> tuple[np.ndarray | None, str, str, int]:
