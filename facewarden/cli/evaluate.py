@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from ..service.evaluation import EVALUATE_CALIBRATION, EVALUATE_GALLERY, EVALUATE_PAIRS
+from ..engine import detectors
+from ..service.evaluation import EVALUATE_CALIBRATION, EVALUATE_DETECTION, EVALUATE_GALLERY, EVALUATE_PAIRS
 from . import App, main, pass_app
 
 HEADLINE = (
@@ -93,6 +94,64 @@ def evaluate_pairs(
         )
     if report.get("report_files"):
         click.echo(f"report: {report['report_files']}")
+
+
+@evaluate_group.command("detection")
+@click.argument("manifest_tsv", type=click.Path(exists=True, dir_okay=False))
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--group-by", default="race", show_default=True, help="The manifest column to group by.")
+@click.option(
+    "--detector", type=click.Choice(detectors.names()), default=None, help="Default: the configured one."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write report.json and report.html here.",
+)
+@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@pass_app
+def evaluate_detection(
+    app: App,
+    manifest_tsv: str,
+    images_dir: str,
+    group_by: str,
+    detector: str | None,
+    out_dir: str | None,
+    workers: int | None,
+) -> None:
+    """Missed faces per group (MANIFEST_TSV: path, the group column, optional face count), with
+    95% Wilson intervals and the worst/best group ratio."""
+    from ..evaluate.detection import evaluate_detection as run
+    from ..evaluate.detection import ratio_text
+
+    app.service.authorize(app.principal, EVALUATE_DETECTION)
+    report = run(
+        manifest_tsv,
+        images_dir,
+        group_by,
+        settings=app.settings,
+        detector=detector,
+        out_dir=out_dir,
+        workers=workers,
+    )
+    report.pop("per_image")
+
+    def show(r: dict[str, Any]) -> None:
+        click.echo(
+            f"detector {r['inputs']['detector']}: {r['missed']} of {r['faces']} faces missed "
+            f"({_fmt(r['miss_rate'])}), {r['false_faces']} false faces; worst/best: {ratio_text(r)}"
+        )
+        for g, fig in r["groups"].items():
+            ci = fig["miss_rate"]["ci95"] or [0, 0]
+            click.echo(
+                f"  {g:<20} {fig['missed']:>5} / {fig['faces']:<6} {_fmt(fig['miss_rate'])}  (95% CI {ci[0]:.4f}-{ci[1]:.4f})"
+            )
+        if r.get("report_files"):
+            click.echo(f"report: {r['report_files']['html']}")
+
+    app.emit(report, show)
 
 
 @evaluate_group.command("gallery")

@@ -13,3 +13,4 @@ from .registry import declare
 EVALUATE_PAIRS = declare("EvaluatePairs", Kind.EVALUATE)
 EVALUATE_GALLERY = declare("EvaluateGallery", Kind.EVALUATE)
 EVALUATE_CALIBRATION = declare("EvaluateCalibration", Kind.EVALUATE)
+EVALUATE_DETECTION = declare("EvaluateDetection", Kind.EVALUATE)
