@@ -79,6 +79,10 @@ class Settings:
     #: Days a finished job's results are kept (a search job's: at most its collection's retention).
     job_retention_days: float = 7.0
 
+    #: ``/metrics`` shows the face count of each collection by its id (off: only how many
+    #: collections of each size, so a scrape names nobody's collection).
+    metrics_collection_names: bool = False
+
     @property
     def resolved_buckets_dir(self) -> Path:
         return Path(self.buckets_dir).expanduser() if self.buckets_dir else self.data_dir / "buckets"

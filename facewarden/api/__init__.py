@@ -29,7 +29,7 @@ def create_app(service: Service, *, keys: KeyLookup | None = None) -> FastAPI:
     ``keys`` maps an access key id to ``(secret, principal)``; by default the service's own key
     store (policy layer) is asked.
     """
-    from . import console, openapi, rekognition, rest
+    from . import console, health, metrics, openapi, rekognition, rest
 
     lookup = keys or service_key_lookup(service)
     app = FastAPI(
@@ -43,6 +43,8 @@ def create_app(service: Service, *, keys: KeyLookup | None = None) -> FastAPI:
     )
     app.state.service = service
     app.state.keys = lookup
+    health.mount(app, service)
+    app.state.metrics = metrics.mount(app, service)
     rekognition.mount(app, service, lookup)
     rest.mount(app, service, lookup)
     console.mount(app)

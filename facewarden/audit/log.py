@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..db import Database, Migration, Tx, json_text, lock_key
+from ..errors import StorageError
 from ..keyfiles import keys_dir, load_or_create
+
+log = logging.getLogger("facewarden.audit")
 
 GENESIS = "0" * 64
 
@@ -169,6 +173,27 @@ def _record_message(hash_: str) -> bytes:
     return f"facewarden-audit-record\n{hash_}".encode()
 
 
+@dataclass(frozen=True)
+class Appended:
+    """A record as appended, with its place in the chain: what a listener of the log is told."""
+
+    record: dict[str, Any]
+    prev_hash: str
+    hash: str
+    sig: str
+
+    def line(self) -> str:
+        """The record as one line of :meth:`AuditLog.export` (record, chain hash, signature)."""
+        return canonical(
+            {"record": self.record, "prev_hash": self.prev_hash, "hash": self.hash, "sig": self.sig}
+        )
+
+
+#: Called with every record appended (after its transaction commits when the log runs its own;
+#: inside the caller's when ``append`` is given one). Listeners must be quick and must not raise.
+Listener = Callable[[Appended], None]
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -230,6 +255,8 @@ class AuditLog:
             )
         self._pseudonym_key = load_or_create(kdir / "audit_pseudonym.key", lambda: os.urandom(32))
         self.head_path = Path(data_dir) / "audit.head"
+        #: Told of every append (metrics, the erasure journal); see :data:`Listener`.
+        self.listeners: list[Listener] = []
         db.migrate("audit", MIGRATIONS)
 
     # ---- writing -----------------------------------------------------------------------------
@@ -245,19 +272,24 @@ class AuditLog:
         erasure and the record that says so commit together).
         """
         if tx is not None:
-            record, cp = self._append_tx(tx, entry)
+            appended, cp = self._append_tx(tx, entry)
         else:
             with self.db.transaction(lock="audit") as own:
-                record, cp = self._append_tx(own, entry)
+                appended, cp = self._append_tx(own, entry)
         if cp is not None:
             self._write_head(cp)
-        return record
+        for listener in self.listeners:
+            try:
+                listener(appended)
+            except Exception:  # noqa: BLE001 - a listener never fails an append
+                log.exception("audit listener failed")
+        return appended.record
 
     def _lock(self, tx: Tx) -> None:
         if tx.dialect == "postgresql":
             tx.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("audit"),))
 
-    def _append_tx(self, tx: Tx, entry: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _append_tx(self, tx: Tx, entry: dict[str, Any]) -> tuple[Appended, dict[str, Any] | None]:
         self._lock(tx)
         last = tx.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
@@ -288,7 +320,7 @@ class AuditLog:
             "INSERT INTO audit_subjects (ref, seq) VALUES (?, ?)", [(r, seq) for r in _refs(record)]
         )
         cp = self._checkpoint_tx(tx, seq, h) if seq % self.checkpoint_every == 0 else None
-        return record, cp
+        return Appended(record, prev, h, sig), cp
 
     def _checkpoint_tx(self, tx: Tx, seq: int, h: str) -> dict[str, Any]:
         t = iso(self.clock())
@@ -326,6 +358,15 @@ class AuditLog:
             return None
 
     # ---- reading -----------------------------------------------------------------------------
+    def head(self) -> tuple[int, str]:
+        """The sequence number and hash of the last record ((0, GENESIS) for an empty log); raises
+        StorageError if the signed head file (``audit.head``) exists but cannot be read."""
+        if self.head_path.exists() and self._read_head() is None:
+            raise StorageError(f"{self.head_path} cannot be read: restore it from backup or remove it.")
+        with self.db.read() as tx:
+            last = tx.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        return (int(last[0]), str(last[1])) if last else (0, GENESIS)
+
     def last_record(self, operation: str | None = None) -> dict[str, Any] | None:
         with self.db.read() as tx:
             if operation:

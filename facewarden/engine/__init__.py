@@ -72,6 +72,10 @@ class Engine:
         self._calibration: Calibration | None = None
         self._lock = threading.Lock()
 
+    def queue_depth(self) -> tuple[int, int]:
+        """(detections/embeddings running now, callers waiting for a compute slot) in this process."""
+        return self._compute.depth()
+
     # ---- model pieces, loaded on first use ---------------------------------------------------
     @property
     def model_version(self) -> str:

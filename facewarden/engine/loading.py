@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
+from .slots import ComputeSlots
+
 T = TypeVar("T")
 
 
@@ -58,16 +60,17 @@ class Pool(Generic[T]):
             self._free.put(obj)
 
 
-_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots: dict[int, ComputeSlots] = {}
 _slots_lock = threading.Lock()
 
 
-def compute_slots(concurrency: int = 0) -> threading.BoundedSemaphore:
+def compute_slots(concurrency: int = 0) -> ComputeSlots:
     """The process-wide semaphore that lets at most ``concurrency`` detections or embeddings run at
     once (0 = one per CPU): a service answers many requests on many threads, and past the number of
-    cores they only thrash. Engines built from the same settings share one."""
+    cores they only thrash. Engines built from the same settings share one. It counts who runs and
+    who waits (:meth:`ComputeSlots.depth`: the engine queue that monitoring shows)."""
     n = concurrency if concurrency > 0 else (os.cpu_count() or 1)
     with _slots_lock:
         if n not in _slots:
-            _slots[n] = threading.BoundedSemaphore(n)
+            _slots[n] = ComputeSlots(n)
         return _slots[n]

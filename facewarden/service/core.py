@@ -47,6 +47,7 @@ from ..policy.principals import Principal, Principals
 from ..policy.quota import Quotas
 from ..policy.rules import CollectionInfo, Decision, Policy
 from . import params
+from .observe import Observer
 from .params import Image, S3Object
 from .registry import OPERATIONS, Context, Operation, declared_kinds, kind_of
 
@@ -93,6 +94,8 @@ class Service:
         self.retention = Retention(self)
         #: Durable jobs (video analysis, redaction) in the same database.
         self.jobs = JobQueue(self.db, self.clock)
+        #: Told of every operation and audit record (:mod:`facewarden.service.observe`).
+        self.observers: list[Observer] = []
         self._closed = False
         if sweep_on_start:
             try:
@@ -262,6 +265,20 @@ class Service:
         ctx.applied_threshold = applied
         return applied
 
+    # ---- monitoring --------------------------------------------------------------------------
+    def add_observer(self, observer: Observer) -> None:
+        """Tell ``observer`` of every operation that finishes and every audit record appended."""
+        self.observers.append(observer)
+        self.audit.listeners.append(lambda appended: observer.audit_appended(appended.record))
+
+    def _observe(self, op: Operation[Any, Any], outcome: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        for observer in self.observers:
+            try:
+                observer.operation_finished(op.name, op.kind.value, outcome, seconds)
+            except Exception:  # noqa: BLE001 - monitoring never fails a call
+                log.exception("observer failed")
+
     # ---- the one path ------------------------------------------------------------------------
     def call(
         self, operation_name: str, request: Mapping[str, Any], principal: Principal | None = None
@@ -287,6 +304,23 @@ class Service:
         return self._run(op, principal, request)
 
     def _run(self, op: Operation[Req, Res], principal: Principal | None, source: Any) -> Res:
+        """:meth:`_decide_run_audit`, timed and told to the observers with its outcome."""
+        started, outcome = time.perf_counter(), "error"
+        try:
+            result = self._decide_run_audit(op, principal, source)
+            outcome = "ok"
+            return result
+        except (AccessDenied, QuotaExceeded):
+            outcome = "denied"
+            raise
+        except FacewardenError:
+            outcome = "failed"
+            raise
+        finally:
+            if self.observers:
+                self._observe(op, outcome, started)
+
+    def _decide_run_audit(self, op: Operation[Req, Res], principal: Principal | None, source: Any) -> Res:
         """``source``: the wire dict (parsed only after the decision) or the typed request."""
         if principal is not None and not isinstance(principal, Principal):
             raise InvalidInput("principal must be a facewarden Principal (see Service.owner_principal).")
