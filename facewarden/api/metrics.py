@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -172,7 +172,13 @@ class _Gauges(Collector):
 def mount(app: FastAPI, service: Service) -> Metrics:
     metrics = Metrics(service)
 
-    @app.get("/metrics", tags=["monitoring"], summary="Prometheus metrics of this process")
+    @app.get(
+        "/metrics",
+        tags=["monitoring"],
+        summary="Prometheus metrics of this process",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
