@@ -78,10 +78,15 @@ class Settings:
     job_workers: int = 1
     #: Days a finished job's results are kept (a search job's: at most its collection's retention).
     job_retention_days: float = 7.0
-
     #: ``/metrics`` shows the face count of each collection by its id (off: only how many
     #: collections of each size, so a scrape names nobody's collection).
     metrics_collection_names: bool = False
+    #: Where every erasure's signed audit record is also appended (empty: ``erasures.jsonl`` in the
+    #: data directory). Put it on another volume than the database: a restore replays from it the
+    #: erasures made after the backup.
+    erasure_journal: str = ""
+    #: The folder of ``pg_dump``/``pg_restore`` for backups of PostgreSQL (empty: from ``PATH``).
+    pg_tools_dir: str = ""
 
     @property
     def resolved_buckets_dir(self) -> Path:
@@ -90,6 +95,14 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'gallery.sqlite3'}"
+
+    @property
+    def erasure_journal_path(self) -> Path:
+        return (
+            Path(self.erasure_journal).expanduser()
+            if self.erasure_journal
+            else self.data_dir / "erasures.jsonl"
+        )
 
     @property
     def model_cache_dir(self) -> Path:

@@ -15,7 +15,10 @@ PostgreSQL) are mapped to these at their boundary; nothing else escapes.
     │   ├── InvalidVideo                  InvalidParameterException / 400
     │   │   └── VideoTooLarge             VideoTooLargeException / 400
     │   ├── IdempotentParameterMismatch   IdempotentParameterMismatchException / 400
-    │   └── InvalidS3Object               InvalidS3ObjectException / 400
+    │   ├── InvalidS3Object               InvalidS3ObjectException / 400
+    │   ├── InvalidBackup                 InvalidParameterException / 400 (tampered, truncated, incomplete)
+    │   │   └── WrongPassphrase           InvalidParameterException / 400
+    │   └── RestoreRefused                InvalidParameterException / 400 (target not empty, other installation)
     ├── ResourceNotFound                  ResourceNotFoundException / 400
     ├── ResourceAlreadyExists             ResourceAlreadyExistsException / 400
     ├── ServiceQuotaExceeded              ServiceQuotaExceededException / 400
@@ -99,6 +102,19 @@ class InvalidS3Object(InvalidInput):
     """An S3Object image reference: facewarden has no S3; send the image as Bytes."""
 
     aws_code = "InvalidS3ObjectException"
+
+
+class InvalidBackup(InvalidInput):
+    """A backup that cannot be restored as it is: tampered with, truncated, incomplete, not a backup."""
+
+
+class WrongPassphrase(InvalidBackup):
+    """The passphrase does not open this backup."""
+
+
+class RestoreRefused(InvalidInput):
+    """A restore (or backup) that would overwrite something: a data directory or database that is
+    not empty, another installation's data, an existing backup file."""
 
 
 class ResourceNotFound(FacewardenError):

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..db import Database, Migration, Tx, json_text, lock_key
-from ..errors import StorageError
+from ..errors import InvalidInput, StorageError
 from ..keyfiles import keys_dir, load_or_create
+from .keys import ROTATED, SigningKeys, fingerprint, load_public, public_pem
 
 log = logging.getLogger("facewarden.audit")
 
@@ -173,6 +173,14 @@ def _record_message(hash_: str) -> bytes:
     return f"facewarden-audit-record\n{hash_}".encode()
 
 
+def _signed(key: Ed25519PublicKey, sig_hex: str, message: bytes) -> bool:
+    try:
+        key.verify(bytes.fromhex(sig_hex), message)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class Appended:
     """A record as appended, with its place in the chain: what a listener of the log is told."""
@@ -236,28 +244,79 @@ class AuditLog:
         self.clock = clock
         self.checkpoint_every = max(1, int(checkpoint_every))
         kdir = keys_dir(data_dir)
-        pem = load_or_create(
-            kdir / "audit_ed25519.pem",
-            lambda: Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-        )
-        key = serialization.load_pem_private_key(pem, password=None)
-        assert isinstance(key, Ed25519PrivateKey)
-        self._key = key
-        self.public_key: Ed25519PublicKey = key.public_key()
-        pub = kdir / "audit_ed25519.pub"
-        if not pub.exists():
-            pub.write_bytes(
-                self.public_key.public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            )
+        #: The signing key and the public keys it replaced (:mod:`facewarden.audit.keys`).
+        self.keys = SigningKeys(kdir)
+        self._rotation_seen = 0  # the seq of the last key-rotation record this process followed
         self._pseudonym_key = load_or_create(kdir / "audit_pseudonym.key", lambda: os.urandom(32))
         self.head_path = Path(data_dir) / "audit.head"
         #: Told of every append (metrics, the erasure journal); see :data:`Listener`.
         self.listeners: list[Listener] = []
         db.migrate("audit", MIGRATIONS)
+        with db.read() as tx:
+            self._follow_rotation(tx)
+
+    @property
+    def _key(self) -> Ed25519PrivateKey:
+        return self.keys.private
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The active signing key's public key."""
+        return self.keys.public_key
+
+    @property
+    def installation_id(self) -> str:
+        """The fingerprint of the installation's first audit signing key: what names it in backups."""
+        return self.keys.installation_id()
+
+    def _follow_rotation(self, tx: Tx) -> None:
+        """Sign with the key the log's last rotation record handed over to (finishing a rotation a
+        killed process committed, or catching up with one another process made)."""
+        row = tx.one(
+            "SELECT seq, record FROM audit_log WHERE operation = ? AND seq > ? ORDER BY seq DESC LIMIT 1",
+            (ROTATED, self._rotation_seen),
+        )
+        if row is None:
+            return
+        new_public = (json.loads(row[1]).get("details") or {}).get("new_public_key")
+        if isinstance(new_public, str):
+            self.keys.adopt(new_public)
+        self._rotation_seen = int(row[0])
+
+    def rotate_signing_key(
+        self, entry: dict[str, Any], hook: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Hand signing over to a new key (see :mod:`facewarden.audit.keys`). ``entry`` is the rotation
+        record (operation AuditKeyRotated); the retired and new public keys are added to its details.
+        ``hook(point)`` is called at "prepared", "appended" (inside the transaction) and "committed"."""
+        step = hook or (lambda point: None)
+        new = self.keys.prepare()
+        step("prepared")
+        with self.db.transaction(lock="audit") as tx:
+            self._lock(tx)
+            self._follow_rotation(tx)
+            retired = self.keys.public_pem
+            new_public = public_pem(new)
+            details = dict(entry.get("details") or {})
+            details.update(
+                retired_public_key=retired,
+                retired_fingerprint=fingerprint(retired),
+                new_public_key=new_public,
+                new_fingerprint=fingerprint(new_public),
+            )
+            appended, _ = self._append_tx(tx, {**entry, "operation": ROTATED, "details": details})
+            cp = self._checkpoint_tx(tx, int(appended.record["seq"]), appended.hash)
+            step("appended")
+        step("committed")
+        self._write_head(cp)
+        self.keys.adopt(new_public)
+        self._rotation_seen = int(appended.record["seq"])
+        for listener in self.listeners:
+            try:
+                listener(appended)
+            except Exception:  # noqa: BLE001
+                log.exception("audit listener failed")
+        return appended.record
 
     # ---- writing -----------------------------------------------------------------------------
     def subject_ref(self, subject: str) -> str:
@@ -291,6 +350,7 @@ class AuditLog:
 
     def _append_tx(self, tx: Tx, entry: dict[str, Any]) -> tuple[Appended, dict[str, Any] | None]:
         self._lock(tx)
+        self._follow_rotation(tx)
         last = tx.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
         now = self.clock()
@@ -366,6 +426,34 @@ class AuditLog:
         with self.db.read() as tx:
             last = tx.one("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         return (int(last[0]), str(last[1])) if last else (0, GENESIS)
+
+    def hash_at(self, seq: int) -> str | None:
+        """The chain hash of record ``seq`` (None if there is none)."""
+        with self.db.read() as tx:
+            h = tx.scalar("SELECT hash FROM audit_log WHERE seq = ?", (int(seq),))
+        return None if h is None else str(h)
+
+    def verify_line(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The record of one exported line (``{"record", "prev_hash", "hash", "sig"}``) after checking
+        that its hash covers its fields and that one of this installation's audit keys signed it;
+        InvalidInput otherwise. (The chain between lines is not checked: a journal holds some.)"""
+        record = entry.get("record")
+        try:
+            assert isinstance(record, dict)
+            h = chain_hash(str(entry["prev_hash"]), canonical(digests_of(record)))
+            assert h == entry["hash"]
+            sig = bytes.fromhex(str(entry["sig"]))
+        except (AssertionError, KeyError, ValueError, TypeError):
+            raise InvalidInput("An audit line's hash does not match its record: it was edited.") from None
+        for pem in self.keys.history():
+            try:
+                load_public(pem).verify(sig, _record_message(h))
+                return record
+            except InvalidSignature:
+                continue
+        raise InvalidInput(
+            f"Audit record {record.get('seq')} is not signed by this installation's audit keys."
+        )
 
     def last_record(self, operation: str | None = None) -> dict[str, Any] | None:
         with self.db.read() as tx:
@@ -522,6 +610,11 @@ class AuditLog:
         subjects = 0  # order-free digest of the (subject, record) pairs the records name
         res = VerifyResult(ok=True, records=0, checkpoints=len(cps))
         prev, expected = GENESIS, 1
+        # The signing keys, oldest first; rotation records hand over from one to the next.
+        history = self.keys.history()
+        signers = [load_public(pem) for pem in history]
+        active = 0
+        handovers: list[int] = []  # seq of each rotation record, in order
 
         def bad(seq: int, kind: str, problem: str, fields: list[str] | None = None) -> VerifyResult:
             res.ok, res.first_bad_seq, res.kind, res.problem = False, seq, kind, problem
@@ -569,12 +662,19 @@ class AuditLog:
             if chain_hash(str(prev_hash), str(digests_text)) != h:
                 return bad(seq, "edited", f"Record {seq} was edited: its hash does not match its content.")
             try:
-                self.public_key.verify(bytes.fromhex(str(sig)), _record_message(str(h)))
+                signers[active].verify(bytes.fromhex(str(sig)), _record_message(str(h)))
             except (InvalidSignature, ValueError):
                 return bad(
                     seq, "forged", f"Record {seq} is not signed by this installation's audit key: it was "
                     "forged (inserted or appended by someone without the key) or rewritten.",
                 )  # fmt: skip
+            if record.get("operation") == ROTATED and record.get("decision") == "recorded":
+                new_public = str((record.get("details") or {}).get("new_public_key") or "")
+                if active + 1 >= len(history) or history[active + 1].strip() != new_public.strip():
+                    return bad(seq, "forged", f"Record {seq} hands the audit signing key over to a key that "
+                               "is not in this installation's key history (keys/audit_ed25519.history).")  # fmt: skip
+                active += 1
+                handovers.append(seq)
             if prev_hash != prev:
                 other = self._seq_of_hash(str(prev_hash))
                 if other is not None:
@@ -590,9 +690,9 @@ class AuditLog:
 
         last_seq = expected - 1
         for cseq, chash, ctime, csig, where in checkpoints:
-            try:
-                self.public_key.verify(bytes.fromhex(csig), _checkpoint_message(cseq, chash, ctime))
-            except (InvalidSignature, ValueError):
+            # signed with the key in force at its record, or (written later) a newer one
+            first = sum(1 for t in handovers if t < cseq)
+            if not any(_signed(k, csig, _checkpoint_message(cseq, chash, ctime)) for k in signers[first:]):
                 return bad(min(cseq, last_seq + 1), "checkpoint",
                            f"The checkpoint at record {cseq} ({where}) has an invalid signature: it was forged.")  # fmt: skip
             if cseq > last_seq:

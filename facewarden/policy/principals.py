@@ -5,6 +5,14 @@ An access key looks like an AWS one (``AccessKeyId`` "FW" + 18 characters, ``Sec
 secret to verify SigV4 signatures, so it is stored, but encrypted (Fernet: AES-128-CBC +
 HMAC-SHA256) with a key kept in ``data_dir/keys/secret.key`` (mode 0600), outside the database.
 
+The encryption key can be rotated (:meth:`Principals.rotate_encryption_key`): the new key is
+written to ``secret.key.new``, then one transaction re-encrypts every secret and records the new
+key's fingerprint in ``policy_secret_key``, then ``secret.key.new`` replaces ``secret.key``.
+Every process decrypts with whichever key file opens a secret (re-reading the files when neither
+does) and encrypts with the key whose fingerprint the database names, so a rotation killed at any
+step loses nothing: before its commit the old key is in force, after it the new one, and a process
+that starts (or the next rotation) finishes the file swap.
+
 A key is bound to one purpose and, optionally, to a list of collections; it can expire and be
 revoked. Policy decides what a purpose may do (:mod:`facewarden.policy.rules`); nothing here
 grants anything by itself, and the owner organisation is subject to policy like everyone else.
@@ -12,20 +20,23 @@ grants anything by itself, and the owner organisation is subject to policy like 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import secrets
 import string
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from ..db import Database, Row
+from ..db import Database, Row, Tx
 from ..errors import InvalidInput, ResourceAlreadyExists, ResourceNotFound, StorageError, UnrecognizedClient
-from ..keyfiles import keys_dir, load_or_create
+from ..keyfiles import keys_dir, load_or_create, write_atomic
 
 #: Sectors an organisation may declare. Policy rules name sectors; an unknown one is refused at
 #: creation so that a typo cannot slip past the moratorium ("law-enforcement").
@@ -71,7 +82,22 @@ MIGRATIONS = [
     );
     CREATE INDEX policy_keys_org ON policy_keys(org)
     """,
+    # The fingerprint of the key secrets are encrypted with, once it was rotated (no row: secret.key).
+    """
+    CREATE TABLE policy_secret_key (
+        name TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        rotated_at DOUBLE PRECISION NOT NULL
+    )
+    """,
 ]
+
+SECRET_KEY = "secret.key"
+SECRET_KEY_NEW = "secret.key.new"
+
+
+def key_fingerprint(key: bytes) -> str:
+    return hashlib.sha256(key.strip()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -117,15 +143,113 @@ class Principals:
     def __init__(self, db: Database, data_dir: Path, clock: Callable[[], float]) -> None:
         self.db = db
         self.clock = clock
-        key = load_or_create(keys_dir(data_dir) / "secret.key", Fernet.generate_key)
-        try:
-            self._fernet = Fernet(key.strip())
-        except ValueError:
-            raise StorageError(
-                f"{keys_dir(data_dir) / 'secret.key'} is not a valid key file; restore it from backup "
-                "(without it, stored API secrets cannot be read)."
-            ) from None
+        self._kdir = keys_dir(data_dir)
+        load_or_create(self._kdir / SECRET_KEY, Fernet.generate_key)
+        self._keys_lock = threading.Lock()
+        self._keys: dict[str, Fernet] = {}
         db.migrate("policy_principals", MIGRATIONS)
+        self._reload_keys()
+        self._finish_rotation()
+
+    # ---- the secret-encryption key -------------------------------------------------------------
+    def _reload_keys(self) -> None:
+        keys: dict[str, Fernet] = {}
+        for name in (SECRET_KEY, SECRET_KEY_NEW):
+            try:
+                raw = (self._kdir / name).read_bytes().strip()
+            except FileNotFoundError:
+                continue
+            try:
+                keys[key_fingerprint(raw)] = Fernet(raw)
+            except ValueError:
+                raise StorageError(
+                    f"{self._kdir / name} is not a valid key file; restore it from backup "
+                    "(without it, stored API secrets cannot be read)."
+                ) from None
+        with self._keys_lock:
+            self._keys = keys
+
+    def _active_fingerprint(self, tx: Tx) -> str:
+        fp = tx.scalar("SELECT fingerprint FROM policy_secret_key WHERE name = 'secrets'")
+        if fp is not None:
+            return str(fp)
+        return key_fingerprint((self._kdir / SECRET_KEY).read_bytes())
+
+    def _encrypter(self, tx: Tx) -> Fernet:
+        """The key the database says secrets are encrypted with (files re-read if this process
+        has not seen it yet)."""
+        fp = self._active_fingerprint(tx)
+        if fp not in self._keys:
+            self._reload_keys()
+        try:
+            return self._keys[fp]
+        except KeyError:
+            raise StorageError(
+                f"Secrets are encrypted with key {fp} since the last rotation, but {self._kdir} does not hold "
+                "it: copy DATA_DIR/keys from the machine that rotated it."
+            ) from None
+
+    def _decrypt(self, token: str) -> str:
+        for attempt in (0, 1):
+            try:
+                return MultiFernet(list(self._keys.values())).decrypt(token.encode()).decode()
+            except (InvalidToken, ValueError):
+                if attempt == 0:
+                    self._reload_keys()  # another process may have rotated the key
+        raise StorageError(
+            "An API secret could not be decrypted: data_dir/keys/secret.key does not match this database."
+        )
+
+    def _finish_rotation(self) -> None:
+        """If a rotation committed but its process died before swapping the files, swap them."""
+        new = self._kdir / SECRET_KEY_NEW
+        try:
+            raw = new.read_bytes()
+        except FileNotFoundError:
+            return
+        with self.db.read() as tx:
+            fp = tx.scalar("SELECT fingerprint FROM policy_secret_key WHERE name = 'secrets'")
+        if fp is not None and str(fp) == key_fingerprint(raw):
+            os.replace(new, self._kdir / SECRET_KEY)
+            self._reload_keys()
+
+    def rotate_encryption_key(
+        self, audit: Callable[[Tx, dict[str, Any]], None], hook: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Re-encrypt every stored secret with a new key; ``audit(tx, details)`` writes the record
+        in the same transaction. ``hook(point)`` is called at "prepared", "reencrypted" (inside the
+        transaction) and "committed" (before the file swap)."""
+        step = hook or (lambda point: None)
+        self._finish_rotation()
+        raw = Fernet.generate_key()
+        write_atomic(self._kdir / SECRET_KEY_NEW, raw)
+        self._reload_keys()
+        new_fp = key_fingerprint(raw)
+        step("prepared")
+        with self.db.transaction(lock="principals") as tx:
+            old_fp = self._active_fingerprint(tx)
+            rows = tx.all("SELECT key_id, secret_enc FROM policy_keys ORDER BY key_id")
+            new = self._keys[new_fp]
+            tx.executemany(
+                "UPDATE policy_keys SET secret_enc = ? WHERE key_id = ?",
+                [(new.encrypt(self._decrypt(str(enc)).encode()).decode(), key_id) for key_id, enc in rows],
+            )
+            tx.execute("DELETE FROM policy_secret_key WHERE name = 'secrets'")
+            tx.execute(
+                "INSERT INTO policy_secret_key (name, fingerprint, rotated_at) VALUES ('secrets', ?, ?)",
+                (new_fp, self.clock()),
+            )
+            details = {
+                "key": "secrets",
+                "fingerprint": new_fp,
+                "retired": old_fp,
+                "secrets_reencrypted": len(rows),
+            }
+            audit(tx, details)
+            step("reencrypted")
+        step("committed")
+        self._finish_rotation()
+        return details
 
     # ---- organisations -----------------------------------------------------------------------
     def create_org(
@@ -196,21 +320,67 @@ class Principals:
         secret = new_secret()
         key_id = new_access_key_id()
         with self.db.transaction(lock="principals") as tx:
-            tx.execute(
-                "INSERT INTO policy_keys (key_id, org, purpose, collections, secret_enc, description,"
-                " created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                (
-                    key_id,
-                    org,
-                    purpose,
-                    None if collections is None else json.dumps(sorted(set(collections))),
-                    self._fernet.encrypt(secret.encode()).decode(),
-                    description,
-                    self.clock(),
-                    None if expires_at is None else float(expires_at),
-                ),
+            self._insert_key(
+                tx,
+                key_id,
+                secret,
+                org,
+                purpose,
+                None if collections is None else sorted(set(collections)),
+                description,
+                None if expires_at is None else float(expires_at),
             )
         return self.principal_for_key(key_id), secret
+
+    def _insert_key(
+        self,
+        tx: Tx,
+        key_id: str,
+        secret: str,
+        org: str,
+        purpose: str,
+        collections: list[str] | None,
+        description: str,
+        expires_at: float | None,
+    ) -> None:
+        tx.execute(
+            "INSERT INTO policy_keys (key_id, org, purpose, collections, secret_enc, description,"
+            " created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            (
+                key_id,
+                org,
+                purpose,
+                None if collections is None else json.dumps(collections),
+                self._encrypter(tx).encrypt(secret.encode()).decode(),
+                description,
+                self.clock(),
+                expires_at,
+            ),
+        )
+
+    def rotate_access_key(self, key_id: str, overlap_s: float) -> tuple[Principal, str, Principal]:
+        """A new key like ``key_id`` (organisation, purpose, collections, expiry); the old one now
+        expires after ``overlap_s`` seconds (or earlier, if it already did). Returns (new principal,
+        its secret, the old principal)."""
+        old = self.principal_for_key(key_id)
+        secret, new_id = new_secret(), new_access_key_id()
+        retire_at = self.clock() + max(0.0, float(overlap_s))
+        with self.db.transaction(lock="principals") as tx:
+            self._insert_key(
+                tx,
+                new_id,
+                secret,
+                old.org,
+                old.purpose,
+                None if old.collections is None else list(old.collections),
+                f"rotated from {key_id}",
+                old.expires_at,
+            )
+            tx.execute(
+                "UPDATE policy_keys SET expires_at = ? WHERE key_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (retire_at, key_id, retire_at),
+            )
+        return self.principal_for_key(new_id), secret, self.principal_for_key(key_id)
 
     def revoke_key(self, key_id: str) -> Principal:
         with self.db.transaction(lock="principals") as tx:
@@ -243,13 +413,7 @@ class Principals:
         principal = self.principal_for_key(key_id)
         with self.db.read() as tx:
             enc = tx.scalar("SELECT secret_enc FROM policy_keys WHERE key_id = ?", (key_id,))
-        try:
-            secret = self._fernet.decrypt(str(enc).encode()).decode()
-        except InvalidToken:
-            raise StorageError(
-                "An API secret could not be decrypted: data_dir/keys/secret.key does not match this database."
-            ) from None
-        return principal, secret
+        return principal, self._decrypt(str(enc))
 
     def owner_key(self) -> Principal | None:
         """The owner organisation's first usable key (the one ``init`` created)."""

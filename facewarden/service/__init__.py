@@ -57,6 +57,8 @@ from . import (  # noqa: F401  (each module registers its operations)
     faces,
     gallery,
     jobs,
+    keys,
+    recovery,
     redaction,
     retention,
     users,

@@ -26,6 +26,7 @@ from ..jobs import JobQueue
 from ..media import buckets, images
 from ..audit import AuditLog
 from ..audit.entry import AuditEntry, Outcome
+from ..audit.journal import ErasureJournal
 from ..config import Settings
 from ..db import Database, Tx
 from ..engine import DetectedFace, Engine
@@ -88,6 +89,7 @@ class Service:
         self.audit = AuditLog(
             self.db, self.settings.data_dir, self.clock, checkpoint_every=audit_checkpoint_every
         )
+        self.audit.listeners.append(ErasureJournal(self.settings.erasure_journal_path))
         self.policy_file = PolicyFile(
             PolicyFile.locate(self.settings), declared_kinds(), self._record_policy_if_changed
         )

@@ -427,6 +427,7 @@ def delete_faces(svc: Service, ctx: Context, req: DeleteFacesRequest) -> DeleteF
     deleted, failed = store.delete_faces(col.collection_id, req.face_ids)
     touch(ctx, [before[i] for i in deleted if i in before])
     ctx.counts.update(deleted=len(deleted), failed=len(failed))
+    ctx.details["deleted_face_ids"] = deleted  # (for a restore to erase them again: service/recovery.py)
     return DeleteFacesResult(deleted, unsuccessful(failed))
 
 
