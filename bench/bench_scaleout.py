@@ -1,0 +1,290 @@
+"""Scale-out: 1, 2 and 4 `facewarden serve` processes on one PostgreSQL, driven over the wire.
+
+    python bench/bench_scaleout.py [--procs 1,2,4] [--requests 96] [--clients 8] [--width 320]
+
+A PostgreSQL server with pgvector (pgserver) on loopback; one data directory (the same key files)
+and one database for every process, as compose.yaml runs them. For each process count the
+processes start, answer /readyz, and a fixed, bounded mix is sent by ``--clients`` boto3 threads
+spread round-robin over the processes (as the proxy does): 40% CompareFaces, 40%
+SearchFacesByImage, 20% IndexFaces (consented subjects) on photos of ../shared/faces downscaled to
+``--width`` pixels. Printed per process count: throughput, p50/p99 latency, errors, speed-up over
+one process. Then nothing may be lost: the collection holds exactly the faces indexed, the audit
+log has one record per request and `audit verify` passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import photos, table  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FW = str(Path(sys.executable).parent / "facewarden")
+
+
+def jpeg(path: Path, width: int) -> bytes:
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    img.thumbnail((width, width))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(n: int, env: dict[str, str], logs: Path) -> list[tuple[subprocess.Popen[bytes], str]]:
+    procs = []
+    for i in range(n):
+        port = free_port()
+        log = (logs / f"serve-{n}-{i}.log").open("wb")
+        p = subprocess.Popen(
+            [FW, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append((p, f"http://127.0.0.1:{port}"))
+    for p, url in procs:
+        deadline = time.monotonic() + 180
+        while True:
+            if p.poll() is not None:
+                raise SystemExit(f"serve exited with {p.returncode}; see {logs}")
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=60) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} not ready after 180 s")
+            time.sleep(0.2)
+    return procs
+
+
+def stop(procs: list[tuple[subprocess.Popen[bytes], str]]) -> None:
+    for p, _ in procs:
+        p.send_signal(signal.SIGTERM)
+    for p, _ in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def client(url: str, key: dict[str, str]) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "rekognition",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+        config=Config(retries={"max_attempts": 1}, read_timeout=300, max_pool_connections=64),
+    )
+
+
+def run_mix(
+    urls: list[str],
+    key: dict[str, str],
+    images: list[bytes],
+    requests: int,
+    clients: int,
+    seed: int,
+    tag: str,
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    plan = []
+    for i in range(requests):
+        op = ("CompareFaces", "SearchFacesByImage")[i % 2] if i % 5 else "IndexFaces"
+        plan.append((op, rng.randrange(len(images)), rng.randrange(len(images)), f"{tag}-{i}"))
+    local = threading.local()
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+
+    def one(item: tuple[str, int, int, str]) -> tuple[str, float, str | None, int]:
+        op, a, b, subject = item
+        if not hasattr(local, "clients"):
+            with lock:
+                k = next(counter)
+            local.clients = [client(u, key) for u in urls]
+            local.next = k
+        c = local.clients[local.next % len(urls)]
+        local.next += 1
+        t = time.perf_counter()
+        indexed = 0
+        try:
+            if op == "CompareFaces":
+                c.compare_faces(SourceImage={"Bytes": images[a]}, TargetImage={"Bytes": images[b]})
+            elif op == "SearchFacesByImage":
+                c.search_faces_by_image(CollectionId="bench", Image={"Bytes": images[a]}, MaxFaces=5)
+            else:
+                r = c.index_faces(
+                    CollectionId="bench", Image={"Bytes": images[a]}, ExternalImageId=subject, MaxFaces=1
+                )
+                indexed = len(r["FaceRecords"])
+            err = None
+        except Exception as exc:  # noqa: BLE001 - counted
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            err = code or type(exc).__name__
+            # a photo without a detectable face is the photo's answer, not a server error
+            if code == "InvalidParameterException" and op != "IndexFaces":
+                err = None
+        return op, time.perf_counter() - t, err, indexed
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(one, plan))
+    wall = time.perf_counter() - t0
+    lat = sorted(r[1] for r in results)
+    errors = [r[2] for r in results if r[2]]
+    return {
+        "requests": len(results),
+        "wall_s": wall,
+        "throughput": len(results) / wall,
+        "p50_ms": 1000 * statistics.median(lat),
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))],
+        "errors": len(errors),
+        "error_codes": sorted(set(errors)),
+        "indexed": sum(r[3] for r in results),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--procs", default="1,2,4")
+    ap.add_argument("--requests", type=int, default=96)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    counts = [int(x) for x in args.procs.split(",")]
+
+    import pgserver
+    import psycopg
+
+    root = Path(tempfile.mkdtemp(prefix="fw-scaleout-"))
+    server = pgserver.get_server(str(root / "pg"), cleanup_mode="delete")
+    try:
+        base = server.get_uri()
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE scaleout")
+        head, _, query = base.partition("?")
+        url = head.rsplit("/", 1)[0] + "/scaleout" + (f"?{query}" if query else "")
+        data = root / "data"
+        env = {**os.environ, "FACEWARDEN_DATA_DIR": str(data), "FACEWARDEN_DATABASE_URL": url}
+        env.pop("FACEWARDEN_KEY", None)
+        subprocess.run(
+            [FW, "init", "--org", "bench", "--sector", "commercial"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        key = json.loads((data / "owner-key.json").read_text())
+        images = [jpeg(p, args.width) for p in photos(("single",))][:40]
+        # a gallery to search, and consent for every subject the mix will enrol
+        from facewarden.config import Settings
+        from facewarden.service import Service
+
+        svc = Service(Settings(data_dir=data, database_url=url))
+        owner = svc.owner_principal()
+        svc.call("CreateCollection", {"CollectionId": "bench"}, owner)
+        tags = [f"run{n}" for n in counts]
+        subjects = [f"{t}-{i}" for t in tags for i in range(args.requests)] + [
+            f"seed-{i}" for i in range(len(images))
+        ]
+        for s in subjects:
+            svc.call("GrantConsent", {"Subject": s, "CollectionId": "bench", "Evidence": "bench"}, owner)
+        for i, img in enumerate(images):
+            try:
+                svc.call(
+                    "IndexFaces",
+                    {
+                        "CollectionId": "bench",
+                        "Image": {"Bytes": img},
+                        "ExternalImageId": f"seed-{i}",
+                        "MaxFaces": 1,
+                    },
+                    owner,
+                )
+            except Exception:  # noqa: BLE001 - a photo without a face
+                pass
+        svc.close()
+
+        rows, out = [], []
+        base_tp = None
+        for n, tag in zip(counts, tags):
+            svc = Service(Settings(data_dir=data, database_url=url))
+            faces_before = svc.store.count_faces("bench")
+            audit_before = svc.audit.count()
+            svc.close()
+            procs = start(n, env, root)
+            try:
+                # warm-up: each operation once per process (/readyz loaded the embedder; this loads
+                # the detector and each process's view of the collection)
+                run_mix([u for _, u in procs], key, images, 5 * n, 1, 0, f"warm{n}")
+                svc = Service(Settings(data_dir=data, database_url=url))
+                audit_mid = svc.audit.count()
+                faces_mid = svc.store.count_faces("bench")
+                svc.close()
+                r = run_mix([u for _, u in procs], key, images, args.requests, args.clients, 42, tag)
+            finally:
+                stop(procs)
+            svc = Service(Settings(data_dir=data, database_url=url))
+            faces_after = svc.store.count_faces("bench")
+            audit_after = svc.audit.count()
+            verify = svc.audit.verify()
+            svc.close()
+            r["faces_ok"] = faces_after - faces_mid == r["indexed"]
+            # every request one record; the processes' start and shutdown checkpoints add none
+            r["audit_records"] = audit_after - audit_mid
+            r["audit_ok"] = verify.ok and audit_after - audit_mid >= r["requests"]
+            base_tp = base_tp or r["throughput"]
+            r["procs"], r["speedup"] = n, r["throughput"] / base_tp
+            out.append(r)
+            rows.append([n, r["requests"], r["throughput"], round(r["p50_ms"]), round(r["p99_ms"]), r["errors"],
+                         f"{r['speedup']:.2f}x", "yes" if r["faces_ok"] and r["audit_ok"] else "NO"])  # fmt: skip
+            del faces_before, audit_before
+        print(
+            f"{os.cpu_count()} CPUs, {args.clients} client threads, {args.requests} requests per run, photos at {args.width} px"
+        )
+        print(
+            table(["procs", "requests", "req/s", "p50 ms", "p99 ms", "errors", "vs 1", "nothing lost"], rows)
+        )
+        if args.json:
+            print(json.dumps(out))
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
