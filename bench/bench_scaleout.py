@@ -178,6 +178,32 @@ def run_mix(
     }
 
 
+def audit_rate(data: Path, url: str, threads: int, seconds: float = 5.0) -> float:
+    """Audit records appended per second by ``threads`` threads of one process: the chain is
+    serialised by one lock, so this is the ceiling of audited requests per second of one database."""
+    from facewarden.config import Settings
+    from facewarden.service import Service
+
+    svc = Service(Settings(data_dir=data, database_url=url), sweep_on_start=False)
+    stop_at = time.perf_counter() + seconds
+    counts = [0] * threads
+
+    def work(i: int) -> None:
+        while time.perf_counter() < stop_at:
+            svc.audit.append({"operation": "BenchProbe", "decision": "recorded", "rule": "bench"})
+            counts[i] += 1
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    rate = sum(counts) / (time.perf_counter() - t0)
+    svc.close()
+    return rate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--procs", default="1,2,4")
