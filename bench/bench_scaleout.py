@@ -8,7 +8,8 @@ processes start, answer /readyz, and a fixed, bounded mix is sent by ``--clients
 spread round-robin over the processes (as the proxy does): 40% CompareFaces, 40%
 SearchFacesByImage, 20% IndexFaces (consented subjects) on photos of ../shared/faces downscaled to
 ``--width`` pixels. Printed per process count: throughput, p50/p99 latency, errors, speed-up over
-one process. Then nothing may be lost: the collection holds exactly the faces indexed, the audit
+one process, and how many cores the serve processes kept busy (their CPU time over the run's
+wall time: on a machine of C cores no process count can go past C). Then nothing may be lost: the collection holds exactly the faces indexed, the audit
 log has one record per request and `audit verify` passes.
 """
 
@@ -96,6 +97,19 @@ def stop(procs: list[tuple[subprocess.Popen[bytes], str]]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes so far (from /proc; 0 where it cannot be read)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def client(url: str, key: dict[str, str]) -> Any:
@@ -281,7 +295,10 @@ def main() -> None:
                 audit_mid = svc.audit.count()
                 faces_mid = svc.store.count_faces("bench")
                 svc.close()
+                pids = [p.pid for p, _ in procs]
+                cpu0 = cpu_seconds(pids)
                 r = run_mix([u for _, u in procs], key, images, args.requests, args.clients, 42, tag)
+                r["server_cores"] = (cpu_seconds(pids) - cpu0) / r["wall_s"]
             finally:
                 stop(procs)
             svc = Service(Settings(data_dir=data, database_url=url))
@@ -297,7 +314,8 @@ def main() -> None:
             r["procs"], r["speedup"] = n, r["throughput"] / base_tp
             out.append(r)
             rows.append([n, r["requests"], r["throughput"], round(r["p50_ms"]), round(r["p99_ms"]), r["errors"],
-                         f"{r['speedup']:.2f}x", "yes" if r["faces_ok"] and r["audit_ok"] else "NO"])  # fmt: skip
+                         f"{r['speedup']:.2f}x", f"{r['server_cores']:.2f}",
+                         "yes" if r["faces_ok"] and r["audit_ok"] else "NO"])  # fmt: skip
             del faces_before, audit_before
         print(
             f"{os.cpu_count()} CPUs, {args.clients} client threads, {args.requests} requests per run, photos at {args.width} px"
