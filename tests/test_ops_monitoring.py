@@ -37,9 +37,9 @@ def value(metrics: dict[str, Any], name: str, **labels: str) -> float:
 
 
 def test_healthz_and_readyz_need_no_key_and_reveal_nothing(harness: Harness) -> None:
-    r = httpx.get(f"{harness.url}/healthz")
+    r = httpx.get(f"{harness.url}/healthz", timeout=60)
     assert r.status_code == 200 and r.json() == {"Status": "ok"}
-    r = httpx.get(f"{harness.url}/readyz")
+    r = httpx.get(f"{harness.url}/readyz", timeout=120)
     assert r.status_code == 200, r.text
     assert r.json() == {"Status": "ready", "Checks": {"database": "ok", "models": "ok", "audit": "ok"}}
 
@@ -49,7 +49,7 @@ def test_readyz_names_the_failing_check_without_its_details(harness: Harness, tm
     saved = head.read_bytes() if head.exists() else None
     head.write_text("{not json")
     try:
-        r = httpx.get(f"{harness.url}/readyz")
+        r = httpx.get(f"{harness.url}/readyz", timeout=120)
         assert r.status_code == 503
         assert r.json() == {
             "Status": "unavailable",
@@ -107,7 +107,7 @@ def test_metrics_count_requests_outcomes_denials_and_latency(harness: Harness) -
     assert value(after, "facewarden_gallery_collections") >= 2
     assert value(after, "facewarden_gallery_collection_size_bucket", le="10") >= 2
     assert "facewarden_gallery_collection_faces" not in after
-    assert "metrics-a" not in httpx.get(f"{harness.url}/metrics").text
+    assert "metrics-a" not in httpx.get(f"{harness.url}/metrics", timeout=30).text
     assert value(after, "facewarden_engine_queue_depth") == 0
     assert "facewarden_engine_busy" in after
     assert "process_cpu_seconds_total" in after
