@@ -1,8 +1,8 @@
 """Health and readiness probes: ``GET /healthz`` and ``GET /readyz``, without authentication.
 
 * ``/healthz``: the process is up and answering (a container's HEALTHCHECK, a liveness probe).
-* ``/readyz``: the process can do its work: the database answers, the face model and its
-  calibration are loaded (the first call loads them), and the audit log's head can be read. 200
+* ``/readyz``: the process can do its work: the database answers, the default detector, the face
+  model and its calibration are loaded (the first call loads them), and the audit log's head can be read. 200
   when all are, 503 naming the check that is not.
 
 Neither reveals data: each check answers ``ok`` or ``unavailable``; why is logged by the server.

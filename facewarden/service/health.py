@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def readiness(svc: Service) -> dict[str, str | None]:
     """``{"database": None | problem, "models": ..., "audit": ...}``: None where the check passed.
 
-    The face model (embedder and calibration) is loaded by the first call, so a process is not
+    The default detector and the face model (embedder and calibration) are loaded by the first call, so a process is not
     ready before it could answer a search without the wait.
     """
     checks: dict[str, str | None] = {}
@@ -27,6 +27,7 @@ def readiness(svc: Service) -> dict[str, str | None]:
     except Exception as exc:  # noqa: BLE001 - reported as the check's problem
         checks["database"] = f"{type(exc).__name__}: {exc}"
     try:
+        svc.engine.detector()  # the default detector, built once
         svc.engine.embedder  # noqa: B018 - loads the model once
         svc.engine.calibration  # noqa: B018
         checks["models"] = None
