@@ -76,6 +76,12 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
         with psycopg.connect(uri, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            # A throwaway server: the tests kill clients, never this server, so its own durability
+            # buys nothing. Without fsync its commits and its final checkpoint (a hundred test
+            # databases) stop waiting on a disk shared with everything else on the machine.
+            for setting in ("fsync", "full_page_writes", "synchronous_commit"):
+                conn.execute(f"ALTER SYSTEM SET {setting} = off")
+            conn.execute("SELECT pg_reload_conf()")
     except Exception as exc:  # noqa: BLE001 - reported below
         if in_ci:
             pytest.fail(f"PostgreSQL (pgserver) did not start in CI: {exc!r}", pytrace=False)
