@@ -303,7 +303,8 @@ def _model() -> Any:
     return botocore.session.get_session().get_service_model("rekognition")
 
 
-EXTENSIONS = {"AppliedThreshold"}
+#: facewarden's extension members (boto3 drops them; the native REST API and the console read them).
+EXTENSIONS = {"AppliedThreshold", "ConsentMode", "RetentionDays", "OwnerOrganization"}
 
 
 def assert_shape(operation: str, response: dict[str, Any]) -> None:

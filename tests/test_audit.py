@@ -112,7 +112,7 @@ def test_upgrade_backfills_the_report_columns(tmp_path: Path, db_url: str) -> No
     for i in range(1, 13):
         a.append({**entry(i, "denied" if i % 4 == 0 else "allowed"), "counts": {"faces_erased": i % 3}})
     with a.db.transaction() as tx:  # back to the schema before the columns existed
-        tx.execute("DROP INDEX audit_log_report")
+        tx.execute("DROP INDEX audit_log_counts")  # (the later migration's index over these columns)
         for c in ("purpose", "sector", "rule", "faces_erased"):
             tx.execute(f"ALTER TABLE audit_log DROP COLUMN {c}")
         tx.execute("DELETE FROM schema_migrations WHERE component = 'audit' AND version = 2")
@@ -318,17 +318,21 @@ def test_postgres_log_and_service_pipeline(pg_url: str, tmp_path: Path) -> None:
 
 def _reference_report(audit: AuditLog, since: float | None = None) -> dict[str, Any]:
     """The transparency report computed record by record in Python: what the SQL must agree with."""
+    import datetime as dt
     from collections import Counter, defaultdict
 
-    from facewarden.audit.log import iso
+    from facewarden.audit.log import is_console_read, iso
     from facewarden.audit.report import _INTERNAL
 
     by_purpose: dict = defaultdict(Counter)
     by_sector: dict = defaultdict(Counter)
+    by_org: dict = defaultdict(Counter)
     by_rule: Counter = Counter()
     denials_by_sector: dict = defaultdict(Counter)
     decisions: Counter = Counter()
-    changes, erased, subjects, searches, times = [], 0, 0, 0, []
+    per_day: dict = defaultdict(Counter)
+    denials_per_day: dict = defaultdict(Counter)
+    changes, erased, subjects, searches, times, console = [], 0, 0, 0, [], 0
     for r in audit.records(since=since):
         times.append(r["time"])
         op = r.get("operation") or ""
@@ -339,31 +343,46 @@ def _reference_report(audit: AuditLog, since: float | None = None) -> dict[str, 
         if op in _INTERNAL:
             erased += int((r.get("counts") or {}).get("faces_erased", 0))
             continue
+        if is_console_read(r):
+            console += 1
+            continue
         decision = r.get("decision") or ""
         decisions[decision] += 1
-        purpose, sector, rule = (r.get(k) or "(none)" for k in ("purpose", "sector", "rule"))
+        day = dt.datetime.fromisoformat(r["time"].replace("Z", "+00:00")).date().isoformat()
+        per_day[day][decision] += 1
+        org, purpose, sector, rule = (r.get(k) or "(none)" for k in ("org", "purpose", "sector", "rule"))
         if decision == "denied":
             by_rule[rule] += 1
             denials_by_sector[sector][rule] += 1
+            denials_per_day[day][rule] += 1
             continue
         by_purpose[purpose][op] += 1
         by_sector[sector][op] += 1
+        by_org[org][op] += 1
         searches += op.startswith("Search") and decision == "allowed"
         erased += int((r.get("counts") or {}).get("faces_erased", 0))
         subjects += op in ("EraseSubject", "WithdrawConsent") and decision == "allowed"
+
+    def nested(d: dict) -> dict:
+        return {k: dict(v) for k, v in sorted(d.items())}
+
     return {
         "Since": iso(since) if since is not None else None,
         "From": times[0] if times else None,
         "To": times[-1] if times else None,
         "Decisions": dict(decisions),
-        "OperationsByPurpose": {k: dict(v) for k, v in sorted(by_purpose.items())},
-        "OperationsBySector": {k: dict(v) for k, v in sorted(by_sector.items())},
+        "OperationsByPurpose": nested(by_purpose),
+        "OperationsBySector": nested(by_sector),
+        "OperationsByOrganization": nested(by_org),
         "DenialsByRule": dict(by_rule.most_common()),
-        "DenialsBySector": {k: dict(v) for k, v in sorted(denials_by_sector.items())},
+        "DenialsBySector": nested(denials_by_sector),
         "IdentificationSearches": searches,
         "SubjectsErasedOrWithdrawn": subjects,
         "FacesErased": erased,
         "PolicyChanges": changes,
+        "ConsoleReads": console,
+        "DecisionsPerDay": nested(per_day),
+        "DenialsPerDay": nested(denials_per_day),
     }
 
 
@@ -371,17 +390,95 @@ def test_transparency_report_is_counted_by_the_database(tmp_path: Path) -> None:
     t = [1_750_000_000.0]
     db = Database(f"sqlite:///{tmp_path}/gallery.sqlite3")
     a = AuditLog(db, tmp_path, lambda: t[0])
+    a.scan_batch = 7
     ops = ["SearchFacesByImage", "CompareFaces", "EraseSubject", "WithdrawConsent", "RetentionSweep",
-           "PolicyChanged", "IndexFaces", "SearchUsers"]  # fmt: skip
-    for i in range(60):
-        t[0] += 60
-        e = entry(i, "denied" if i % 5 == 0 else "allowed")
+           "PolicyChanged", "IndexFaces", "SearchUsers", "ListCollections"]  # fmt: skip
+    for i in range(90):
+        t[0] += 3 * 3600  # eight records a day: the daily series spans 11 days
+        e = entry(i, ["allowed", "denied", "allowed", "failed", "allowed"][i % 5])
         e.update(operation=ops[i % len(ops)], purpose=[None, "access_control", ""][i % 3],
-                 sector=["commercial", "law_enforcement"][i % 2], rule=[None, "moratorium", "purpose"][i % 3],
-                 counts={"faces_erased": i % 4} if i % 2 else {}, details={"version": i})  # fmt: skip
+                 org=["acme", "police", None][i % 3], sector=["commercial", "law_enforcement"][i % 2],
+                 rule=[None, "moratorium", "purpose"][i % 3],
+                 counts={"faces_erased": i % 4} if i % 2 else {},
+                 details={"version": i, **({"console_read": True} if i % 9 == 8 else {})})  # fmt: skip
         a.append(e)
-    for since in (None, 1_750_000_000.0 + 60 * 31):
+    for since in (None, 1_750_000_000.0 + 3 * 3600 * 31):
         ours, reference = transparency_report(a, since), _reference_report(a, since)
         assert ours == reference
+        # the per-day series add up to the totals
+        by_day = {d: sum(v.values()) for d, v in ours["DecisionsPerDay"].items()}
+        assert sum(by_day.values()) == sum(ours["Decisions"].values())
+        assert sum(sum(v.values()) for v in ours["DenialsPerDay"].values()) == ours["Decisions"]["denied"]
     assert ours["FacesErased"] > 0 and ours["PolicyChanges"] and ours["DenialsByRule"]
+    assert ours["ConsoleReads"] > 0 and len(ours["DecisionsPerDay"]) >= 7
+    assert set(ours["OperationsByOrganization"]) == {"acme", "police", "(none)"}
     assert transparency_report(a, 2e9) == _reference_report(a, 2e9)  # nothing that late
+
+
+def test_export_filters_select_by_the_columns(tmp_path: Path, db_url: str) -> None:
+    """Every filter of the export, alone and combined, newest or oldest first and across pages,
+    returns exactly the records the same conditions select in Python."""
+    from facewarden.audit.log import AuditFilter
+
+    t = [1_750_000_000.0]
+    a = AuditLog(Database(db_url), tmp_path, lambda: t[0])
+    a.scan_batch = 4
+    alice, bob = a.subject_ref("alice"), a.subject_ref("bob")
+    for i in range(40):
+        t[0] += 600
+        e = entry(i, ["allowed", "denied", "failed", "allowed"][i % 4])
+        e.update(key=["K1", "K2", None][i % 3], collection=["staff", "visitors", None][i % 3 - 1],
+                 org=["acme", "police"][i % 2], rule=["purpose", "moratorium"][i % 4 == 1],
+                 operation=["ListCollections", "SearchFacesByImage", "IndexFaces"][i % 3],
+                 subjects=[[alice], [bob], [alice, bob], []][i % 4],
+                 details={"console_read": True} if i % 3 == 0 else {})  # fmt: skip
+        a.append(e)
+    records = {r["seq"]: r for r in a.records()}
+    times = {seq: 1_750_000_000.0 + 600 * seq for seq in records}
+    filters = [
+        AuditFilter(),
+        AuditFilter(decision="denied"),
+        AuditFilter(decision="denied", rule="moratorium"),
+        AuditFilter(operation="SearchFacesByImage", org="police"),
+        AuditFilter(key="K2"),
+        AuditFilter(collection="visitors", decision="allowed"),
+        AuditFilter(subject_ref=alice),
+        AuditFilter(subject_ref=bob, key="K1"),
+        AuditFilter(since=times[10], until=times[30]),
+        AuditFilter(hide_console_reads=True),
+        AuditFilter(hide_console_reads=True, since=times[5], org="acme"),
+    ]
+    for f in filters:
+        want = [s for s, r in records.items() if f.matches(r, times[s])]
+        assert want, f  # every filter selects something, and not everything but the first
+        assert (f == AuditFilter()) == (len(want) == len(records)), f
+        got = [seq for seq, _ in a.export(where=f)]
+        assert got == want, f
+        assert [seq for seq, _ in a.export(where=f, before=2**62)] == want[::-1], f
+        assert [seq for seq, _ in a.export(where=f, after=want[0])] == want[1:], f
+    hidden = [s for s, r in records.items() if r["details"].get("console_read")]
+    shown = [seq for seq, _ in a.export(where=AuditFilter(hide_console_reads=True))]
+    assert {s for s in hidden if records[s]["decision"] == "allowed"}.isdisjoint(shown)
+    assert {s for s in hidden if records[s]["decision"] != "allowed"} <= set(shown)  # refusals stay
+    assert a.verify().ok
+
+
+def test_upgrade_backfills_the_filter_columns(tmp_path: Path, db_url: str) -> None:
+    a = open_log(tmp_path, url=db_url)
+    for i in range(1, 8):
+        a.append({**entry(i), "key": f"K{i % 2}", "collection": None if i == 3 else "staff"})
+    with a.db.transaction() as tx:  # back to the schema before the columns existed
+        for index in ("key", "collection", "org", "decision", "ts", "counts"):
+            tx.execute(f"DROP INDEX audit_log_{index}")
+        tx.execute(
+            "CREATE INDEX audit_log_report ON audit_log (operation, decision, purpose, sector, rule, faces_erased, ts)"
+        )
+        for c in ("key_id", "collection", "console_read"):
+            tx.execute(f"ALTER TABLE audit_log DROP COLUMN {c}")
+        tx.execute("DELETE FROM schema_migrations WHERE component = 'audit' AND version = 4")
+    from facewarden.audit.log import AuditFilter
+
+    upgraded = open_log(tmp_path, url=db_url)
+    assert upgraded.verify().ok
+    assert [s for s, _ in upgraded.export(where=AuditFilter(key="K1"))] == [1, 3, 5, 7]
+    assert [s for s, _ in upgraded.export(where=AuditFilter(collection="staff"))] == [1, 2, 4, 5, 6, 7]

@@ -155,6 +155,21 @@ def test_policy_audit_and_transparency(fw, tmp_path):
     records = [json.loads(line)["record"] for line in lines]
     applied = [r for r in records if r["operation"] == "ApplyPolicy"]
     assert applied and applied[-1]["policy_hash"] != shown["Sha256"]  # the change is in the log
+    # the export's filters: the same records the full export holds, selected by the server
+    denied = [
+        json.loads(line)["record"]
+        for line in fw("audit", "export", "--decision", "denied", "--rule", "moratorium").splitlines()
+    ]
+    assert denied and [r["seq"] for r in denied] == [
+        r["seq"] for r in records if r["decision"] == "denied" and r["rule"] == "moratorium"
+    ]
+    assert fw("audit", "export", "--until", "2000-01-01") == ""
+    # the report for a regulator: CSV on stdout, a printable HTML page with its charts in a file
+    csv_text = fw("report", "transparency", "--format", "csv")
+    assert csv_text.startswith("Section,Row,Column,Value") and "DenialsByRule,moratorium," in csv_text
+    fw("report", "transparency", "--format", "html", "--out", str(tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<svg") == 2 and "Denials by rule" in page and "<script" not in page
     # Edit one stored record behind facewarden's back: verify names it and exits 1.
     db = sqlite3.connect(fw.data / "gallery.sqlite3")
     db.execute("UPDATE audit_log SET record = replace(record, '\"allowed\"', '\"denied\"') WHERE seq = 3")

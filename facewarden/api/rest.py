@@ -8,11 +8,16 @@ body (:mod:`facewarden.api.forms`, Rekognition's member names throughout), calls
 :mod:`facewarden.api.openapi`.
 
 Authentication: ``Authorization: Bearer <AccessKeyId>:<SecretAccessKey>``.
+The web console sends ``X-Facewarden-Console-Read: 1`` with the reads it makes to draw a page;
+the audit record of a declared read (a listing, the log, the report) is then marked
+``console_read``, so that the log's readers can hide the console's own traffic (any other
+operation's record is not marked).
 Errors: ``{"error": "<Code>", "message": "..."}`` with the error's HTTP status.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -39,6 +44,9 @@ from .routes import GENERIC, GENERIC_ROUTE, Route, routes
 from .wire import encode_response
 
 log = logging.getLogger("facewarden.api")
+
+#: The header of the console's own reads (see the module docstring).
+CONSOLE_READ_HEADER = "X-Facewarden-Console-Read"
 
 bearer = HTTPBearer(auto_error=False, description="`<AccessKeyId>:<SecretAccessKey>`")
 #: Declares the bearer scheme in the OpenAPI document (the check itself is :func:`authenticate`).
@@ -205,7 +213,10 @@ def _endpoint(service: Service, lookup: KeyLookup, route: Route) -> Callable[...
         try:
             key = await run_in_threadpool(authenticate, service, lookup, request)
             call = await build_request(request, route, operation)
-            response = await run_in_threadpool(service.call, operation, call, key.principal)
+            console_read = request.headers.get(CONSOLE_READ_HEADER, "").strip().lower() in ("1", "true")
+            response = await run_in_threadpool(
+                functools.partial(service.call, console_read=console_read), operation, call, key.principal
+            )
             return JSONResponse(
                 encode_response(operation, response, timestamps="iso"), headers={"x-request-id": request_id}
             )

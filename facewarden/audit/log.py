@@ -23,6 +23,7 @@ service processes keep one linear chain.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -45,6 +46,8 @@ from .keys import ROTATED, SigningKeys, fingerprint, load_public, public_pem
 log = logging.getLogger("facewarden.audit")
 
 GENESIS = "0" * 64
+#: The proleptic ordinal of 1970-01-01 (days since the epoch + this = a date).
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 #: The fields of a record, in the order they are documented.
 FIELDS = (
@@ -67,8 +70,22 @@ FIELDS = (
     "policy_hash",
 )
 #: Columns duplicated from the record for queries (the transparency report counts them in the
-#: database); verify checks they agree with the signed record.
-COLUMNS = ("operation", "decision", "org", "purpose", "sector", "rule", "faces_erased")
+#: database, the export filters on them through their indexes); verify checks they agree with the
+#: signed record.
+COLUMNS = (
+    "operation",
+    "decision",
+    "org",
+    "purpose",
+    "sector",
+    "rule",
+    "faces_erased",
+    "key_id",
+    "collection",
+    "console_read",
+)
+#: The values of ``decision``.
+DECISIONS = ("allowed", "denied", "failed", "recorded")
 
 
 def columns_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +96,77 @@ def columns_of(record: dict[str, Any]) -> dict[str, Any]:
         "org": record.get("org"),
         **{k: record.get(k) or None for k in ("purpose", "sector", "rule")},
         "faces_erased": int((record.get("counts") or {}).get("faces_erased") or 0),
+        "key_id": record.get("key") or None,
+        "collection": record.get("collection") or None,
+        "console_read": 1 if (record.get("details") or {}).get("console_read") is True else 0,
     }
+
+
+def is_console_read(record: dict[str, Any]) -> bool:
+    """A read the web console made for its own display (a listing, the log, the report), allowed:
+    hidden by default where a person reads the log (see :class:`AuditFilter`)."""
+    return bool(columns_of(record)["console_read"]) and record.get("decision") == "allowed"
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which records an export returns; every condition is a column of the log (indexed where it
+    narrows: key, collection, organisation, decision, time, subject), so a filtered page of a log of
+    millions is read without scanning it."""
+
+    since: float | None = None
+    until: float | None = None
+    decision: str | None = None
+    rule: str | None = None
+    operation: str | None = None
+    org: str | None = None
+    key: str | None = None
+    collection: str | None = None
+    #: A subject's pseudonym (:meth:`AuditLog.subject_ref`).
+    subject_ref: str | None = None
+    #: Leave out the console's own allowed reads (:func:`is_console_read`).
+    hide_console_reads: bool = False
+
+    def where(self) -> tuple[str, tuple[Any, ...]]:
+        """``(SQL conditions on the alias a, each followed by AND; their parameters)``."""
+        sql, params = [], []
+        for column, op, value in (
+            ("ts", ">=", self.since),
+            ("ts", "<", self.until),
+            ("decision", "=", self.decision),
+            ("rule", "=", self.rule),
+            ("operation", "=", self.operation),
+            ("org", "=", self.org),
+            ("key_id", "=", self.key),
+            ("collection", "=", self.collection),
+        ):
+            if value is not None:
+                sql.append(f"a.{column} {op} ? AND ")
+                params.append(value)
+        if self.hide_console_reads:
+            sql.append("(a.console_read = 0 OR a.decision <> 'allowed') AND ")
+        return "".join(sql), tuple(params)
+
+    def matches(self, record: dict[str, Any], ts: float) -> bool:
+        """The same conditions, on one record in Python (for tests and checks)."""
+        cols = columns_of(record)
+        return (
+            (self.since is None or ts >= self.since)
+            and (self.until is None or ts < self.until)
+            and all(
+                want is None or cols[c] == want
+                for c, want in (
+                    ("decision", self.decision),
+                    ("rule", self.rule),
+                    ("operation", self.operation),
+                    ("org", self.org),
+                    ("key_id", self.key),
+                    ("collection", self.collection),
+                )
+            )  # fmt: skip
+            and (self.subject_ref is None or self.subject_ref in _refs(record))
+            and not (self.hide_console_reads and is_console_read(record))
+        )
 
 
 def _report_columns(dialect: str) -> str:
@@ -136,6 +223,28 @@ MIGRATIONS: list[Migration] = [
         INSERT INTO audit_subjects (ref, seq)
             SELECT DISTINCT jsonb_array_elements_text((record::jsonb) -> 'subjects'), seq FROM audit_log
         """,
+    },
+    # The export's filters: key, collection and the console's own reads as columns; indexes for
+    # the filters that narrow (the operation's index exists; decision and rule are narrow on denials);
+    # the report's index, wider by the organisation and the console's reads, still covers everything
+    # the report counts (its totals and its per-day series are read from the index alone).
+    {
+        dialect: f"""
+        ALTER TABLE audit_log ADD COLUMN key_id TEXT;
+        ALTER TABLE audit_log ADD COLUMN collection TEXT;
+        ALTER TABLE audit_log ADD COLUMN console_read INTEGER NOT NULL DEFAULT 0;
+        UPDATE audit_log SET key_id = NULLIF({json_text(dialect, "record", "key")}, ''),
+            collection = NULLIF({json_text(dialect, "record", "collection")}, '');
+        CREATE INDEX audit_log_key ON audit_log (key_id, seq);
+        CREATE INDEX audit_log_collection ON audit_log (collection, seq);
+        CREATE INDEX audit_log_org ON audit_log (org, seq);
+        CREATE INDEX audit_log_decision ON audit_log (decision, seq);
+        CREATE INDEX audit_log_ts ON audit_log (ts);
+        DROP INDEX audit_log_report;
+        CREATE INDEX audit_log_counts ON audit_log
+            (operation, decision, org, purpose, sector, rule, console_read, faces_erased, ts)
+        """
+        for dialect in ("sqlite", "postgresql")
     },
 ]
 
@@ -470,15 +579,27 @@ class AuditLog:
             return int(tx.scalar("SELECT COUNT(*) FROM audit_log") or 0)
 
     def _scan(
-        self, columns: str, *, after: int = 0, before: int | None = None, ref: str | None = None
+        self,
+        columns: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        ref: str | None = None,
+        where: tuple[str, tuple[Any, ...]] = ("", ()),
     ) -> Iterator[tuple[Any, ...]]:
         """``(seq, *columns)`` rows in sequence order, a batch per read: the log may hold millions,
         and neither verification nor export may need it all in memory. With ``before``, newest
-        first; with ``ref``, only the records naming that subject pseudonym."""
+        first; with ``ref``, only the records naming that subject pseudonym; ``where``: more
+        conditions on the alias ``a`` (:meth:`AuditFilter.where`)."""
         cursor = before
-        source, params = "audit_log a WHERE", ()
+        conditions, params = where
+        source = "audit_log a WHERE"
         if ref is not None:
-            source, params = "audit_subjects s JOIN audit_log a ON a.seq = s.seq WHERE s.ref = ? AND", (ref,)
+            source, params = (
+                "audit_subjects s JOIN audit_log a ON a.seq = s.seq WHERE s.ref = ? AND",
+                (ref, *params),
+            )
+        source = f"{source} {conditions}"
         while True:
             with self.db.read() as tx:
                 if before is None:
@@ -512,31 +633,65 @@ class AuditLog:
         subject: str | None = None,
         after: int = 0,
         before: int | None = None,
+        where: AuditFilter | None = None,
     ) -> Iterator[tuple[int, str]]:
         """``(seq, line)``: the log as JSON lines, each the record plus its chain hash and signature,
-        oldest first after ``after``, or newest first below ``before``."""
-        ref = self.subject_ref(subject) if subject is not None else None
-        for seq, ts, text, prev, h, sig in self._scan(
-            "ts, record, prev_hash, hash, sig", after=after, before=before, ref=ref
-        ):
-            if since is not None and ts < since:
-                if before is not None:
-                    return  # newest first: everything further is older still
-                continue
+        oldest first after ``after``, or newest first below ``before``; only the records ``where``
+        selects (``since`` and ``subject`` are shorthands for its ``since`` and ``subject_ref``)."""
+        f = where or AuditFilter()
+        if since is not None:
+            f = dataclasses.replace(f, since=since if f.since is None else max(f.since, since))
+        if subject is not None:
+            f = dataclasses.replace(f, subject_ref=self.subject_ref(subject))
+        for seq, text, prev, h, sig in self._scan(
+            "a.record, a.prev_hash, a.hash, a.sig", after=after, before=before, ref=f.subject_ref,
+            where=f.where(),
+        ):  # fmt: skip
             record = json.loads(text)
             yield int(seq), canonical({"record": record, "prev_hash": prev, "hash": h, "sig": sig})
 
-    def tally(self, since: float | None = None) -> list[tuple[str, str, str, str, str, int, int]]:
-        """``(operation, decision, purpose, sector, rule, records, faces erased)`` for every distinct
-        combination, counted by the database from the record's columns (no record parsed)."""
+    def tally(self, since: float | None = None) -> list[tuple[str, str, str, str, str, str, bool, int, int]]:
+        """``(operation, decision, organisation, purpose, sector, rule, console read, records, faces
+        erased)`` for every distinct combination, counted by the database from the record's columns
+        (no record parsed)."""
         where = " WHERE ts >= ?" if since is not None else ""
         rows = self._all(
-            "SELECT operation, decision, purpose, sector, rule, COUNT(*), SUM(faces_erased) FROM audit_log"
-            f"{where} GROUP BY operation, decision, purpose, sector, rule",
+            "SELECT operation, decision, org, purpose, sector, rule, console_read, COUNT(*), SUM(faces_erased)"
+            f" FROM audit_log{where} GROUP BY operation, decision, org, purpose, sector, rule, console_read",
             () if since is None else (since,),
         )
         return [
-            (op, dec or "", p or "", s or "", r or "", int(n), int(e or 0)) for op, dec, p, s, r, n, e in rows
+            (op, dec or "", o or "", p or "", s or "", r or "", bool(c), int(n), int(e or 0))
+            for op, dec, o, p, s, r, c, n, e in rows
+        ]
+
+    def daily(
+        self, since: float | None = None, *, leave_out: tuple[str, ...] = ()
+    ) -> list[tuple[str, str, str, int]]:
+        """``(day, decision, rule of a denial or "", records)`` per UTC day (ISO date), counted by the
+        database; the operations in ``leave_out`` (bookkeeping) and the console's own allowed reads
+        are not counted."""
+        day = (
+            "CAST(FLOOR(ts / 86400) AS BIGINT)"
+            if self.db.dialect == "postgresql"
+            else "CAST(ts / 86400 AS INTEGER)"
+        )
+        conditions = ["NOT (console_read = 1 AND decision = 'allowed')"]
+        params: list[Any] = []
+        if leave_out:
+            conditions.append(f"operation NOT IN ({', '.join('?' * len(leave_out))})")
+            params.extend(leave_out)
+        if since is not None:
+            conditions.append("ts >= ?")
+            params.append(since)
+        rows = self._all(
+            f"SELECT {day}, decision, CASE WHEN decision = 'denied' THEN rule END, COUNT(*) FROM audit_log"
+            f" WHERE {' AND '.join(conditions)} GROUP BY 1, 2, 3 ORDER BY 1",
+            tuple(params),
+        )
+        return [
+            (dt.date.fromordinal(_EPOCH_ORDINAL + int(d)).isoformat(), dec or "", r or "", int(n))
+            for d, dec, r, n in rows
         ]
 
     def span(self, since: float | None = None) -> tuple[str | None, str | None]:

@@ -1,4 +1,12 @@
-"""The transparency report: what the service did, for whom, and what it refused, from the audit log."""
+"""The transparency report: what the service did, for whom, and what it refused, from the audit log.
+
+Everything is counted by the database from the log's columns (a log of millions of records is
+never read into Python): decisions by outcome, operations by purpose, sector and organisation,
+denials by rule and sector, and the same per UTC day. The console's own allowed reads (listings,
+the log, this report; records marked ``console_read``) are counted apart, in ``ConsoleReads``, so
+that they do not bury the decisions that matter; bookkeeping records (policy changes, sweeps) are
+no decisions either, but the faces they erased are counted.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +17,53 @@ from .log import AuditLog, iso
 
 #: Bookkeeping records that are not requests.
 _INTERNAL = {"PolicyChanged", "Init", "RetentionSweep", "ConsentExpired", "Checkpoint"}
+#: The operations of a 1:N identification search (counted in IdentificationSearches when allowed).
+_SEARCH_PREFIX = "Search"
+#: The operations that erase a data subject (counted in SubjectsErasedOrWithdrawn when allowed).
+_ERASURES = ("EraseSubject", "WithdrawConsent")
+NONE = "(none)"
+
+
+def _nested(counts: dict[str, Counter[str]]) -> dict[str, dict[str, int]]:
+    return {k: dict(v) for k, v in sorted(counts.items())}
 
 
 def transparency_report(audit: AuditLog, since: float | None = None) -> dict[str, Any]:
-    """Counts by purpose, sector, decision and rule, aggregated by the database (a log of millions
-    of records is never read into Python), plus the policy changes."""
+    """The report as plain data (see the module docstring); ``since``: from that time on."""
     ops_by_purpose: dict[str, Counter[str]] = defaultdict(Counter)
     ops_by_sector: dict[str, Counter[str]] = defaultdict(Counter)
+    ops_by_org: dict[str, Counter[str]] = defaultdict(Counter)
     denials_by_rule: Counter[str] = Counter()
     denials_by_sector: dict[str, Counter[str]] = defaultdict(Counter)
     decisions: Counter[str] = Counter()
-    faces_erased = subjects_erased = searches = 0
-    for op, decision, purpose, sector, rule, n, erased in audit.tally(since):
+    faces_erased = subjects_erased = searches = console_reads = 0
+    for op, decision, org, purpose, sector, rule, console_read, n, erased in audit.tally(since):
         if op in _INTERNAL:
             faces_erased += erased
             continue
+        if console_read and decision == "allowed":
+            console_reads += n
+            continue
         decisions[decision] += n
-        purpose, sector, rule = purpose or "(none)", sector or "(none)", rule or "(none)"
+        org, purpose, sector, rule = org or NONE, purpose or NONE, sector or NONE, rule or NONE
         if decision == "denied":
             denials_by_rule[rule] += n
             denials_by_sector[sector][rule] += n
             continue
         ops_by_purpose[purpose][op] += n
         ops_by_sector[sector][op] += n
+        ops_by_org[org][op] += n
         faces_erased += erased
-        if op.startswith("Search") and decision == "allowed":
+        if op.startswith(_SEARCH_PREFIX) and decision == "allowed":
             searches += n
-        if op in ("EraseSubject", "WithdrawConsent") and decision == "allowed":
+        if op in _ERASURES and decision == "allowed":
             subjects_erased += n
+    per_day: dict[str, Counter[str]] = defaultdict(Counter)
+    denials_per_day: dict[str, Counter[str]] = defaultdict(Counter)
+    for day, decision, rule, n in audit.daily(since, leave_out=tuple(sorted(_INTERNAL))):
+        per_day[day][decision] += n
+        if decision == "denied":
+            denials_per_day[day][rule or NONE] += n
     first, last = audit.span(since)
     policy_changes = [
         {"Time": r["time"], "PolicyHash": r.get("policy_hash"), **(r.get("details") or {})}
@@ -47,12 +74,16 @@ def transparency_report(audit: AuditLog, since: float | None = None) -> dict[str
         "From": first,
         "To": last,
         "Decisions": dict(decisions),
-        "OperationsByPurpose": {k: dict(v) for k, v in sorted(ops_by_purpose.items())},
-        "OperationsBySector": {k: dict(v) for k, v in sorted(ops_by_sector.items())},
+        "OperationsByPurpose": _nested(ops_by_purpose),
+        "OperationsBySector": _nested(ops_by_sector),
+        "OperationsByOrganization": _nested(ops_by_org),
         "DenialsByRule": dict(denials_by_rule.most_common()),
-        "DenialsBySector": {k: dict(v) for k, v in sorted(denials_by_sector.items())},
+        "DenialsBySector": _nested(denials_by_sector),
         "IdentificationSearches": searches,
         "SubjectsErasedOrWithdrawn": subjects_erased,
         "FacesErased": faces_erased,
         "PolicyChanges": policy_changes,
+        "ConsoleReads": console_reads,
+        "DecisionsPerDay": _nested(per_day),
+        "DenialsPerDay": _nested(denials_per_day),
     }

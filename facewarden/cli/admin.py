@@ -263,12 +263,45 @@ def audit_verify(app: App) -> None:
 
 
 @audit.command("export")
-@click.option("--since", type=When(), default=None, help="ISO date or time.")
-@click.option("--subject", "subject_id", default=None)
+@click.option("--since", type=When(), default=None, help="From this date or time on (ISO 8601, UTC).")
+@click.option("--until", type=When(), default=None, help="Before this date or time.")
+@click.option("--subject", "subject_id", default=None, help="A data subject's id, or pseudonym (subj-...).")
+@click.option("--decision", type=click.Choice(["allowed", "denied", "failed", "recorded"]), default=None)
+@click.option("--rule", default=None, help="The rule that decided, e.g. moratorium.")
+@click.option("--operation", default=None, help="e.g. SearchFacesByImage.")
+@click.option("--org", "organization", default=None, help="The calling organisation.")
+@click.option("--key", "access_key_id", default=None, help="The access key id.")
+@click.option("--collection", default=None)
+@click.option("--hide-console-reads", is_flag=True, help="Leave out the web console's own reads.")
 @pass_app
-def audit_export(app: App, since: Time | None, subject_id: str | None) -> None:
-    """The records as JSON lines."""
-    req = admin_ops.ExportAuditRequest(since, subject_id or None)
+def audit_export(
+    app: App,
+    since: Time | None,
+    until: Time | None,
+    subject_id: str | None,
+    decision: str | None,
+    rule: str | None,
+    operation: str | None,
+    organization: str | None,
+    access_key_id: str | None,
+    collection: str | None,
+    hide_console_reads: bool,
+) -> None:
+    """The records as JSON lines (all of them, or those the options select)."""
+    pseudonym = subject_id if subject_id and subject_id.startswith("subj-") else None
+    req = admin_ops.ExportAuditRequest(
+        since,
+        None if pseudonym else subject_id or None,
+        until=until,
+        decision=decision,
+        rule=rule,
+        operation=operation,
+        organization=organization,
+        access_key_id=access_key_id,
+        collection=collection,
+        subject_ref=pseudonym,
+        hide_console_reads=hide_console_reads,
+    )
     while True:  # a page at a time, so that a long log streams
         page = app.run(admin_ops.export_audit, req)
         for line in page.lines:
@@ -285,9 +318,27 @@ def report() -> None:
 
 @report.command("transparency")
 @click.option("--since", type=When(), default=None, help="ISO date.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "html", "csv"]),
+    default="json",
+    help="json (the figures), html (a printable page with its charts, for a regulator) or csv.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to this file."
+)
 @pass_app
-def report_transparency(app: App, since: Time | None) -> None:
-    """Operations by purpose and sector, denials by rule."""
-    req = admin_ops.TransparencyReportRequest(since)
-    r = app.run(admin_ops.get_transparency_report, req).report
-    click.echo(json.dumps(r, indent=None if app.json else 1, default=str))
+def report_transparency(app: App, since: Time | None, fmt: str, out: Path | None) -> None:
+    """Operations by purpose, sector and organisation, denials by rule, per day."""
+    if fmt == "json":
+        r = app.run(admin_ops.get_transparency_report, admin_ops.TransparencyReportRequest(since)).report
+        text = json.dumps(r, indent=None if app.json else 1, default=str) + "\n"
+    else:
+        req = admin_ops.ExportTransparencyReportRequest(fmt, since)
+        text = app.run(admin_ops.export_transparency_report, req).document
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        click.echo(f"wrote {out}", err=True)

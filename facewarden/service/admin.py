@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from ..audit import transparency_report
+from ..audit.log import DECISIONS, AuditFilter, iso
 from ..errors import InvalidInput
 from ..gallery import Face
 from ..policy.consent import erase_subject_consents
 from ..policy.kinds import Kind
 from ..policy.principals import SECTORS, Principal
+from . import transparency
 from .consent import sync_index
 from .core import Service
 from .registry import Context, Rest, operation
@@ -59,7 +61,7 @@ class ListOrganizationsResult:
     organizations: list[dict[str, Any]]
 
 
-@operation("ListOrganizations", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/organizations", TAG))
+@operation("ListOrganizations", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/organizations", TAG), reads=True)
 def list_organizations(svc: Service, ctx: Context, req: Empty) -> ListOrganizationsResult:
     """List organisations"""
     orgs = svc.principals.list_orgs()
@@ -123,7 +125,7 @@ class ListKeysResult:
     keys: list[dict[str, Any]]
 
 
-@operation("ListKeys", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/keys", TAG))
+@operation("ListKeys", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/keys", TAG), reads=True)
 def list_keys(svc: Service, ctx: Context, req: ListKeysRequest) -> ListKeysResult:
     """List access keys (optionally of one Organization)"""
     keys = svc.principals.list_keys(req.organization)
@@ -160,7 +162,7 @@ class DescribePolicyResult:
     policy: dict[str, Any]
 
 
-@operation("DescribePolicy", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/policy", TAG))
+@operation("DescribePolicy", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/policy", TAG), reads=True)
 def describe_policy(svc: Service, ctx: Context, req: Empty) -> DescribePolicyResult:
     """The policy in force (its text and SHA-256)"""
     return DescribePolicyResult(_policy_view(svc))
@@ -298,7 +300,7 @@ class VerifyAuditResult:
     fields: list[str]
 
 
-@operation("VerifyAudit", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/audit/verify", TAG))
+@operation("VerifyAudit", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/audit/verify", TAG), reads=True)
 def verify_audit(svc: Service, ctx: Context, req: Empty) -> VerifyAuditResult:
     """Verify the audit log's hash chain and signatures"""
     r = svc.audit.verify()
@@ -314,13 +316,34 @@ def _sequence_token(value: Any, name: str) -> str:
     return value
 
 
+def _subject_ref(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.startswith("subj-"):
+        raise InvalidInput(f"{name} must be a subject's pseudonym as the log writes it (subj-...).")
+    return value
+
+
 @dataclass(frozen=True)
 class ExportAuditRequest:
+    #: From this time on (inclusive).
     since: Time | None = None
+    #: A data subject's id (ExternalImageId / UserId): the records about them.
     subject: str | None = None
     max_results: Annotated[int, Range(1, 10_000)] = 1000
     next_token: Annotated[str, Check(_sequence_token)] | None = None
     newest_first: bool = False
+    #: Before this time (exclusive).
+    until: Time | None = None
+    decision: Annotated[str, OneOf(DECISIONS)] | None = None
+    #: The rule that decided (moratorium, purpose, quota, consent...).
+    rule: str | None = None
+    operation: str | None = None
+    organization: str | None = None
+    access_key_id: str | None = None
+    collection: str | None = None
+    #: A data subject's pseudonym as the records write it (subj-...).
+    subject_ref: Annotated[str, Check(_subject_ref)] | None = None
+    #: Leave out the web console's own allowed reads (records marked console_read).
+    hide_console_reads: bool = False
 
 
 @dataclass(frozen=True)
@@ -330,17 +353,35 @@ class ExportAuditResult:
     next_token: str | None = None
 
 
-@operation("ExportAudit", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/audit", TAG))
+@operation("ExportAudit", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/audit", TAG), reads=True)
 def export_audit(svc: Service, ctx: Context, req: ExportAuditRequest) -> ExportAuditResult:
-    """The audit log as JSON lines, a page at a time (optionally Since a time, about one Subject, NewestFirst)"""
+    """The audit log as JSON lines, a page at a time, filtered by time, decision, rule, operation, organisation, key, collection or subject"""
     # Oldest first, or newest first with NewestFirst; NextToken continues where a page ended.
     if req.subject:
         ctx.subjects.append(req.subject)
+    where = AuditFilter(
+        since=req.since,
+        until=req.until,
+        decision=req.decision,
+        rule=req.rule,
+        operation=req.operation,
+        org=req.organization,
+        key=req.access_key_id,
+        collection=req.collection,
+        subject_ref=svc.audit.subject_ref(req.subject) if req.subject else req.subject_ref,
+        hide_console_reads=req.hide_console_reads,
+    )
+    # what was looked for is part of the record (a subject only as the pseudonym, in subjects)
+    ctx.details["filters"] = {
+        k: v for k, v in dataclasses.asdict(where).items() if v not in (None, False) and k != "subject_ref"
+    }
+    if req.subject_ref and not req.subject:
+        ctx.details["subject_ref"] = req.subject_ref
     limit, token = req.max_results, req.next_token
     if req.newest_first:
-        page = svc.audit.export(since=req.since, subject=req.subject, before=int(token) if token else 2**62)
+        page = svc.audit.export(where=where, before=int(token) if token else 2**62)
     else:
-        page = svc.audit.export(since=req.since, subject=req.subject, after=int(token) if token else 0)
+        page = svc.audit.export(where=where, after=int(token) if token else 0)
     rows = list(itertools.islice(page, limit + 1))  # one more than a page: is there a next one?
     ctx.counts["records"] = min(len(rows), limit)
     return ExportAuditResult(
@@ -348,19 +389,70 @@ def export_audit(svc: Service, ctx: Context, req: ExportAuditRequest) -> ExportA
     )
 
 
+def _report(svc: Service, since: float | None) -> dict[str, Any]:
+    """The transparency report's data (see :func:`facewarden.audit.transparency_report`)."""
+    return transparency_report(svc.audit, since=since)
+
+
 @dataclass(frozen=True)
 class TransparencyReportRequest:
     since: Time | None = None
+    #: Also draw the charts (per day: decisions by outcome, denials by rule) as SVG.
+    charts: bool = False
 
 
 @dataclass(frozen=True)
 class TransparencyReportResult:
     report: dict[str, Any]
+    #: SVG text by chart name (DecisionsPerDay, DenialsPerDay), when asked for.
+    charts: dict[str, str] | None = None
 
 
-@operation("GetTransparencyReport", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/transparency-report", TAG))
+@operation(
+    "GetTransparencyReport",
+    kind=Kind.ADMIN,
+    rest=Rest("GET", f"{A}/transparency-report", TAG),
+    reads=True,
+)
 def get_transparency_report(
     svc: Service, ctx: Context, req: TransparencyReportRequest
 ) -> TransparencyReportResult:
-    """The transparency report (optionally Since a time)"""
-    return TransparencyReportResult(transparency_report(svc.audit, since=req.since))
+    """The transparency report (optionally Since a time; Charts=true adds the charts as SVG)"""
+    report = _report(svc, req.since)
+    return TransparencyReportResult(report, transparency.charts(report) if req.charts else None)
+
+
+@dataclass(frozen=True)
+class ExportTransparencyReportRequest:
+    format: Annotated[str, OneOf(("html", "csv"), "Format must be 'html' or 'csv'.")] = "html"
+    since: Time | None = None
+
+
+@dataclass(frozen=True)
+class ExportTransparencyReportResult:
+    #: The HTML page (self-contained, printable) or the CSV table (Section, Row, Column, Value).
+    document: str
+    media_type: str
+    file_name: str
+
+
+@operation(
+    "ExportTransparencyReport",
+    kind=Kind.ADMIN,
+    rest=Rest("GET", f"{A}/transparency-report/export", TAG),
+)
+def export_transparency_report(
+    svc: Service, ctx: Context, req: ExportTransparencyReportRequest
+) -> ExportTransparencyReportResult:
+    """The transparency report for a regulator: Format html (a printable page with its charts) or csv"""
+    report = _report(svc, req.since)
+    now = svc.clock()
+    stamp = iso(now)
+    name = f"facewarden-transparency-{stamp[:10]}.{req.format}"
+    ctx.details["format"] = req.format
+    if req.format == "csv":
+        return ExportTransparencyReportResult(transparency.report_csv(report), "text/csv", name)
+    page = transparency.report_html(
+        report, transparency.charts(report), generated=stamp, policy_hash=svc.policy.sha256
+    )
+    return ExportTransparencyReportResult(page, "text/html", name)

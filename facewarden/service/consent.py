@@ -235,7 +235,7 @@ class ListConsentsResult:
     consents: list[dict[str, Any]]
 
 
-@operation("ListConsents", kind=Kind.CONSENT, rest=Rest("GET", "/v1/admin/consents", ADMIN_TAG))
+@operation("ListConsents", kind=Kind.CONSENT, rest=Rest("GET", "/v1/admin/consents", ADMIN_TAG), reads=True)
 def list_consents(svc: Service, ctx: Context, req: ListConsentsRequest) -> ListConsentsResult:
     """The consent register"""
     org = None if ctx.caller.owner and not req.organization else _consent_org(svc, ctx, req.organization)

@@ -283,10 +283,18 @@ class Service:
 
     # ---- the one path ------------------------------------------------------------------------
     def call(
-        self, operation_name: str, request: Mapping[str, Any], principal: Principal | None = None
+        self,
+        operation_name: str,
+        request: Mapping[str, Any],
+        principal: Principal | None = None,
+        *,
+        console_read: bool = False,
     ) -> dict[str, Any]:
         """Run one operation on a wire dict (Rekognition's member names) and return its result in
-        Rekognition's shape. See :meth:`execute`."""
+        Rekognition's shape. See :meth:`execute`. ``console_read``: the web console asks to draw a
+        page; if the operation is a declared read (:attr:`Operation.reads`), its record is marked
+        ``details.console_read`` (any other operation's record is not: nothing that computes or
+        changes anything can be hidden that way)."""
         op = OPERATIONS.get(operation_name)
         if op is None:
             raise UnsupportedOperation(
@@ -294,7 +302,9 @@ class Service:
             )
         if not isinstance(request, Mapping):
             raise InvalidInput("The request must be a JSON object.")
-        result: dict[str, Any] = params.to_wire(self._run(op, principal, request))
+        result: dict[str, Any] = params.to_wire(
+            self._run(op, principal, request, console_read=console_read and op.reads)
+        )
         return result
 
     def execute(self, op: Operation[Req, Res], request: Req, principal: Principal | None) -> Res:
@@ -305,11 +315,13 @@ class Service:
             raise InvalidInput(f"{op.name} takes a {op.request.__name__}, not a {type(request).__name__}.")
         return self._run(op, principal, request)
 
-    def _run(self, op: Operation[Req, Res], principal: Principal | None, source: Any) -> Res:
+    def _run(
+        self, op: Operation[Req, Res], principal: Principal | None, source: Any, *, console_read: bool = False
+    ) -> Res:
         """:meth:`_decide_run_audit`, timed and told to the observers with its outcome."""
         started, outcome = time.perf_counter(), "error"
         try:
-            result = self._decide_run_audit(op, principal, source)
+            result = self._decide_run_audit(op, principal, source, console_read=console_read)
             outcome = "ok"
             return result
         except (AccessDenied, QuotaExceeded):
@@ -322,7 +334,9 @@ class Service:
             if self.observers:
                 self._observe(op, outcome, started)
 
-    def _decide_run_audit(self, op: Operation[Req, Res], principal: Principal | None, source: Any) -> Res:
+    def _decide_run_audit(
+        self, op: Operation[Req, Res], principal: Principal | None, source: Any, *, console_read: bool = False
+    ) -> Res:
         """``source``: the wire dict (parsed only after the decision) or the typed request."""
         if principal is not None and not isinstance(principal, Principal):
             raise InvalidInput("principal must be a facewarden Principal (see Service.owner_principal).")
@@ -331,6 +345,8 @@ class Service:
         ctx = Context(
             op.name, op.kind, principal, collection_id=_str_or_none(params.peek(source, "collection_id"))
         )
+        if console_read:
+            ctx.details["console_read"] = True
         decision = self._decide_or_deny(ctx, self._collection_for(op, ctx, source))
         try:
             request = (

@@ -209,14 +209,26 @@ class DescribeCollectionResult:
     face_model_version: str
     collection_arn: Annotated[str, Wire("CollectionARN")]
     creation_timestamp: float
+    #: facewarden's extensions: "required" (consent per face) or "household" (a personal library),
+    #: the retention period of its templates, and the organisation it belongs to.
+    consent_mode: str | None = None
+    retention_days: int | None = None
+    owner_organization: str | None = None
 
 
-@operation("DescribeCollection", kind=Kind.MANAGE, rest=Rest("GET", COLLECTION, "collections"))
+@operation("DescribeCollection", kind=Kind.MANAGE, rest=Rest("GET", COLLECTION, "collections"), reads=True)
 def describe_collection(svc: Service, ctx: Context, req: CollectionRequest) -> DescribeCollectionResult:
     """Describe a collection"""
     store, col = collection(svc, ctx, req.collection_id)
     return DescribeCollectionResult(
-        col.face_count, store.count_users(col.collection_id), col.model_version, col.arn, col.created_at
+        col.face_count,
+        store.count_users(col.collection_id),
+        col.model_version,
+        col.arn,
+        col.created_at,
+        col.consent_mode,
+        col.retention_days,
+        col.owner_org,
     )
 
 
@@ -234,7 +246,9 @@ class ListCollectionsResult:
     next_token: str | None = None
 
 
-@operation("ListCollections", kind=Kind.MANAGE, rest=Rest("GET", "/v1/collections", "collections"))
+@operation(
+    "ListCollections", kind=Kind.MANAGE, rest=Rest("GET", "/v1/collections", "collections"), reads=True
+)
 def list_collections(svc: Service, ctx: Context, req: ListCollectionsRequest) -> ListCollectionsResult:
     """List collections"""
     limit = req.max_results or 1000

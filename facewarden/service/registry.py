@@ -80,6 +80,10 @@ class Operation(Generic[Req, Res]):
     rest: Rest | None = None
     #: The call creates the collection it names (policy decides on the collection it would be).
     creates_collection: bool = False
+    #: A read of the service's own records (a listing, a description, the audit log, the report):
+    #: it computes nothing and changes nothing. When the web console asks for one to draw a page,
+    #: the record says so (``details.console_read``) and the log's readers may hide it.
+    reads: bool = False
 
     @property
     def summary(self) -> str:
@@ -93,12 +97,18 @@ ACTIVITIES: dict[str, Kind] = {}
 
 
 def operation(
-    name: str, *, kind: Kind, rest: Rest | None = None, creates_collection: bool = False
+    name: str,
+    *,
+    kind: Kind,
+    rest: Rest | None = None,
+    creates_collection: bool = False,
+    reads: bool = False,
 ) -> Callable[[Callable[[Service, Context, Req], Res]], Operation[Req, Res]]:
     """Declare ``fn(svc, ctx, request) -> result`` as the operation ``name`` of ``kind``.
 
     The request and result types are read from ``fn``'s annotations; ``rest`` says where the
-    native REST API offers it (otherwise only at ``POST /v1/operations/{name}``).
+    native REST API offers it (otherwise only at ``POST /v1/operations/{name}``); ``reads``: see
+    :attr:`Operation.reads` (only for operations that compute and change nothing).
     """
     if not isinstance(kind, Kind):
         raise TypeError(f"operation {name}: kind must be a facewarden.policy.kinds.Kind, not {kind!r}")
@@ -108,7 +118,7 @@ def operation(
         names = list(inspect.signature(fn).parameters)
         if len(names) != 3 or "return" not in hints or names[2] not in hints:
             raise TypeError(f"operation {name}: declare it as fn(svc, ctx, request: Request) -> Result")
-        op = Operation(name, kind, hints[names[2]], hints["return"], fn, rest, creates_collection)
+        op = Operation(name, kind, hints[names[2]], hints["return"], fn, rest, creates_collection, reads)
         OPERATIONS[name] = op
         return op
 
