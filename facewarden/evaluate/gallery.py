@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Settings
-from ..engine.calibration import Calibration, fmr_for_similarity
+from ..engine.calibration import Calibration
 from ..errors import InvalidInput
 from . import metrics
 from .embed import embed_images, list_images
@@ -102,7 +102,7 @@ def evaluate_gallery(
     non_ok = ~mated & p_ok
     per_t: dict[str, Any] = {}
     for t in ts:
-        fmr_claim = fmr_for_similarity(t)
+        fmr_claim = cal.fmr(t)
         hits = sims >= t
         # non-mated probes: every hit is a false match
         nm_hits = hits[non_ok]

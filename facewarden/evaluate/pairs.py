@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DEFAULT_MATCH_THRESHOLD, Settings
-from ..engine.calibration import Calibration, fmr_for_similarity
+from ..engine.calibration import Calibration
 from ..errors import InvalidInput
 from . import metrics
 from .embed import embed_images
@@ -318,10 +318,11 @@ def build_report(
     grid = sorted({*CALIBRATION_GRID, *ts, *floors.values()})
     report["calibration"] = {
         "model_version": calibration.model_version,
-        "formula": "FMR(s) = 10^-((s - 50) / 10)",
+        "formula": "FMR(s) = 10^-((s - 50) / 10) up to 99; above, the model's fine tail to fmr_at_100",
+        "fmr_at_100": calibration.fmr_at_100,
         "table_impostor_pairs": calibration.meta.get("impostor_pairs"),
         "table_source": calibration.meta.get("source"),
-        "points": metrics.calibration_points(imp_sim, grid, fmr_for_similarity),
+        "points": metrics.calibration_points(imp_sim, grid, calibration.fmr),
     }
     labels = sorted({g for g in scores.group if g is not None})
     if labels:
