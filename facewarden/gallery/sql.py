@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -30,15 +31,26 @@ from ..errors import (
     ResourceNotFound,
     ServiceQuotaExceeded,
 )
-from .store import MAX_FACES_PER_USER, Association, Collection, Face, Match, NewFace, User, bbox_to_json
+from .store import (
+    MAX_FACES_PER_USER,
+    Association,
+    Collection,
+    Face,
+    Match,
+    NewFace,
+    User,
+    bbox_to_json,
+    subject_of,
+    unclaimed_subject,
+)
 
 COLLECTION_COLS = (
     "collection_id, arn, model_version, dim, created_at, consent_mode, retention_days, owner_org, uid,"
-    " generation, face_count"
+    " generation, face_count, subject_count, active_user_count"
 )
 FACE_COLS = (
     "seq, face_id, collection_id, external_image_id, image_id, image_sha256, bbox, confidence,"
-    " model_version, user_id, indexed_at"
+    " model_version, user_id, indexed_at, subject"
 )
 ARN_PREFIX = "aws:rekognition:local:000000000000:collection/"
 CHUNK = 500
@@ -88,6 +100,36 @@ CREATE TABLE gallery_users (
 );
 """
 
+#: Migration 2 of the component ``gallery`` on every backend: subjects (see
+#: :mod:`facewarden.gallery.store`), counted for the faces already stored. A face's own subject is
+#: its place among the faces of its image with the same ExternalImageId (by seq), or itself.
+SUBJECTS_MIGRATION = """
+ALTER TABLE gallery_faces ADD COLUMN subject TEXT NULL;
+UPDATE gallery_faces SET subject = 'f:' || face_id WHERE external_image_id IS NULL;
+UPDATE gallery_faces SET subject = 'e:' || external_image_id || '#' || (
+    SELECT COUNT(*) FROM gallery_faces g
+    WHERE g.collection_id = gallery_faces.collection_id AND g.external_image_id = gallery_faces.external_image_id
+      AND g.image_id = gallery_faces.image_id AND g.seq < gallery_faces.seq
+) WHERE external_image_id IS NOT NULL;
+CREATE TABLE gallery_subjects (
+    collection_id TEXT NOT NULL REFERENCES gallery_collections(collection_id) ON DELETE CASCADE,
+    subject TEXT NOT NULL,
+    faces {bigint} NOT NULL,
+    PRIMARY KEY (collection_id, subject)
+);
+INSERT INTO gallery_subjects (collection_id, subject, faces)
+    SELECT collection_id, COALESCE('u:' || user_id, subject), COUNT(*) FROM gallery_faces
+    GROUP BY collection_id, COALESCE('u:' || user_id, subject);
+ALTER TABLE gallery_collections ADD COLUMN subject_count {bigint} NOT NULL DEFAULT 0;
+ALTER TABLE gallery_collections ADD COLUMN active_user_count {bigint} NOT NULL DEFAULT 0;
+UPDATE gallery_collections SET
+    subject_count = (SELECT COUNT(*) FROM gallery_subjects s WHERE s.collection_id = gallery_collections.collection_id),
+    active_user_count = (
+        SELECT COUNT(*) FROM gallery_subjects s
+        WHERE s.collection_id = gallery_collections.collection_id AND SUBSTR(s.subject, 1, 2) = 'u:'
+    );
+"""
+
 
 def _collection(row: Row) -> Collection:
     return Collection(
@@ -102,6 +144,8 @@ def _collection(row: Row) -> Collection:
         uid=row[8],
         generation=int(row[9]),
         face_count=int(row[10]),
+        subject_count=int(row[11]),
+        active_user_count=int(row[12]),
     )
 
 
@@ -118,6 +162,7 @@ def _face(row: Row) -> Face:
         model_version=row[8],
         user_id=row[9],
         indexed_at=float(row[10]),
+        own_subject=row[11] or f"f:{row[1]}",
     )
 
 
@@ -137,6 +182,15 @@ def _rows_in(tx: Tx, sql: str, keys: Iterable[Any], *head: Any) -> Iterator[Row]
         yield from tx.all(sql.format(**{"in": _marks(len(part))}), (*head, *part))
 
 
+def _reassigned(faces: Iterable[Face], user_id: str | None) -> Counter[str]:
+    """The subject counts' change when ``faces`` pass to ``user_id`` (None: to no user)."""
+    delta: Counter[str] = Counter()
+    for f in faces:
+        delta[f.subject] -= 1
+        delta[subject_of(user_id, f.own_subject)] += 1
+    return delta
+
+
 def lock_name(collection_id: str) -> str:
     return f"gallery:{collection_id}"
 
@@ -151,7 +205,7 @@ class SqlStore:
         self.db = db
         self.settings = settings
         self.clock: Callable[[], float] = time.time
-        db.migrate("gallery", [SCHEMA + self.schema_extra])
+        db.migrate("gallery", [SCHEMA + self.schema_extra, SUBJECTS_MIGRATION])
 
     # ---- backend hooks -----------------------------------------------------------------------
 
@@ -195,7 +249,7 @@ class SqlStore:
                     f"Collection {collection_id!r} already exists. Choose another CollectionId or delete it first."
                 )
             tx.execute(
-                f"INSERT INTO gallery_collections ({COLLECTION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                f"INSERT INTO gallery_collections ({COLLECTION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0)",
                 (
                     collection_id,
                     ARN_PREFIX + collection_id,
@@ -241,6 +295,7 @@ class SqlStore:
         with self.db.transaction(lock=lock_name(collection_id)) as tx:
             self.get_collection(collection_id, tx)
             tx.execute("DELETE FROM gallery_faces WHERE collection_id = ?", (collection_id,))
+            tx.execute("DELETE FROM gallery_subjects WHERE collection_id = ?", (collection_id,))
             tx.execute("DELETE FROM gallery_users WHERE collection_id = ?", (collection_id,))
             tx.execute("DELETE FROM gallery_collections WHERE collection_id = ?", (collection_id,))
         self._dropped(collection_id)
@@ -280,6 +335,7 @@ class SqlStore:
                     return []
             rows, templates = [], []
             default_image = str(uuid.uuid4())
+            ordinals: Counter[tuple[str, str]] = Counter()  # (ExternalImageId, image) -> faces so far
             for f in faces:
                 t = np.asarray(f.template, dtype=np.float32).reshape(-1)
                 if t.shape[0] != col.dim:
@@ -288,12 +344,16 @@ class SqlStore:
                         f"{col.dim}-value templates of model {col.model_version}."
                     )
                 templates.append(t)
+                face_id, image_id = f.face_id or str(uuid.uuid4()), f.image_id or default_image
+                place = (f.external_image_id or "", image_id)
+                subject = unclaimed_subject(face_id, f.external_image_id, ordinals[place])
+                ordinals[place] += 1
                 rows.append(
                     (
-                        f.face_id or str(uuid.uuid4()),
+                        face_id,
                         collection_id,
                         f.external_image_id,
-                        f.image_id or default_image,
+                        image_id,
                         f.image_sha256,
                         bbox_to_json(f.bbox),
                         float(f.confidence),
@@ -301,13 +361,16 @@ class SqlStore:
                         col.dim,
                         model_version,
                         now,
+                        subject,
                     )
                 )
             tx.executemany(
                 "INSERT INTO gallery_faces (face_id, collection_id, external_image_id, image_id, image_sha256, bbox,"
-                " confidence, template, dim, model_version, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " confidence, template, dim, model_version, indexed_at, subject)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            self._move_subjects(tx, collection_id, Counter(r[11] for r in rows))
             ids = [r[0] for r in rows]
             seq_of = {
                 fid: int(seq)
@@ -329,6 +392,7 @@ class SqlStore:
                 user_id=None,
                 indexed_at=now,
                 seq=seq_of[r[0]],
+                own_subject=r[11],
             )
             for r in rows
         ]
@@ -344,6 +408,51 @@ class SqlStore:
         return int(
             tx.scalar("SELECT generation FROM gallery_collections WHERE collection_id = ?", (collection_id,))
         )
+
+    def _move_subjects(self, tx: Tx, collection_id: str, delta: Counter[str]) -> None:
+        """Inside a writer's transaction (the collection's lock held): add ``delta[subject]`` faces
+        to each subject (negative: faces gone), keeping the collection's subject counts."""
+        delta = Counter({k: v for k, v in delta.items() if v})
+        if not delta:
+            return
+        sql = "SELECT subject, faces FROM gallery_subjects WHERE collection_id = ? AND subject IN ({in})"
+        have = {k: int(n) for k, n in _rows_in(tx, sql, sorted(delta), collection_id)}
+        new, changed, gone = [], [], []
+        subjects = users = 0
+        for key, dv in delta.items():
+            before = have.get(key, 0)
+            after = max(0, before + dv)
+            if before == 0 and after > 0:
+                new.append((collection_id, key, after))
+            elif before > 0 and after == 0:
+                gone.append((collection_id, key))
+            elif after != before:
+                changed.append((after, collection_id, key))
+            step = (after > 0) - (before > 0)
+            subjects += step
+            users += step if key.startswith("u:") else 0
+        if new:
+            tx.executemany(
+                "INSERT INTO gallery_subjects (collection_id, subject, faces) VALUES (?, ?, ?)", new
+            )
+        if changed:
+            tx.executemany(
+                "UPDATE gallery_subjects SET faces = ? WHERE collection_id = ? AND subject = ?", changed
+            )
+        if gone:
+            tx.executemany("DELETE FROM gallery_subjects WHERE collection_id = ? AND subject = ?", gone)
+        if subjects or users:
+            tx.execute(
+                "UPDATE gallery_collections SET subject_count = subject_count + ?,"
+                " active_user_count = active_user_count + ? WHERE collection_id = ?",
+                (subjects, users, collection_id),
+            )
+
+    def subject_sizes(self, collection_id: str, subjects: Iterable[str]) -> dict[str, int]:
+        """How many faces each of these subjects has in the collection (absent: none)."""
+        sql = "SELECT subject, faces FROM gallery_subjects WHERE collection_id = ? AND subject IN ({in})"
+        with self.db.read() as tx:
+            return {k: int(n) for k, n in _rows_in(tx, sql, dict.fromkeys(subjects), collection_id)}
 
     def get_faces(self, collection_id: str, face_ids: Iterable[str], tx: Tx | None = None) -> dict[str, Face]:
         ids = list(dict.fromkeys(face_ids))
@@ -419,6 +528,9 @@ class SqlStore:
             return -1
         for part in _chunks([f.seq for f in faces]):
             tx.execute(f"DELETE FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part)
+        self._move_subjects(
+            tx, collection_id, Counter({k: -n for k, n in Counter(f.subject for f in faces).items()})
+        )
         users = {f.user_id for f in faces if f.user_id}
         for uid in users:
             self._refresh_user_status(tx, collection_id, uid)
@@ -517,17 +629,17 @@ class SqlStore:
         """Delete a user; its faces stay in the collection, disassociated. Returns their ids."""
         with self.db.transaction(lock=lock_name(collection_id)) as tx:
             self.get_user(collection_id, user_id, tx)
-            ids = [
-                r[0]
-                for r in tx.all(
-                    "SELECT face_id FROM gallery_faces WHERE collection_id = ? AND user_id = ?",
-                    (collection_id, user_id),
-                )
-            ]
+            rows = tx.all(
+                f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND user_id = ?",
+                (collection_id, user_id),
+            )
+            freed = [_face(r) for r in rows]
+            ids = [f.face_id for f in freed]
             tx.execute(
                 "UPDATE gallery_faces SET user_id = NULL WHERE collection_id = ? AND user_id = ?",
                 (collection_id, user_id),
             )
+            self._move_subjects(tx, collection_id, _reassigned(freed, None))
             tx.execute(
                 "DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (collection_id, user_id)
             )
@@ -594,6 +706,7 @@ class SqlStore:
                     f"UPDATE gallery_faces SET user_id = ? WHERE collection_id = ? AND face_id IN ({_marks(len(part))})",
                     (user_id, collection_id, *part),
                 )
+            self._move_subjects(tx, collection_id, _reassigned([found[f] for f in new], user_id))
             result.associated.extend(new)
             result.status = self._refresh_user_status(tx, collection_id, user_id)
         return result
@@ -617,6 +730,7 @@ class SqlStore:
                     f"UPDATE gallery_faces SET user_id = NULL WHERE collection_id = ? AND face_id IN ({_marks(len(part))})",
                     (collection_id, *part),
                 )
+            self._move_subjects(tx, collection_id, _reassigned([found[f] for f in mine], None))
             result.associated = mine
             result.status = self._refresh_user_status(tx, collection_id, user_id)
         return result
@@ -686,6 +800,9 @@ class SqlStore:
             for part in _chunks([f.seq for f in faces]):
                 tx.execute(f"DELETE FROM gallery_faces WHERE seq IN ({_marks(len(part))})", part)
             if faces:
+                self._move_subjects(
+                    tx, cid, Counter({k: -n for k, n in Counter(f.subject for f in faces).items()})
+                )
                 self._bump(tx, cid, -len(faces))
             if user_id is not None:
                 tx.execute(

@@ -10,10 +10,19 @@ in step with the database; PostgreSQL: a pgvector column with an HNSW index).
 Tables (created by versioned migrations of the component ``gallery``):
 
 * ``gallery_collections`` (collection_id, arn, model_version, dim, created_at, consent_mode,
-  retention_days, owner_org, uid, generation, face_count)
+  retention_days, owner_org, uid, generation, face_count, subject_count, active_user_count)
 * ``gallery_faces`` (seq, face_id, collection_id, external_image_id, image_id, image_sha256,
-  bbox JSON, confidence, template, dim, model_version, user_id, indexed_at)
+  bbox JSON, confidence, template, dim, model_version, user_id, indexed_at, subject)
 * ``gallery_users`` (collection_id, user_id, status, created_at)
+* ``gallery_subjects`` (collection_id, subject, faces): how many faces each subject has
+
+**Subjects.** The gallery-size threshold counts people, not photos (:func:`subject_of`): a face
+associated with a user belongs to ``u:<UserId>``; otherwise to ``e:<ExternalImageId>#<k>``, the
+k-th face of its image with that ExternalImageId (the faces of one photo are different people,
+so a group photo indexed under one ExternalImageId still counts each face); a face with neither
+is a subject of its own (``f:<FaceId>``). ``gallery_subjects`` keeps each subject's face count
+and the collection its number of subjects and of users with faces, in the same transaction as
+every write of faces (under the collection's lock), so reading them costs one row.
 
 Every write that changes a collection's faces bumps its ``generation`` in the same transaction,
 under the collection's named lock; vector indexes compare generations to know they are stale.
@@ -49,6 +58,10 @@ class Collection:
     uid: str = ""
     generation: int = 0
     face_count: int = 0
+    #: Distinct subjects (people) the faces belong to; see :func:`subject_of`.
+    subject_count: int = 0
+    #: Users with at least one face (ACTIVE): the subjects a user search can return.
+    active_user_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,13 @@ class Face:
     user_id: str | None
     indexed_at: float
     seq: int = 0
+    #: The subject the face belongs to when no user claims it (``e:...#k`` or ``f:...``).
+    own_subject: str = ""
+
+    @property
+    def subject(self) -> str:
+        """The person this face counts as (see :func:`subject_of`)."""
+        return subject_of(self.user_id, self.own_subject)
 
     def to_rekognition(self) -> dict[str, Any]:
         """Rekognition's ``Face`` shape."""
@@ -94,6 +114,18 @@ class Face:
         if self.user_id is not None:
             out["UserId"] = self.user_id
         return out
+
+
+def subject_of(user_id: str | None, own_subject: str) -> str:
+    """A face's subject: its user's when it has one, else its own (ExternalImageId and place in
+    its image, or the face itself)."""
+    return f"u:{user_id}" if user_id else own_subject
+
+
+def unclaimed_subject(face_id: str, external_image_id: str | None, ordinal: int) -> str:
+    """The subject of a face no user claims: the ``ordinal``-th face (0, 1, ...) of its image with
+    this ExternalImageId, or the face alone when it has no ExternalImageId."""
+    return f"e:{external_image_id}#{ordinal}" if external_image_id else f"f:{face_id}"
 
 
 @dataclass(frozen=True)
@@ -169,6 +201,7 @@ class Store(Protocol):
     ) -> tuple[list[str], dict[str, tuple[str, str | None]]]: ...
     def templates(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
     def count_faces(self, collection_id: str) -> int: ...
+    def subject_sizes(self, collection_id: str, subjects: Iterable[str]) -> dict[str, int]: ...
     def has_image(self, collection_id: str, sha256: str) -> bool: ...
     def search(
         self, collection_id: str, probe: np.ndarray, k: int, *, exclude: Sequence[str] = ()
