@@ -357,19 +357,25 @@ def test_gallery_size_raises_the_threshold(svc: Any) -> None:
     from facewarden.service import Context
 
     ctx = Context("SearchFacesByImage", Kind.IDENTIFY, key(svc, "lib", "commercial", "photo_organisation"))
-    small = svc.effective_threshold(ctx, 80.0, 100)
-    large = svc.effective_threshold(ctx, 80.0, 100_000)
-    assert large["Similarity"] > small["Similarity"]
+    cap = svc.policy.cap_for("photo_organisation")
+    cal = svc.engine.calibration
+    small = svc.effective_threshold(ctx, 80.0, round(cap * 1e4), counted="subjects", faces=5000)
+    large = svc.effective_threshold(ctx, 80.0, 10**9, counted="subjects")
     assert small["Similarity"] == pytest.approx(90.0) and small["Source"] == "gallery_size"
-    assert large["Similarity"] == 100.0 and large["Source"] == "gallery_size"
-    for t, n in ((small, 100), (large, 100_000)):
+    assert small["GallerySizeCounts"] == "subjects" and small["GalleryFaces"] == 5000
+    assert small["MaxExpectedFalseMatches"] == cap
+    # A billion people need an FMR of cap / 1e9: the fine tail above 99 still has it.
+    assert 99 < large["Similarity"] < 100 and large["CapMet"] and large["Source"] == "gallery_size"
+    for t, n in ((small, round(cap * 1e4)), (large, 10**9)):
         assert t["ExpectedFalseMatches"] == pytest.approx(n * t["FalseMatchRate"])
-    assert small["ExpectedFalseMatches"] == pytest.approx(0.01) and small["CapMet"]
-    # Similarity is clamped at 100 (FMR 1e-5): 100,000 faces cannot meet a cap of 0.01, and it says so.
-    assert large["ExpectedFalseMatches"] == pytest.approx(1.0) and not large["CapMet"]
-    mid = svc.effective_threshold(ctx, 80.0, 300)
+        assert t["ExpectedFalseMatches"] <= cap * (1 + 1e-6)
+        assert t["FalseMatchRate"] == pytest.approx(cal.fmr(t["Similarity"]))
+    # Beyond what the model's scale can serve (FMR at 100), it says so.
+    beyond = svc.effective_threshold(ctx, 80.0, int(cap / cal.fmr_at_100 * 10))
+    assert beyond["Similarity"] == 100.0 and not beyond["CapMet"]
+    mid = svc.effective_threshold(ctx, 80.0, 300_000)
     assert small["Similarity"] < mid["Similarity"] < large["Similarity"] and mid["CapMet"]
-    assert svc.effective_threshold(ctx, 80.0, 1)["Similarity"] == 80.0  # 1:1 needs only 70
+    assert svc.effective_threshold(ctx, 80.0, 1)["Similarity"] == 80.0  # 1:1 needs far less
 
 
 # ---- household collections ---------------------------------------------------------------------------

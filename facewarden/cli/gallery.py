@@ -175,16 +175,40 @@ def search(
     )
 
 
+def similarity_text(s: float) -> str:
+    """A similarity as the CLI prints it: to 0.1 below 99, to 0.001 in the fine tail above (where
+    genuine matches lie and a thousandth is still an order of magnitude of FMR)."""
+    return f"{s:.1f}" if s < 99 else f"{s:.3f}"
+
+
+def threshold_text(thr: dict[str, Any]) -> str:
+    """The applied threshold, why, and (count only) what the gallery-size cap withheld."""
+    if not thr:
+        return "similarity >= ?"
+    out = f"similarity >= {similarity_text(thr['Similarity'])} ({thr.get('Source', '')}"
+    if thr.get("Source") == "gallery_size":
+        out += (
+            f": {thr.get('GallerySize')} {thr.get('GallerySizeCounts', 'faces')} x FMR "
+            f"{thr.get('FalseMatchRate', 0):.2g} <= {thr.get('MaxExpectedFalseMatches'):g} expected false matches"
+        )
+    out += ")"
+    withheld = thr.get("WithheldByCap") or 0
+    if withheld:
+        out += (
+            f"; {withheld} candidate(s) reached the requested {similarity_text(thr.get('RequestedSimilarity', 0))}"
+            " but were withheld by the gallery-size cap"
+        )
+    return out
+
+
 def _print_search(path: str, r: gallery_ops.SearchFacesByImageResult) -> None:
-    thr = r.applied_threshold or {}
     matches = r.face_matches
-    click.echo(
-        f"{path}: {len(matches)} match(es) at similarity >= {thr.get('Similarity', '?'):g} ({thr.get('Source', '')})"
-    )
+    click.echo(f"{path}: {len(matches)} match(es) at {threshold_text(r.applied_threshold or {})}")
     for m in matches:
         f = m.face
         click.echo(
-            f"  {m.similarity:6.1f}  {f.get('ExternalImageId', '')}  face {f['FaceId']}  user {f.get('UserId', '')}"
+            f"  {similarity_text(m.similarity):>7}  {f.get('ExternalImageId', '')}  face {f['FaceId']}"
+            f"  user {f.get('UserId', '')}"
         )
 
 
@@ -280,10 +304,9 @@ def users_search(
         )
 
     def human(r: user_ops.SearchUsersByImageResult | user_ops.SearchUsersResult) -> None:
-        thr = r.applied_threshold or {}
-        click.echo(f"{len(r.user_matches)} user match(es) at similarity >= {thr.get('Similarity', '?')}")
+        click.echo(f"{len(r.user_matches)} user match(es) at {threshold_text(r.applied_threshold or {})}")
         for m in r.user_matches:
-            click.echo(f"  {m.similarity:6.1f}  {m.user.user_id}")
+            click.echo(f"  {similarity_text(m.similarity):>7}  {m.user.user_id}")
 
     app.emit(r, human)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
-import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -185,9 +184,15 @@ class Policy:
             floor = spec.get("min_similarity", 0)
             if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 100:
                 raise fail(f"purposes.{name}.min_similarity must be a number from 0 to 100.")
+            purpose_cap = spec.get("max_expected_false_matches")
+            if purpose_cap is not None and (
+                isinstance(purpose_cap, bool) or not isinstance(purpose_cap, (int, float)) or purpose_cap <= 0
+            ):
+                raise fail(f"purposes.{name}.max_expected_false_matches must be a number > 0.")
             purposes[name] = {
                 "operations": tuple(_strs(spec.get("operations", []), f"purposes.{name}.operations", fail)),
                 "min_similarity": float(floor),
+                "max_expected_false_matches": None if purpose_cap is None else float(purpose_cap),
                 "description": str(spec.get("description", "")),
             }
 
@@ -329,13 +334,11 @@ class Policy:
             )
         return Decision.allow("purpose", f"{operation} allowed for purpose {p.purpose} (sector {p.sector})")
 
-    def similarity_for_gallery(self, gallery_size: int) -> float:
-        """The lowest similarity at which N x FMR stays under the cap: 50 - 10 log10(cap / N)."""
-        if gallery_size <= 0:
-            return 0.0
-        return float(
-            min(100.0, max(0.0, 50.0 - 10.0 * math.log10(self.max_expected_false_matches / gallery_size)))
-        )
+    def cap_for(self, purpose: str | None) -> float:
+        """The most false matches a 1:N search for ``purpose`` may be expected to make: the
+        purpose's own ``max_expected_false_matches``, else the ``[thresholds]`` one."""
+        own = self.purposes.get(purpose or "", {}).get("max_expected_false_matches")
+        return float(self.max_expected_false_matches if own is None else own)
 
 
 def matches(operation: str, kind: Kind, names: Iterable[str]) -> bool:

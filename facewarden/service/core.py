@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,8 +30,7 @@ from ..audit.entry import AuditEntry, Outcome
 from ..audit.journal import ErasureJournal
 from ..config import Settings
 from ..db import Database, Tx
-from ..engine import DetectedFace, Engine
-from ..engine.calibration import fmr_for_similarity
+from ..engine import Calibration, DetectedFace, Engine
 from ..errors import (
     AccessDenied,
     FacewardenError,
@@ -235,34 +235,60 @@ class Service:
         )
         return d.allowed
 
-    def effective_threshold(self, ctx: Context, requested: float | None, gallery_size: int) -> dict[str, Any]:
+    def effective_threshold(
+        self,
+        ctx: Context,
+        requested: float | None,
+        gallery_size: int,
+        *,
+        counted: str = "faces",
+        faces: int | None = None,
+        subjects: int | None = None,
+        calibration: Calibration | None = None,
+    ) -> dict[str, Any]:
         """The similarity threshold a match must reach: the highest of the requested threshold,
-        the purpose's floor and the threshold the gallery size requires (N x FMR <= cap).
+        the purpose's floor and the threshold the gallery size requires (N x FMR <= the purpose's
+        cap on expected false matches per search, FMR read from the model's calibration).
 
-        Sets ``ctx.applied_threshold`` and returns it: {"Similarity", "Source" ("requested" |
-        "floor" | "gallery_size"), "FalseMatchRate", "ExpectedFalseMatches", "GallerySize"}.
+        ``gallery_size`` is the number of chances a search gives a stranger: the faces of a face
+        search, the users (each one pooled score) of a user search; ``counted`` says which
+        ("faces" | "users"), ``faces`` and ``subjects`` how many faces and people (distinct
+        subjects) the gallery holds; ``calibration`` is the searched collection's model's (default:
+        the service's model). Sets ``ctx.applied_threshold`` and returns it: {"Similarity",
+        "Source" ("requested" | "floor" | "gallery_size"), "FalseMatchRate",
+        "ExpectedFalseMatches", "GallerySize", "GallerySizeCounts", "GalleryFaces",
+        "GallerySubjects" (when known), "RequestedSimilarity", "PurposeFloor",
+        "MaxExpectedFalseMatches", "CapMet"}; a search adds "WithheldByCap".
         """
+        cal = calibration or self.engine.calibration
         req = float(self.settings.match_threshold if requested is None else requested)
-        floor = self.policy.min_similarity(ctx.principal.purpose) if ctx.principal else 0.0
+        purpose = ctx.principal.purpose if ctx.principal else None
+        floor = self.policy.min_similarity(purpose) if purpose else 0.0
+        cap = self.policy.cap_for(purpose)
         n = max(0, int(gallery_size))
-        by_gallery = self.policy.similarity_for_gallery(n)
+        by_gallery = cal.similarity_for_fmr(cap / n) if n > 0 else 0.0
         similarity, source = req, "requested"
         for value, name in ((floor, "floor"), (by_gallery, "gallery_size")):
             if value > similarity + 1e-9:
                 similarity, source = value, name
-        fmr = fmr_for_similarity(similarity)
+        # Shown to 4 decimals, rounded up: what is shown is what is applied.
+        similarity = min(100.0, math.ceil(similarity * 1e4 - 1e-6) / 1e4)
+        fmr = cal.fmr(similarity)
         applied = {
-            "Similarity": round(similarity, 4),
+            "Similarity": similarity,
             "Source": source,
             "FalseMatchRate": fmr,
             "ExpectedFalseMatches": n * fmr,
             "GallerySize": n,
+            "GallerySizeCounts": counted,
+            "GalleryFaces": n if faces is None else int(faces),
+            **({} if subjects is None else {"GallerySubjects": int(subjects)}),
             "RequestedSimilarity": req,
             "PurposeFloor": floor,
-            "MaxExpectedFalseMatches": self.policy.max_expected_false_matches,
-            # False when even similarity 100 (the finest calibrated point) cannot keep N x FMR under
-            # the cap: the gallery is too large for the cap; the response says so.
-            "CapMet": n * fmr <= self.policy.max_expected_false_matches * (1 + 1e-9),
+            "MaxExpectedFalseMatches": cap,
+            # False when even similarity 100 cannot keep N x FMR under the cap (a gallery beyond
+            # what the model's calibration can serve); the response says so.
+            "CapMet": n * fmr <= cap * (1 + 1e-9),
         }
         ctx.applied_threshold = applied
         return applied

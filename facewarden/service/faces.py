@@ -225,7 +225,9 @@ def cluster_faces(svc: Service, ctx: Context, req: ClusterFacesRequest) -> Clust
         if index
         else np.zeros((0, dim))
     )
-    applied = svc.effective_threshold(ctx, req.similarity_threshold, len(index))
+    applied = svc.effective_threshold(
+        ctx, req.similarity_threshold, len(index), calibration=engine.calibration
+    )
     groups = group_templates(templates, applied["Similarity"], engine.calibration)
     out = []
     for g in groups:

@@ -133,18 +133,50 @@ def face_matches(
     requested: float | None,
     exclude: tuple[str, ...] = (),
 ) -> list[FaceMatch]:
-    applied = svc.effective_threshold(ctx, requested, col.face_count)
+    """The faces among the ``k`` nearest that pass the applied threshold, nearest first.
+
+    A face search compares the probe with every face, and every face is a chance for a stranger
+    to match: m photos of one person are nearly m chances at the thresholds a large gallery needs
+    (measured on ../shared data: bench/bench_library.py), so the gallery-size rule counts faces
+    here (``AppliedThreshold`` also shows how many people they are). A user search, which can only
+    name users and scores each once, counts users (:mod:`facewarden.service.users`). Faces that
+    reached the requested threshold (or the purpose's floor) but not the applied one are counted
+    in ``AppliedThreshold.WithheldByCap``, never named."""
+    applied = svc.effective_threshold(
+        ctx,
+        requested,
+        col.face_count,
+        counted="faces",
+        faces=col.face_count,
+        subjects=col.subject_count,
+        calibration=engine_of(svc, col).calibration,
+    )
     matches = store.search(col.collection_id, probe, k, exclude=exclude)
     sims = similarities(svc, col, [m.inner for m in matches])
-    out, faces = [], []
+    threshold, asked = applied["Similarity"], asked_threshold(applied)
+    out, faces, withheld = [], [], 0
     for m, s in zip(matches, sims):
-        if s >= applied["Similarity"]:
+        if s >= threshold:
             out.append(FaceMatch(float(s), m.face.to_rekognition()))
             faces.append(m.face)
+        elif s >= asked:
+            withheld += 1
+    applied["WithheldByCap"] = withheld
     ctx.matched_face_ids = [f.face_id for f in faces]
-    ctx.counts.update(gallery_faces=col.face_count, matches=len(out))
+    ctx.counts.update(
+        gallery_faces=col.face_count,
+        gallery_subjects=col.subject_count,
+        matches=len(out),
+        withheld_by_cap=withheld,
+    )
     touch(ctx, faces)
     return out
+
+
+def asked_threshold(applied: dict[str, Any]) -> float:
+    """The threshold a search would have applied without the gallery-size cap: the requested one
+    or the purpose's floor."""
+    return float(max(applied["RequestedSimilarity"], applied["PurposeFloor"]))
 
 
 # ---- collections -----------------------------------------------------------------------------

@@ -163,7 +163,10 @@ def keeper(svc: Service, ctx: Context, collection_id: str) -> Keeper:
             f"KeepCollectionId {collection_id!r} is a {col.consent_mode} collection: faces are kept visible only "
             "for people whose consent is on record, so name a consent collection."
         )
-    threshold = float(svc.effective_threshold(ctx, None, col.face_count)["Similarity"])
+    applied = svc.effective_threshold(
+        ctx, None, col.face_count, counted="faces", calibration=engine_of(svc, col).calibration
+    )
+    threshold = float(applied["Similarity"])
     kept_subjects: set[str] = set()
 
     def subject_of(template: np.ndarray) -> str | None:

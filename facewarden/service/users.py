@@ -14,7 +14,16 @@ from .consent import require_consent
 from .core import Service
 from .registry import Context, Rest, operation
 from .faces import FaceDetail
-from .gallery import COLLECTION, collection, probe_face, similarities, touch, unsuccessful
+from .gallery import (
+    COLLECTION,
+    asked_threshold,
+    collection,
+    engine_of,
+    probe_face,
+    similarities,
+    touch,
+    unsuccessful,
+)
 from .params import (
     ClientRequestToken,
     CollectionId,
@@ -211,7 +220,24 @@ def user_matches(
     exclude_faces: tuple[str, ...] = (),
     exclude_user: str | None = None,
 ) -> list[UserMatch]:
-    applied = svc.effective_threshold(ctx, requested, col.face_count)
+    """Users whose score passes the applied threshold, best first.
+
+    A user's score pools all its faces: the similarity of its best face, counted as (faces x
+    probes) chances (:meth:`~facewarden.engine.calibration.Calibration.pooled`), so that it keeps
+    the calibrated meaning for the user as a whole. Only users can be returned, so the gallery-size
+    rule counts users with faces, not the collection's other faces."""
+    users = max(0, col.active_user_count - (1 if exclude_user is not None else 0))
+    cal = engine_of(svc, col).calibration
+    applied = svc.effective_threshold(
+        ctx,
+        requested,
+        users,
+        counted="users",
+        faces=col.face_count,
+        subjects=col.subject_count,
+        calibration=cal,
+    )
+    threshold, asked = applied["Similarity"], asked_threshold(applied)
     k = min(4096, max(100, 10 * max_users))
     best: dict[str, tuple[float, Face]] = {}
     for probe in probes:
@@ -219,14 +245,23 @@ def user_matches(
         sims = similarities(svc, col, [m.inner for m in matches])
         for m, s in zip(matches, sims):
             uid = m.face.user_id
-            if uid is None or uid == exclude_user or s < applied["Similarity"]:
+            if uid is None or uid == exclude_user or s < asked:
                 continue
             if uid not in best or s > best[uid][0]:
                 best[uid] = (float(s), m.face)
-    ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:max_users]
+    sizes = store.subject_sizes(col.collection_id, [f"u:{u}" for u in best]) if best else {}
+    scored = {
+        uid: (cal.pooled(s, len(probes) * sizes.get(f"u:{uid}", 1)), face) for uid, (s, face) in best.items()
+    }
+    passed = {u: v for u, v in scored.items() if v[0] >= threshold}
+    withheld = sum(1 for u, v in scored.items() if u not in passed and v[0] >= asked)
+    applied["WithheldByCap"] = withheld
+    ranked = sorted(passed.items(), key=lambda kv: -kv[1][0])[:max_users]
     status = store.users_status(col.collection_id, [u for u, _ in ranked]) if ranked else {}
     ctx.matched_face_ids = [face.face_id for _, (_, face) in ranked]
-    ctx.counts.update(gallery_faces=col.face_count, matches=len(ranked))
+    ctx.counts.update(
+        gallery_faces=col.face_count, gallery_users=users, matches=len(ranked), withheld_by_cap=withheld
+    )
     touch(ctx, users=[u for u, _ in ranked])
     return [
         UserMatch(sim, UserView(uid, status.get(uid, "ACTIVE")))
@@ -293,7 +328,17 @@ def search_users(svc: Service, ctx: Context, req: SearchUsersRequest) -> SearchU
         )
     else:
         matches = []
-        svc.effective_threshold(ctx, req.user_match_threshold, col.face_count)
+        users = col.active_user_count  # the searched user has no faces: it is not among them
+        applied = svc.effective_threshold(
+            ctx,
+            req.user_match_threshold,
+            users,
+            counted="users",
+            faces=col.face_count,
+            subjects=col.subject_count,
+            calibration=engine_of(svc, col).calibration,
+        )
+        applied["WithheldByCap"] = 0
     return SearchUsersResult(
         col.model_version, matches, ctx.applied_threshold, searched_user=SearchedUserId(user_id)
     )

@@ -371,7 +371,14 @@ def run_face_search(svc: Service, run: JobRun) -> Completion:
             checkpoint["settled"] = _settle_quota(svc, ctx, len(tracks))
             run.put([], checkpoint)
         ctx.counts["quota_units"] = 1 + int(checkpoint["settled"])
-        applied = svc.effective_threshold(ctx, params.get("FaceMatchThreshold"), col.face_count)
+        applied = svc.effective_threshold(
+            ctx,
+            params.get("FaceMatchThreshold"),
+            col.face_count,
+            counted="faces",
+            subjects=col.subject_count,
+            calibration=engine_of(svc, col).calibration,
+        )
         results: list[Result] = []
         matched_faces: dict[str, Any] = {}
         persons = 0
