@@ -3,6 +3,7 @@ caps by purpose, users pool their faces, similarity ranks above 99, and an empty
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 
 from facewarden.cli.gallery import threshold_text
+from facewarden.engine.calibration import UserScoring
 from facewarden.gallery import NewFace
 from facewarden.policy.rules import DEFAULT_POLICY_PATH, Policy
-from tests.conftest import BOX, identity_photos, unit
+from tests.conftest import BOX, identity_photos, near, unit
 from tests.test_calibration import _poisson_interval
 from tests.test_gallery import MODEL, call
 
@@ -196,7 +198,16 @@ def test_a_purpose_cap_must_be_a_positive_number() -> None:
 
 # ---- 3. users pool their faces ---------------------------------------------------------------------
 @sqlite
-def test_a_user_scores_from_all_its_faces_calibrated_as_one(service: Any) -> None:
+@pytest.mark.parametrize("pooling", ["best", "mean"])
+def test_a_user_scores_from_all_its_faces_calibrated_as_one(
+    service: Any, pooling: str, monkeypatch: Any
+) -> None:
+    """Ann has 4 faces (one like the probe), Bob 1 (as like it). Bob's score is his face's
+    similarity; Ann's pools her faces as the model's user scoring says (each pooling tried here),
+    counted as the chances 4 faces give a stranger: lower than Bob's, so Bob ranks first."""
+    real = service.engine.calibration
+    scoring = UserScoring(pooling, (1.0, 1.5, 2.0, 2.5) if pooling == "mean" else ())
+    monkeypatch.setattr(service.engine._engine, "_calibration", dataclasses.replace(real, users=scoring))
     with_caps(service, 0.01)
     cal, store, rng = service.engine.calibration, service.store, np.random.default_rng(7)
     call(service, "CreateCollection", CollectionId="lib")
@@ -204,23 +215,61 @@ def test_a_user_scores_from_all_its_faces_calibrated_as_one(service: Any) -> Non
     probe = add(store, [q], None)[0]
     add(store, unit(rng, 500), None)  # 500 faces of nobody's: not what a user search can name
     s = 95.0
+    kept = {}
     for user, n in (("ann", 4), ("bob", 1)):
         call(service, "CreateUser", CollectionId="lib", UserId=user)
-        mine = [add(store, [t], user)[0] for t in [toward(cal, q, s, rng)] + list(unit(rng, n - 1))]
+        kept[user] = np.stack([toward(cal, q, s, rng)] + list(unit(rng, n - 1)))
+        mine = [add(store, [t], user)[0] for t in kept[user]]
         store.associate_faces("lib", user, [f.face_id for f in mine])
-    r = call(service, "SearchUsers", CollectionId="lib", FaceId=probe.face_id, UserMatchThreshold=80)
+    r = call(service, "SearchUsers", CollectionId="lib", FaceId=probe.face_id, UserMatchThreshold=60)
     t = r["AppliedThreshold"]
     assert (t["GallerySize"], t["GallerySizeCounts"]) == (2, "users")
-    assert t["Similarity"] == pytest.approx(80.0)  # 2 users x FMR 1e-3 is within 0.01
+    assert t["Similarity"] == pytest.approx(80.0)  # the purpose's floor: 2 users x FMR 1e-3 is within 0.01
     got = {m["User"]["UserId"]: m["Similarity"] for m in r["UserMatches"]}
     assert got["bob"] == pytest.approx(s, abs=1e-3)
-    assert got["ann"] == pytest.approx(cal.pooled(s, 4), abs=1e-3) and got["ann"] < got["bob"]
-    assert [m["User"]["UserId"] for m in r["UserMatches"]] == ["bob", "ann"]  # one chance beats four
-    # Withheld: asking for more than ann's pooled score but less than bob's.
-    between = (got["ann"] + got["bob"]) / 2
-    r2 = call(service, "SearchUsers", CollectionId="lib", FaceId=probe.face_id, UserMatchThreshold=between)
+    if pooling == "best":
+        expected = cal.pooled(s, 4)  # the best of 4 faces: 4 chances
+    else:
+        mean = kept["ann"].mean(axis=0)
+        expected = cal.pooled(float(cal.similarity_from_inner(q @ (mean / np.linalg.norm(mean)))), 2.5)
+    if expected >= 80:
+        assert got["ann"] == pytest.approx(expected, abs=1e-3) and got["ann"] < got["bob"]
+        assert [m["User"]["UserId"] for m in r["UserMatches"]] == ["bob", "ann"]
+    else:
+        assert "ann" not in got and [m["User"]["UserId"] for m in r["UserMatches"]] == ["bob"]
+    # Asking for more than Ann's score but less than Bob's: Bob alone, and nothing withheld by the cap.
+    r2 = call(
+        service, "SearchUsers", CollectionId="lib", FaceId=probe.face_id, UserMatchThreshold=(s + 85) / 2
+    )
     assert [m["User"]["UserId"] for m in r2["UserMatches"]] == ["bob"]
-    assert r2["AppliedThreshold"]["WithheldByCap"] == 0  # below what was asked: not the cap's doing
+    assert r2["AppliedThreshold"]["WithheldByCap"] == 0
+
+
+def test_user_scoring_chances() -> None:
+    best = UserScoring()
+    assert [best.chances(m) for m in (1, 4, 100)] == [1, 4, 100]
+    mean = UserScoring("mean", (1.0, 1.4, 1.7))
+    assert [mean.chances(m) for m in (1, 2, 3)] == [1.0, 1.4, 1.7]
+    assert mean.chances(6) == pytest.approx(1.7 * 6 / 3)  # beyond what was measured: in proportion to m
+    assert UserScoring("mean", (1.0, 5.0)).chances(2) == 2  # never more than m
+
+
+def test_the_shipped_user_scorings_are_measured() -> None:
+    """dlib's mean template gives a stranger more chances than the best face's bound (m), so dlib
+    pools by its best face; SFace's gives fewer, so SFace pools by the mean template."""
+    from facewarden.engine import models
+    from facewarden.engine.calibration import user_scoring_path
+
+    for version, pooling in (("dlib-resnet-v1", "best"), ("sface-2021dec", "mean")):
+        scoring = UserScoring.load(user_scoring_path(models.get(version).calibration_file))
+        assert scoring.pooling == pooling
+        assert scoring.meta["source"]["impostor_photos"] > 2900
+        for m, row in scoring.meta["measured"].items():
+            assert row["factor"] >= 1 and row["users"] >= 40
+            assert (row["factor"] < int(m)) == (pooling == "mean") or pooling == "best"
+        if pooling == "mean":
+            assert list(scoring.factors) == sorted(scoring.factors) and scoring.factors[0] == 1.0
+            assert all(f < m for m, f in enumerate(scoring.factors[1:], start=2))
 
 
 @sqlite
@@ -310,3 +359,48 @@ def test_an_empty_answer_says_how_many_the_cap_withheld(service: Any) -> None:
         ]["WithheldByCap"]
         == 0
     )  # asked for more than both: nothing was withheld by the cap
+
+
+def test_calibrate_users_measures_the_mean_template_against_the_best_face(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The builder, on synthetic templates whose geometry is known: strangers point anywhere
+    (isotropic), so a person's mean template is no likelier to be matched than one photo (factor
+    about 1: the mean template is chosen), while the best of m distinct photos is about m chances."""
+    from facewarden.config import Settings
+    import importlib
+
+    builder = importlib.import_module(
+        "facewarden.evaluate.calibrate"
+    )  # the module (the package exports a function)
+    from facewarden.evaluate.embed import Embedded
+
+    rng = np.random.default_rng(0)
+    people, impostors = tmp_path / "people", tmp_path / "impostors"
+    vectors: dict[str, np.ndarray] = {}
+    for i in range(12):
+        base = unit(rng, 1)[0]
+        for j, v in enumerate(near(rng, base, 5, noise=0.12)):
+            path = people / f"p{i}" / f"p{i}_{j}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+            vectors[str(path)] = v
+    impostors.mkdir()
+    for k, v in enumerate(unit(rng, 4000)):
+        path = impostors / f"s{k}.jpg"
+        path.write_bytes(b"")
+        vectors[str(path)] = v
+
+    def fake_embed(paths: Any, *args: Any, **kwargs: Any) -> dict[str, Embedded]:
+        return {str(p): Embedded(str(p), "", vectors[str(p)], "ok") for p in paths}
+
+    monkeypatch.setattr(builder, "embed_images", fake_embed)
+    out = tmp_path / "x.users.json"
+    scoring = builder.calibrate_users(
+        people, impostors, out, Settings(data_dir=tmp_path / "data"), max_faces=4
+    )
+    assert scoring.pooling == "mean" and len(scoring.factors) == 4
+    assert all(1.0 <= f < m for m, f in enumerate(scoring.factors[1:], start=2))
+    best = scoring.meta["measured"]["4"]["0.01"]["best_ratio"]
+    assert 2.5 < best <= 4.5  # 4 distinct photos: about 4 chances for the best face
+    assert UserScoring.load(out).factors == pytest.approx(scoring.factors, abs=1e-4)

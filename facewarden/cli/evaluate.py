@@ -249,6 +249,59 @@ def calibrate(
     app.emit(meta, lambda m: click.echo(f"wrote {out_path}: " + ", ".join(f"{k} {v}" for k, v in m.items())))
 
 
+@main.command("calibrate-users")
+@click.option(
+    "--people",
+    "people_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A folder per person, several photos each.",
+)
+@click.option(
+    "--impostors",
+    "impostors_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Photos of other people, one person per file name (e.g. the calibration folder).",
+)
+@click.option("--model", "model_name", default=None, help="Default: FACEWARDEN_MODEL, the built-in one.")
+@click.option(
+    "--out",
+    "out_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Default: <version>.users.json beside the model's calibration table, which puts it in service.",
+)
+@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@pass_app
+def calibrate_users(
+    app: App,
+    people_dir: str,
+    impostors_dir: str,
+    model_name: str | None,
+    out_path: str | None,
+    workers: int | None,
+) -> None:
+    """Measure how to score a user of several faces (its best face or its mean template) and
+    how many chances that score gives a stranger."""
+    from ..engine import Engine
+    from ..engine.calibration import user_scoring_path
+    from ..evaluate.calibrate import calibrate_users as run
+
+    app.service.authorize(app.principal, EVALUATE_CALIBRATION)
+    settings = app.settings.replace(model=model_name) if model_name else app.settings
+    spec = Engine(settings).spec
+    if out_path is None:
+        if spec.calibration_file is None:
+            raise click.UsageError("give --out: this model has no calibration table to sit beside")
+        out_path = str(user_scoring_path(spec.calibration_file))
+    scoring = run(
+        people_dir, impostors_dir, out_path, settings, workers, progress=False if app.json else None
+    )
+    shown = {"pooling": scoring.pooling, "factors": list(scoring.factors), "out": out_path}
+    app.emit(shown, lambda r: click.echo(f"wrote {r['out']}: pooling {r['pooling']}, factors {r['factors']}"))
+
+
 def _policy_floors(app: App) -> dict[str, float]:
     try:
         policy = app.service.policy

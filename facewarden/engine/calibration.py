@@ -67,6 +67,65 @@ def similarity_for_fmr(fmr: float, fmr_at_100: float | None = None) -> float:
     return float(min(100.0, FINE_FROM + (math.log10(fmr) - lo) / (math.log10(fmr_at_100) - lo)))
 
 
+#: How a user's faces are pooled into one score: its best face, or its mean template.
+POOLINGS = ("best", "mean")
+
+
+@dataclass(frozen=True)
+class UserScoring:
+    """How a model scores a user (a person with several faces) and how many chances that score
+    gives a stranger, shipped beside the model's table as ``<version>.users.json`` (measured on
+    ../shared photos by :func:`facewarden.evaluate.calibrate.calibrate_users`).
+
+    * ``best``: the user's best face. A stranger compared with m faces of one person has at most m
+      times a single face's chance to reach a similarity (the union bound), and measured on
+      ../shared data the best of m photos comes close to it at strict thresholds: m chances.
+    * ``mean``: the user's mean template (normalised), compared once. Its chance is measured:
+      ``factors[m - 1]`` for a user of m faces (the upper 95% bound of how much more often than one
+      photo a stranger reaches a threshold; at most m); beyond the largest m measured (M), the
+      factor grows in proportion to m (``factors[M - 1] * m / M``), never beyond m.
+    """
+
+    pooling: str = "best"
+    factors: tuple[float, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def chances(self, faces: int) -> float:
+        """How many single-face chances a user of ``faces`` faces gives a stranger."""
+        m = max(1, int(faces))
+        if self.pooling == "best" or not self.factors:
+            return float(m)
+        top = len(self.factors)
+        factor = self.factors[m - 1] if m <= top else self.factors[-1] * m / top
+        return float(min(m, factor))
+
+    def save(self, path: str | Path) -> None:
+        data = dict(self.meta)
+        data.update(pooling=self.pooling, factors=[round(f, 4) for f in self.factors])
+        Path(path).write_text(json.dumps(data, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> UserScoring:
+        """The scoring in ``path``; the best face (the union bound) when there is no such file."""
+        p = Path(path)
+        if not p.exists():
+            return cls()
+        try:
+            data = json.loads(p.read_text())
+            pooling, factors = data.pop("pooling"), tuple(float(f) for f in data.pop("factors"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"User scoring table {p} is unreadable ({exc}).") from None
+        if pooling not in POOLINGS or any(f < 1.0 for f in factors):
+            raise ModelError(f"User scoring table {p}: pooling must be one of {POOLINGS} and factors >= 1.")
+        return cls(pooling, factors, data)
+
+
+def user_scoring_path(calibration_file: str | Path) -> Path:
+    """Where a model's user scoring lives: beside its calibration table."""
+    p = Path(calibration_file)
+    return p.with_name(p.name.removesuffix(".json") + ".users.json")
+
+
 @dataclass(frozen=True)
 class Calibration:
     model_version: str
@@ -74,6 +133,8 @@ class Calibration:
     distances: np.ndarray
     similarities: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    #: How this model scores users (read from ``<version>.users.json`` beside the table).
+    users: UserScoring = field(default_factory=UserScoring)
 
     @property
     def fmr_at_100(self) -> float:
@@ -88,14 +149,11 @@ class Calibration:
         """The lowest similarity whose false match rate is at most ``fmr``, with this model."""
         return similarity_for_fmr(fmr, self.fmr_at_100)
 
-    def pooled(self, similarity: float, chances: int) -> float:
-        """The score of a subject compared ``chances`` times (a person with several faces, or
-        several probes), whose best comparison reached ``similarity``: the similarity whose false
-        match rate is ``chances`` times the single comparison's. A stranger compared with m faces of
-        one person has at most m times the chance to reach a similarity with one of them (the union
-        bound; measured on ../shared data the best of m photos of one person comes close to it
-        at strict thresholds, see ``bench/bench_library.py``), so the subject's score keeps the
-        calibrated meaning: the chance that a stranger scores this high against the whole subject."""
+    def pooled(self, similarity: float, chances: float) -> float:
+        """The score of a subject that gives a stranger ``chances`` single-comparison chances (a
+        person with several faces, several probes: see :class:`UserScoring`) and reached
+        ``similarity``: the similarity whose false match rate is ``chances`` times the single
+        comparison's, so that the score keeps the calibrated meaning for the subject as a whole."""
         s = float(similarity)
         if chances <= 1:
             return s
@@ -135,7 +193,9 @@ class Calibration:
             raise ModelError(f"Calibration table {path} is missing or unreadable ({exc}).") from None
         if data.get("scale") != SCALE:
             points, data = _with_fine_tail(points, data)
-        return cls(version, *_table(points[:, 1], points[:, 0]), data)
+        return cls(
+            version, *_table(points[:, 1], points[:, 0]), data, UserScoring.load(user_scoring_path(path))
+        )
 
     # ---- building ------------------------------------------------------------------------------
     @classmethod

@@ -6,6 +6,7 @@ Plain functions, called by the CLI and usable from Python:
   dataset), overall and per group (:func:`read_groups`, e.g. a manifest's race column), with a report.
 - :func:`evaluate_gallery` — 1:N search (the ACLU-style test): false matches vs ``N x FMR``, rank-1.
 - :func:`calibrate` — build a model's calibration table from a labelled folder.
+- :func:`calibrate_users` — measure how a model should score a user of several faces.
 - :mod:`.metrics` — the pure metric functions (ROC/DET, EER, FNMR at FMR, Wilson intervals, ...).
 
 Images are embedded once each (cached by content under ``<data_dir>/cache``), in parallel processes.
@@ -14,7 +15,7 @@ Images are embedded once each (cached by content under ``<data_dir>/cache``), in
 from __future__ import annotations
 
 from . import metrics
-from .calibrate import calibrate
+from .calibrate import calibrate, calibrate_users
 from .embed import Embedded, embed_images
 from .gallery import evaluate_gallery
 from .pairs import build_report, evaluate_pairs, manifest_pairs, read_groups, score_pairs
@@ -25,6 +26,7 @@ __all__ = [
     "PairScores",
     "build_report",
     "calibrate",
+    "calibrate_users",
     "embed_images",
     "evaluate_gallery",
     "evaluate_pairs",

@@ -448,6 +448,15 @@ class SqlStore:
                 (subjects, users, collection_id),
             )
 
+    def user_templates(self, collection_id: str, user_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """Each user's templates, ``(faces, dim)`` (biometric data: callers must not log or return them)."""
+        sql = "SELECT user_id, template FROM gallery_faces WHERE collection_id = ? AND user_id IN ({in})"
+        rows: dict[str, list[np.ndarray]] = {}
+        with self.db.read() as tx:
+            for uid, value in _rows_in(tx, sql, dict.fromkeys(user_ids), collection_id):
+                rows.setdefault(uid, []).append(self._template_value(value))
+        return {uid: np.stack(ts) for uid, ts in rows.items()}
+
     def subject_sizes(self, collection_id: str, subjects: Iterable[str]) -> dict[str, int]:
         """How many faces each of these subjects has in the collection (absent: none)."""
         sql = "SELECT subject, faces FROM gallery_subjects WHERE collection_id = ? AND subject IN ({in})"

@@ -222,9 +222,10 @@ def user_matches(
 ) -> list[UserMatch]:
     """Users whose score passes the applied threshold, best first.
 
-    A user's score pools all its faces: the similarity of its best face, counted as (faces x
-    probes) chances (:meth:`~facewarden.engine.calibration.Calibration.pooled`), so that it keeps
-    the calibrated meaning for the user as a whole. Only users can be returned, so the gallery-size
+    A user's score pools all its faces, as the model's :class:`~facewarden.engine.calibration.
+    UserScoring` says (measured per model): its best face, or its mean template; either counted
+    as the chances it gives a stranger (x the number of probe faces), so that the score keeps the
+    calibrated meaning for the user as a whole. Only users can be returned, so the gallery-size
     rule counts users with faces, not the collection's other faces."""
     users = max(0, col.active_user_count - (1 if exclude_user is not None else 0))
     cal = engine_of(svc, col).calibration
@@ -245,13 +246,23 @@ def user_matches(
         sims = similarities(svc, col, [m.inner for m in matches])
         for m, s in zip(matches, sims):
             uid = m.face.user_id
-            if uid is None or uid == exclude_user or s < asked:
+            if uid is None or uid == exclude_user:
                 continue
             if uid not in best or s > best[uid][0]:
                 best[uid] = (float(s), m.face)
+    scoring = cal.users
     sizes = store.subject_sizes(col.collection_id, [f"u:{u}" for u in best]) if best else {}
+    if scoring.pooling == "mean" and best:
+        means = {
+            uid: _unit(t.mean(axis=0)) for uid, t in store.user_templates(col.collection_id, best).items()
+        }
+        for uid, mean in means.items():
+            s_mean = float(np.max(cal.similarity_from_inner(np.stack(probes) @ mean)))
+            best[uid] = (s_mean, best[uid][1])
     scored = {
-        uid: (cal.pooled(s, len(probes) * sizes.get(f"u:{uid}", 1)), face) for uid, (s, face) in best.items()
+        uid: (cal.pooled(s, len(probes) * scoring.chances(sizes.get(f"u:{uid}", 1))), face)
+        for uid, (s, face) in best.items()
+        if s >= asked  # a pooled score is never above its raw one
     }
     passed = {u: v for u, v in scored.items() if v[0] >= threshold}
     withheld = sum(1 for u, v in scored.items() if u not in passed and v[0] >= asked)
@@ -268,6 +279,11 @@ def user_matches(
         for uid, (sim, _) in ranked
         if uid in status  # deleted meanwhile: not a match
     ]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
 
 
 @dataclass(frozen=True)
