@@ -17,7 +17,7 @@ function thresholdCard(t, r) {
   if (t.Source) parts.push(`, set by ${THRESHOLD_SOURCES[t.Source] || t.Source}${t.Reason ? " (" + t.Reason + ")" : ""}.`);
   const facts = [];
   if (t.FalseMatchRate != null) facts.push(`false match rate at this threshold ${sci(t.FalseMatchRate)}`);
-  if (t.GallerySize != null) facts.push(`${t.GallerySize} face(s) searched`);
+  if (t.GallerySize != null) facts.push(`gallery size ${t.GallerySize} (${t.GallerySizeCounts || "faces"})`);
   if (t.ExpectedFalseMatches != null) facts.push(`expected false matches per search ${sci(t.ExpectedFalseMatches)}` +
     (t.MaxExpectedFalseMatches != null ? ` (cap ${fmt(t.MaxExpectedFalseMatches)})` : ""));
   if (t.RequestedSimilarity != null && t.Source !== "requested") facts.push(`asked for ${fmt(t.RequestedSimilarity)}`);
