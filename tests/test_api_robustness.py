@@ -253,19 +253,52 @@ def test_load_8_clients_x_200_mixed_requests_nothing_lost_audit_intact(h: Harnes
     _alive(h)
 
 
+class _EngineHeldUntilShutdown:
+    """The real engine, whose ``detect`` waits inside the request until the server has been told to
+    stop: the request is certainly in flight when the shutdown begins, however slow the machine."""
+
+    def __init__(self, engine: Any, server: Any) -> None:
+        self._engine, self._server = engine, server
+        self.entered = threading.Event()
+        self.held_through_shutdown = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def detect(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        deadline = time.monotonic() + 120
+        while not self._server.should_exit and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.held_through_shutdown = bool(self._server.should_exit)
+        return self._engine.detect(*args, **kwargs)
+
+
 def test_graceful_shutdown_finishes_in_flight_requests(tmp_path: Path) -> None:
     """Stopping the server lets a request in flight complete before the service is closed."""
     harness = Harness(tmp_path)
-    body = json.dumps({"Image": {"Bytes": _b64(small_jpeg(width=900))}}).encode()
+    engine = _EngineHeldUntilShutdown(harness.service.engine, harness.server.server)
+    harness.service.engine = engine
+    body = json.dumps({"Image": {"Bytes": _b64(small_jpeg())}}).encode()
     out: dict[str, Any] = {}
 
-    def slow_call() -> None:
-        out["r"] = signed_post(harness.url, harness.owner_key, "DetectFaces", body)
+    def call() -> None:
+        try:
+            out["r"] = signed_post(harness.url, harness.owner_key, "DetectFaces", body)
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            out["error"] = exc
 
-    t = threading.Thread(target=slow_call)
+    t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.15)
-    harness.server.stop()  # uvicorn's graceful shutdown: stop accepting, drain in-flight
-    t.join(timeout=60)
-    harness.service.close()
+    try:
+        assert engine.entered.wait(timeout=120), out.get("error", "the request never reached the engine")
+    finally:
+        harness.server.stop()  # uvicorn's graceful shutdown: stop accepting, drain in-flight
+        t.join(timeout=60)
+        harness.server.thread.join(timeout=60)
+        harness.service.close()
+    assert engine.held_through_shutdown  # the request was in flight when the shutdown began
+    assert not harness.server.thread.is_alive()  # and the server did stop
+    assert "error" not in out, out["error"]
     assert out["r"].status_code == 200, out["r"].text
+    assert len(out["r"].json()["FaceDetails"]) == 1
