@@ -100,7 +100,7 @@ def chart_svg(title: str, series: Mapping[str, Mapping[str, int]], colours: Mapp
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(8, 2.8), dpi=100)
+    fig = Figure(figsize=(6.4, 3), dpi=100)
     FigureCanvasSVG(fig)
     ax = fig.add_subplot()
     days = _days(series)
@@ -112,20 +112,22 @@ def chart_svg(title: str, series: Mapping[str, Mapping[str, int]], colours: Mapp
             values = [int(series[d.isoformat()].get(c, 0)) for d in days]
             ax.bar(x, values, width=0.8, bottom=bottom, color=colours[c], label=c)
             bottom = [b + v for b, v in zip(bottom, values)]
-        ax.set_xlim(x[0] - 1, x[-1] + 1)
+        # a week wide at least, so that a bar is never wider than a day's
+        pad = max(1.0, (7 - (x[-1] - x[0] + 1)) / 2 + 0.5)
+        ax.set_xlim(x[0] - pad, x[-1] + pad)
         step = -(-(x[-1] - x[0] + 1) // 7)  # at most seven dates along the axis
         ticks = list(range(x[0], x[-1] + 1, step))
         ax.set_xticks(ticks, [dt.date.fromordinal(t).isoformat() for t in ticks])
         if categories:
-            ax.legend(loc="upper left", frameon=False, fontsize=8, ncols=min(4, len(categories)))
+            ax.legend(loc="upper left", frameon=False, fontsize=9, ncols=min(4, len(categories)))
             ax.set_ylim(0, max(bottom) * 1.3 + 1)
     else:
         ax.text(0.5, 0.5, "nothing in this period", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(title, fontsize=10, loc="left")
-    ax.set_ylabel("records (UTC days)", fontsize=8)
-    ax.tick_params(labelsize=8)
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.set_ylabel("records per day", fontsize=9)
+    ax.tick_params(labelsize=8.5)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()

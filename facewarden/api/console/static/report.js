@@ -37,11 +37,11 @@ function renderReport(rep, charts) {
   if (charts) {
     out.append(el("section", { class: "card report-section" },
       el("h2", {}, "Over time (per UTC day)"),
-      el("div", { class: "report-grid charts" },
+      el("div", { class: "charts" },
         svgImage(charts.DecisionsPerDay, "Chart: decisions per day, by outcome (allowed, denied, failed)", "chart-decisions"),
         svgImage(charts.DenialsPerDay, "Chart: denials per day, by rule", "chart-denials"))));
   }
-  const byRule = Object.fromEntries(Object.entries(rep.DenialsByRule || {}).map(([r, n]) => [r, { denials: n }]));
+  const byRule = Object.fromEntries(Object.entries(rep.DenialsByRule || {}).map(([r, n]) => [r, { Denials: n }]));
   const transpose = m => {
     const t = {};
     for (const [a, row] of Object.entries(m || {})) for (const [b, n] of Object.entries(row)) (t[b] = t[b] || {})[a] = n;
