@@ -24,20 +24,20 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import photos, table  # noqa: E402
+from facewarden.api.testing import start_serve_processes as start  # noqa: E402
+from facewarden.api.testing import stop_serve_processes as stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FW = str(Path(sys.executable).parent / "facewarden")
@@ -51,54 +51,6 @@ def jpeg(path: Path, width: int) -> bytes:
     out = io.BytesIO()
     img.save(out, "JPEG", quality=88)
     return out.getvalue()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(n: int, env: dict[str, str], logs: Path) -> list[tuple[subprocess.Popen[bytes], str]]:
-    procs = []
-    for i in range(n):
-        port = free_port()
-        log = (logs / f"serve-{n}-{i}.log").open("wb")
-        p = subprocess.Popen(
-            [FW, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append((p, f"http://127.0.0.1:{port}"))
-    for p, url in procs:
-        deadline = time.monotonic() + 180
-        while True:
-            if p.poll() is not None:
-                raise SystemExit(f"serve exited with {p.returncode}; see {logs}")
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=60) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{url} not ready after 180 s")
-            time.sleep(0.2)
-    return procs
-
-
-def stop(procs: list[tuple[subprocess.Popen[bytes], str]]) -> None:
-    for p, _ in procs:
-        p.send_signal(signal.SIGTERM)
-    for p, _ in procs:
-        try:
-            p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -2,13 +2,21 @@
 
 with ServerThread(create_app(service)) as url:
     boto3.client("rekognition", endpoint_url=url, ...)
+
+or as separate `facewarden serve` processes sharing one data directory and database
+(:func:`start_serve_processes`, :func:`stop_serve_processes`), as a scaled-out deployment runs.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -62,6 +70,63 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+ServeProcess = tuple[subprocess.Popen[bytes], str]
+
+
+def start_serve_processes(
+    n: int, env: dict[str, str], logs: Path, ready_timeout: float = 180.0
+) -> list[ServeProcess]:
+    """``n`` `facewarden serve` processes on free loopback ports, configured by ``env`` (the same
+    FACEWARDEN_DATA_DIR and FACEWARDEN_DATABASE_URL for all), each logging to ``logs``; returned
+    once every one answers ``/readyz`` with 200 (models loaded), as ``(process, base url)``."""
+    procs: list[ServeProcess] = []
+    command = str(Path(sys.executable).parent / "facewarden")
+    try:
+        for i in range(n):
+            port = free_port()
+            with (logs / f"serve-{n}-{i}.log").open("wb") as log:
+                p = subprocess.Popen(
+                    [command, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            procs.append((p, f"http://127.0.0.1:{port}"))
+        for p, url in procs:
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                if p.poll() is not None:
+                    raise RuntimeError(f"facewarden serve exited with {p.returncode}; see {logs}")
+                try:
+                    with urllib.request.urlopen(f"{url}/readyz", timeout=60) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{url} not ready after {ready_timeout:.0f} s; see {logs}")
+                time.sleep(0.2)
+    except BaseException:
+        stop_serve_processes(procs)
+        raise
+    return procs
+
+
+def stop_serve_processes(procs: list[ServeProcess], timeout: float = 60.0) -> list[int | None]:
+    """SIGTERM (a graceful shutdown) to each, then wait; killed if still running after ``timeout``.
+    Returns the exit codes."""
+    for p, _ in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p, _ in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return [p.returncode for p, _ in procs]
 
 
 def make_key(service: Service, org: str, sector: str, purpose: str, **request: Any) -> tuple[str, str]:
