@@ -8,6 +8,7 @@ refused authentication), also while other threads keep requesting and scraping.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -146,6 +147,42 @@ def test_job_queue_depth_and_age(harness: Harness) -> None:
     assert value(metrics, "facewarden_job_queue_depth", kind="video-test", status="QUEUED") == 2
     assert value(metrics, "facewarden_job_queue_depth", kind="video-test", status="RUNNING") == 1
     assert value(metrics, "facewarden_job_oldest_queued_seconds", kind="video-test") > 0
+
+
+def test_engine_queue_depth_counts_running_and_waiting_computations(harness: Harness) -> None:
+    """The engine's compute slots taken (all of them) and two more callers waiting: /metrics shows
+    them as busy and queued, then both back at 0 once they are done."""
+    from facewarden.engine.loading import compute_slots
+
+    slots = compute_slots(harness.service.settings.engine_concurrency)
+    assert slots.depth() == (0, 0)
+    release = threading.Event()
+    holding = threading.Semaphore(0)
+
+    def compute() -> None:
+        with slots:
+            holding.release()
+            release.wait(timeout=120)
+
+    threads = [threading.Thread(target=compute) for _ in range(slots.size + 2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(slots.size):
+            assert holding.acquire(timeout=60)
+        deadline = time.monotonic() + 60
+        while slots.depth() != (slots.size, 2) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        metrics = scrape(harness.url)
+        assert value(metrics, "facewarden_engine_busy") == slots.size
+        assert value(metrics, "facewarden_engine_queue_depth") == 2
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=60)
+    metrics = scrape(harness.url)
+    assert value(metrics, "facewarden_engine_busy") == 0
+    assert value(metrics, "facewarden_engine_queue_depth") == 0
 
 
 def test_metrics_under_load_stay_parseable_and_lose_no_count(harness: Harness) -> None:
