@@ -212,6 +212,52 @@ def test_only_the_owner_rotates_the_installations_keys(installed: tuple[Path, di
         svc.close()
 
 
+def test_the_rotations_from_the_command_line(installed: tuple[Path, dict[str, str]]) -> None:
+    """`facewarden keys rotate secrets|audit-signing` and `facewarden key rotate --overlap`, as the
+    README shows them."""
+    import json
+
+    from click.testing import CliRunner
+
+    from facewarden.cli import main
+
+    data, keys = installed
+    runner = CliRunner()
+
+    def fw(*args: str) -> Any:
+        return runner.invoke(main, ["--data-dir", str(data), *args])
+
+    r = fw("--json", "keys", "rotate", "secrets")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["secrets_reencrypted"] == len(keys)
+    r = fw("--json", "keys", "rotate", "audit-signing")
+    assert r.exit_code == 0, r.output
+    handover = json.loads(r.output)
+    assert handover["Fingerprint"] != handover["Retired"]
+    photo_key = list(keys)[1]  # the photo_organisation key of the fixture (the owner's is first)
+    r = fw("--key", photo_key, "--json", "key", "rotate", "--overlap", "600")
+    assert r.exit_code == 0, r.output
+    rotated = json.loads(r.output)
+    new = rotated["AccessKey"]
+    assert rotated["RetiringKey"]["AccessKeyId"] == photo_key
+    assert abs(rotated["RetiringKey"]["ExpiresAt"] - (time.time() + 600)) < 60
+    # a key that is not the owner's cannot rotate the installation's keys
+    r = fw("--key", photo_key, "keys", "rotate", "secrets")
+    assert r.exit_code == 4 and "AccessDeniedException" in r.output, r.output
+    r = fw("audit", "verify")
+    assert r.exit_code == 0, r.output
+    svc = new_service(data)
+    try:
+        assert secrets_of(svc, keys) == keys  # every secret still opens with the new encryption key
+        assert svc.lookup_secret(new["AccessKeyId"])[1] == new["SecretAccessKey"]
+        assert len(list(svc.audit.records_of("SecretKeyRotated"))) == 1
+        assert len(list(svc.audit.records_of("AuditKeyRotated"))) == 1
+        allowed = [x for x in svc.audit.records_of("RotateKey") if x["decision"] == "allowed"]
+        assert [x["details"]["new_key"] for x in allowed] == [new["AccessKeyId"]]
+    finally:
+        svc.close()
+
+
 # ---- access keys, through the wire -----------------------------------------------------------------
 def test_access_key_rotation_with_overlap_over_the_wire(tmp_path: Path, engine_cache: Any) -> None:
     from tests.conftest import CachedEngine
