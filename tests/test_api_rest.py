@@ -111,6 +111,14 @@ def test_collections_enrolment_search_users_and_admin(harness: Harness, rest: Re
     )
     assert r["FaceMatches"][0]["Face"]["FaceId"] == face_id
     assert r["AppliedThreshold"]["Similarity"] <= r["FaceMatches"][0]["Similarity"]
+    # What the gallery-size rule counted, and how many the cap withheld (a count, never who).
+    t = r["AppliedThreshold"]
+    assert (t["GallerySizeCounts"], t["GallerySize"], t["GallerySubjects"], t["WithheldByCap"]) == (
+        "faces",
+        1,
+        1,
+        0,
+    )
     r = rest("POST", f"/v1/collections/team/faces/{face_id}/search", json={"FaceMatchThreshold": 50})
     assert r["SearchedFaceId"] == face_id
     # users
@@ -122,6 +130,8 @@ def test_collections_enrolment_search_users_and_admin(harness: Harness, rest: Re
     assert r["SearchedUser"]["UserId"] == "u1"
     r = rest("POST", "/v1/collections/team/users/search-by-image", files={"Image": ("p.jpg", face(OBAMA_2))})
     assert r["UserMatches"][0]["User"]["UserId"] == "u1"
+    t = r["AppliedThreshold"]
+    assert (t["GallerySizeCounts"], t["GallerySize"], t["WithheldByCap"]) == ("users", 1, 0)
     rest("DELETE", f"/v1/collections/team/users/u1/faces?FaceIds={face_id}")
     rest("DELETE", "/v1/collections/team/users/u1")
     # administration
