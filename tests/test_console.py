@@ -445,6 +445,15 @@ def test_console_tabs_fit_the_page(harness: Harness, console: Any, tmp_path: Pat
     svc, owner = harness.service, harness.service.owner_principal()
     if "staff" not in svc.call("ListCollections", {}, owner)["CollectionIds"]:
         svc.call("CreateCollection", {"CollectionId": "staff"}, owner)
+    # the widest consent rows: a long subject id and evidence, one of them withdrawn
+    listed = {c["Subject"] for c in svc.call("ListConsents", {}, owner)["Consents"]}
+    for subject in {"staff-member-with-a-long-identifier-0042", "staff-member-who-left-0043"} - listed:
+        evidence = (
+            "signed consent form 2026-11-30, scanned copy in the HR file cabinet, drawer 4, folder " + subject
+        )
+        svc.call("GrantConsent", {"Subject": subject, "CollectionId": "staff", "Evidence": evidence}, owner)
+    if "staff-member-who-left-0043" not in listed:
+        svc.call("WithdrawConsent", {"Subject": "staff-member-who-left-0043", "CollectionId": "staff"}, owner)
     c = console(width)
     page = c.sign_in(harness.owner_key)
     for name in TABS:
@@ -457,6 +466,8 @@ def test_console_tabs_fit_the_page(harness: Harness, console: Any, tmp_path: Pat
             page.set_input_files("#search-form input[name=Image]", str(OBAMA_2))
             page.click("#search-form button[type=submit]")
             page.wait_for_selector("#search-figure", timeout=LONG)
+        if name == "consent":
+            page.wait_for_selector("#consent tr[data-subject=staff-member-who-left-0043] .badge.ended")
         if name == "audit":
             page.wait_for_selector("#audit tr.record")
             page.click("#audit tr.record")  # an open record's detail must fit too
@@ -467,6 +478,13 @@ def test_console_tabs_fit_the_page(harness: Harness, console: Any, tmp_path: Pat
         page.screenshot(path=str(tmp_path / f"console-{name}-{width}.png"), full_page=True)
         doc, viewport = fits(page)
         assert doc <= viewport, f"the {name} tab is {doc} px wide in a {viewport} px window"
+        # nor does a table scroll sideways inside its own box (what the page's width cannot show)
+        inner = page.eval_on_selector_all(
+            f"#tab-{name} .scroll",
+            "bs => bs.filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth + 1)"
+            "  .map(b => [b.firstElementChild.id, b.scrollWidth, b.clientWidth])",
+        )
+        assert not inner, f"the {name} tab's tables scroll sideways at {width} px: {inner}"
 
 
 # ---- a key that may see only part of the console ---------------------------------------------------------
@@ -533,3 +551,39 @@ def test_console_reads_are_marked_only_for_declared_reads(harness: Harness) -> N
     assert last["seq"] in records(harness, hide_console_reads=True)  # a refused read is never hidden
     assert json.loads(httpx.get(f"{harness.url}/v1/admin/audit?MaxResults=1&NewestFirst=true&HideConsoleReads=true",
                                 headers=headers).text)["Lines"]  # fmt: skip
+
+
+# ---- keyboard and labels ----------------------------------------------------------------------------------
+#: [the number of visible controls, those without an accessible name (a label, aria-label or text)]
+UNLABELLED = """() => {
+  const shown = Array.from(document.querySelectorAll('#app-view input, #app-view select, #app-view textarea, #app-view button'))
+    .filter(e => e.offsetParent !== null && e.type !== 'hidden');
+  return [shown.length, shown
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby')
+                 && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+    .map(e => e.outerHTML.slice(0, 120))];
+}"""
+
+
+def test_console_tabs_by_keyboard_and_every_control_labelled(harness: Harness, console: Any) -> None:
+    c = console()
+    page = c.sign_in(harness.owner_key)
+    page.focus("#tabs [data-tab=collections]")
+    for name in TABS[1:]:  # the arrow keys move through the tabs, each shown and announced as selected
+        page.keyboard.press("ArrowRight")
+        page.wait_for_selector(f"#tab-{name}:not([hidden])")
+        assert page.evaluate("document.activeElement.dataset.tab") == name
+        assert page.get_attribute(f"#tabs [data-tab={name}]", "aria-selected") == "true"
+        if name == "consent":
+            page.wait_for_selector("#consent tr[data-subject=staff-member-who-left-0043] .badge.ended")
+        if name == "audit":
+            page.wait_for_selector("#audit tr.record")
+            assert page.get_attribute("#audit tr.record", "tabindex") == "0"  # records reachable by Tab
+        if name == "report":
+            page.wait_for_selector("#headline")
+        shown, unlabelled = page.evaluate(UNLABELLED)
+        assert shown >= len(TABS) and unlabelled == [], (name, unlabelled)
+    page.keyboard.press("Home")
+    page.wait_for_selector("#tab-collections:not([hidden])")
+    page.keyboard.press("ArrowLeft")  # round to the last
+    page.wait_for_selector(f"#tab-{TABS[-1]}:not([hidden])")

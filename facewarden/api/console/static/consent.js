@@ -42,18 +42,21 @@ async function loadConsent() {
   if (!rows.length) { out.append(el("p", { class: "muted", id: "consent-empty" }, `No consent records${lookedFor}.`)); return; }
   const orgs = new Set(rows.map(c => c.Organization));
   const canWithdraw = offered.has("WithdrawConsent");
+  // five columns, so that the register fits an 800 px window: the dates share one, the withdraw
+  // button sits under the status it changes
   out.append(el("div", { class: "scroll" }, el("table", { id: "consent" },
     el("caption", {}, `${rows.length} consent record(s)${lookedFor}, newest first (dates in UTC)`),
-    el("thead", {}, el("tr", {}, ["Subject", "Collection", ...(orgs.size > 1 ? ["Organisation"] : []), "Evidence", "Granted", "Expires", "Status", ""]
+    el("thead", {}, el("tr", {}, ["Subject", "Collection", ...(orgs.size > 1 ? ["Organisation"] : []), "Evidence", "Granted / expires", "Status"]
       .map(h => el("th", { scope: "col" }, h)))),
     el("tbody", {}, rows.map(c => el("tr", { class: c.Active ? "active" : "ended", "data-subject": c.Subject },
-      el("td", { class: "wrap" }, c.Subject), el("td", { class: "wrap" }, scopeText(c)),
-      orgs.size > 1 ? el("td", {}, c.Organization || "") : [],
-      el("td", { class: "wrap" }, c.Evidence || "", el("div", { class: "muted small mono", title: "consent id" }, c.ConsentId || "")),
-      el("td", {}, fmtDate(c.GrantedAt)), el("td", {}, c.ExpiresAt != null ? fmtDate(c.ExpiresAt) : "no expiry"),
-      el("td", {}, consentStatus(c)),
-      el("td", {}, c.Active && canWithdraw ? el("button", { class: "small danger withdraw", "aria-label": `Withdraw ${c.Subject}'s consent for ${scopeText(c)}`,
-        onclick: guard(() => withdrawConsent(c)) }, "Withdraw") : "")))))));
+      el("td", { class: "subject" }, c.Subject), el("td", { class: "wrap" }, scopeText(c)),
+      orgs.size > 1 ? el("td", { class: "wrap" }, c.Organization || "") : [],
+      el("td", { class: "evidence" }, c.Evidence || "", el("div", { class: "muted small mono", title: "consent id" }, c.ConsentId || "")),
+      el("td", { class: "nowrap" }, fmtDate(c.GrantedAt),
+        el("div", { class: "small muted" }, c.ExpiresAt != null ? `expires ${fmtDate(c.ExpiresAt)}` : "no expiry")),
+      el("td", { class: "status" }, consentStatus(c),
+        c.Active && canWithdraw ? el("div", {}, el("button", { class: "small danger withdraw", "aria-label": `Withdraw ${c.Subject}'s consent for ${scopeText(c)}`,
+          onclick: guard(() => withdrawConsent(c)) }, "Withdraw")) : [])))))));
 }
 
 async function loadConsentTab() {
