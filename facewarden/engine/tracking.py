@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -324,12 +324,16 @@ class FaceTracks:
         embed: bool = False,
         best_n: int = 3,
         tracker: Tracker | None = None,
+        on_faces: Callable[[np.ndarray, int, list[tuple[DetectedFace, int]]], None] | None = None,
     ) -> None:
         self.engine = engine
         self.attributes = attributes
         self.embed = embed
         self.best_n = best_n
         self.tracker = tracker or Tracker()
+        #: Called with each frame's image, timestamp and (face, track id) pairs while the faces can
+        #: still be aligned (redaction embeds the faces it must identify here).
+        self.on_faces = on_faces
         self._chips: dict[int, list[tuple[tuple[bool, float, int], np.ndarray]]] = {}
         self.frames = 0
         self.faces = 0
@@ -374,6 +378,8 @@ class FaceTracks:
         if self.embed:
             for face, obs, track_id in zip(faces, self.tracker.last, ids):
                 self._keep_chip(image, face, obs, track_id)
+        if self.on_faces is not None:
+            self.on_faces(image, timestamp_ms, list(zip(faces, ids)))
         for face in faces:
             face.shape = None  # the landmark object refers to this frame; drop it with the frame
         return list(zip(faces, ids))

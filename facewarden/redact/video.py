@@ -13,9 +13,9 @@ Two passes over the stored video, so that a mask can reach backward in time:
    timing (so frame rate and duration) and audio packets copied unchanged.
 
 With a ``keeper`` (the people who consented to stay visible), the faces of pass 1 that are large
-and sharp enough to identify are embedded, and a track is left visible only when every one of its
-identifiable faces the keeper checks belongs to the same consenting person; a track with no
-identifiable face, or with one that does not match, is hidden (fail closed).
+and sharp enough to identify are embedded (one every ``KEEP_EVERY_MS`` of each track), and a
+track is left visible only when every one of them belongs to the same consenting person; a track
+with no identifiable face, or with one that does not match, is hidden (fail closed).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..engine import DetectedFace, Engine
 from ..engine.faces import Box
-from ..engine.tracking import Track, Tracker, face_quality
+from ..engine.tracking import FaceTracks, Tracker
 from ..errors import InvalidInput
 from ..media import video
 from . import carry as carry_mod
@@ -44,8 +44,9 @@ DEFAULT_GROW_PER_S = 0.25
 #: A track lost for up to this long and found again is one track: the masks between are
 #: interpolated (tight near either end) rather than carried from both ends (wider).
 TRACK_GAP_MS = 2000
-#: Identifiable faces of a track the keeper checks (spread over the track).
-KEEP_SAMPLES = 8
+#: With a keeper, a track's identifiable faces are embedded and checked one every this long, so
+#: that every stretch of a track is looked at (a track that changed person half-way is caught).
+KEEP_EVERY_MS = 500
 
 Progress = Callable[[float], None]
 
@@ -58,7 +59,8 @@ class VideoOptions:
     detect_rate: float | None = DEFAULT_DETECT_RATE
     reach_s: float = DEFAULT_REACH_S
     grow_per_s: float = DEFAULT_GROW_PER_S
-    detector: str | None = None
+    #: Frames detected at once, on threads (the detectors release the GIL).
+    threads: int = 2
 
     def __post_init__(self) -> None:
         if self.detect_rate is not None and not (
@@ -118,58 +120,50 @@ def plan(
     limits: video.VideoLimits | None = None,
     progress: Progress | None = None,
 ) -> Plan:
-    """Pass 1: detect, track and carry; returns the boxes to mask on every frame."""
+    """Pass 1: detect (on ``options.threads`` threads), track and carry; the boxes to mask on
+    every frame."""
     options = options or VideoOptions()
-    tracker = Tracker(min_hits=1, max_age_ms=TRACK_GAP_MS)
-    analysed = detections = last_index = 0
+    templates: dict[int, list[np.ndarray]] = {}
+    embedded_at: dict[int, int] = {}
+
+    def identify(image: np.ndarray, timestamp_ms: int, faces: list[tuple[DetectedFace, int]]) -> None:
+        """With a keeper: embed each track's identifiable faces, one every KEEP_EVERY_MS."""
+        if keeper is None:
+            return
+        due = [
+            (f, t)
+            for f, t in faces
+            if keeper.identifiable(f) and timestamp_ms - embedded_at.get(t, -KEEP_EVERY_MS) >= KEEP_EVERY_MS
+        ]
+        if due:
+            for (_, t), template in zip(due, engine.embed(image, [f for f, _ in due])):
+                templates.setdefault(t, []).append(template)
+                embedded_at[t] = timestamp_ms
+
+    tracks = FaceTracks(engine, tracker=Tracker(min_hits=1, max_age_ms=TRACK_GAP_MS), on_faces=identify)
+    last_index = 0
     with video.VideoReader(path, limits) as reader:
-        meta = reader.metadata
-        total_ms = max(meta.duration_ms, 1)
-        for frame in reader.frames(options.detect_rate):
-            faces = engine.detect(frame.image, options.detector)
-            payloads: list[np.ndarray | None] = [None] * len(faces)
-            if keeper is not None:
-                wanted = [i for i, f in enumerate(faces) if keeper.identifiable(f)]
-                if wanted:
-                    templates = engine.embed(frame.image, [faces[i] for i in wanted])
-                    for i, t in zip(wanted, templates):
-                        payloads[i] = t
-            tracker.update(
-                frame.timestamp_ms,
-                [f.box for f in faces],
-                qualities=[face_quality(f) for f in faces],
-                payloads=payloads,
-                frame=frame.index,
-            )
-            analysed += 1
-            detections += len(faces)
+        total_ms = max(reader.metadata.duration_ms, 1)
+        for frame, _ in tracks.run(reader.frames(options.detect_rate), workers=options.threads):
             last_index = frame.index
             if progress is not None:
                 progress(min(frame.timestamp_ms / total_ms, 1.0))
         meta = reader.metadata  # the duration is known for certain once every frame was decoded
-    tracks = tracker.finish()
-    kept = {t.track_id for t in tracks if keeper is not None and _keep(t, keeper)}
+    found = tracks.finish()
+    kept = {
+        t.track_id
+        for t in found
+        if keeper is not None and templates.get(t.track_id) and keeper.decide(templates[t.track_id]) is True
+    }
     fps = meta.frame_rate or 25.0
     params = carry_mod.Carry.for_rate(fps, options.reach_s, options.grow_per_s)
     step = math.ceil(fps / options.detect_rate) if options.detect_rate else 1
     n_frames = last_index + 1 + step + params.reach
-    hidden = [t for t in tracks if t.track_id not in kept]
+    hidden = [t for t in found if t.track_id not in kept]
     per_frame = carry_mod.masks_per_frame(
         [[carry_mod.Sighting(o.frame or 0, o.box) for o in t.observations] for t in hidden], n_frames, params
     )
-    return Plan(meta, per_frame, analysed, detections, len(tracks), len(kept))
-
-
-def _keep(track: Track, keeper: TrackKeeper) -> bool:
-    """Fail closed: visible only if the track has identifiable faces and every one checked (up to
-    ``KEEP_SAMPLES``, spread over the track) is the same consenting person."""
-    templates = [o.payload for o in track.observations if o.payload is not None]
-    if not templates:
-        return False
-    if len(templates) > KEEP_SAMPLES:
-        picks = np.linspace(0, len(templates) - 1, KEEP_SAMPLES).round().astype(int)
-        templates = [templates[i] for i in picks]
-    return keeper.decide(templates) is True
+    return Plan(meta, per_frame, tracks.frames, tracks.faces, len(found), len(kept))
 
 
 def write(
