@@ -233,13 +233,19 @@ def cli(data_dir: Path, *args: str, key: str | None = None) -> subprocess.Comple
     )  # fmt: skip
 
 
-def test_cli_redacts_images_with_a_summary_and_refuses_keep_to_police(tmp_path: Path) -> None:
+def cli_installation(tmp_path: Path, owner: str, police: str, purpose: str) -> tuple[Path, str]:
+    """A data directory initialised for the commercial ``owner``, with a law-enforcement org
+    ``police`` and a key of ``purpose`` for it: (data dir, the police key's id)."""
     d = tmp_path / "data"
-    assert cli(d, "init", "--org", "shop", "--sector", "commercial").returncode == 0
-    assert cli(d, "org", "create", "police", "--sector", "law_enforcement").returncode == 0
-    made = cli(d, "--json", "key", "create", "--org", "police", "--purpose", "redaction")
+    assert cli(d, "init", "--org", owner, "--sector", "commercial").returncode == 0
+    assert cli(d, "org", "create", police, "--sector", "law_enforcement").returncode == 0
+    made = cli(d, "--json", "key", "create", "--org", police, "--purpose", purpose)
     assert made.returncode == 0, made.stderr
-    police = json.loads(made.stdout)["AccessKeyId"]
+    return d, json.loads(made.stdout)["AccessKeyId"]
+
+
+def test_cli_redacts_images_with_a_summary_and_refuses_keep_to_police(tmp_path: Path) -> None:
+    d, police = cli_installation(tmp_path, "shop", "police", "redaction")
     photo = tmp_path / "in" / "group.jpg"
     photo.parent.mkdir()
     photo.write_bytes(group_photo())

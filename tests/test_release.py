@@ -77,7 +77,7 @@ def test_a_request_is_released_downloaded_once_and_expires(releases: tuple[Relea
     with pytest.raises(ReleaseStateError, match="decided once"):
         r.decline(rid, "shop", "ko", "changed my mind")
     clock.now += 2 * 86400
-    assert r.get(rid, "police").status == EXPIRED and r.list("police")[0].status == EXPIRED
+    assert r.get(rid, "police").status == EXPIRED and r.requests("police")[0].status == EXPIRED
     with pytest.raises(ReleaseStateError, match="expired"):
         r.take(rid, item.item_id, "police", "kp")
 
@@ -115,4 +115,6 @@ def test_bad_requests_and_decisions(releases: tuple[Releases, Clock]) -> None:
     assert r.decline(rid, "shop", "ko", "no warrant attached").status == DECLINED
     with pytest.raises(ReleaseStateError, match="declined"):
         r.take(rid, "itm-x", "police", "kp")
-    assert [q.request_id for q in r.list("shop", "owner")] == [rid] and r.list("shop", "requester") == []
+    assert [q.request_id for q in r.requests("shop", "owner")] == [rid] and r.requests(
+        "shop", "requester"
+    ) == []

@@ -31,11 +31,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, Response
 
 from ..errors import FacewardenError, InvalidInput, InvalidVideo, VideoTooLarge
 from ..service import OPERATIONS, Service
-from ..service.params import to_wire
+from ..service.params import File, to_wire
 from ..service.video import PutVideoRequest, put_video
 from .auth import KeyLookup, authenticate, describe_principal
 from .forms import build_request
@@ -217,6 +218,14 @@ def _endpoint(service: Service, lookup: KeyLookup, route: Route) -> Callable[...
             response = await run_in_threadpool(
                 functools.partial(service.call, console_read=console_read), operation, call, key.principal
             )
+            if isinstance(response, File):  # a download: streamed, then marked handed over
+                return FileResponse(
+                    response.path,
+                    media_type=response.media_type,
+                    filename=response.filename,
+                    headers={"x-request-id": request_id},
+                    background=BackgroundTask(response.done),
+                )
             return JSONResponse(
                 encode_response(operation, response, timestamps="iso"), headers={"x-request-id": request_id}
             )

@@ -23,6 +23,7 @@ from botocore.validate import ParamValidator
 
 from ..errors import ImageTooLarge, InvalidImage, InvalidInput
 from ..service import OPERATIONS
+from ..service.params import File
 
 #: Rekognition's limit for an image passed as raw bytes (API reference: "up to 5 MB").
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
@@ -178,6 +179,14 @@ def to_jsonable(value: Any, *, timestamps: str = "epoch") -> Any:
         return [to_jsonable(v, timestamps=timestamps) for v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, File):  # a download answered in JSON: its bytes, in base64
+        data = value.read()
+        value.done()
+        return {
+            "Bytes": base64.b64encode(data).decode("ascii"),
+            "Name": value.filename,
+            "MediaType": value.media_type,
+        }
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_dt.UTC)

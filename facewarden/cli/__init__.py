@@ -261,4 +261,4 @@ def init(app: App, org: str, sector: str, purpose: str) -> None:
         click.echo(f"The secret is shown once; a copy readable only by you is in {key_file}.")
 
 
-from . import admin, evaluate, gallery, models, ops, redaction, serve, video  # noqa: E402,F401  (register their commands)
+from . import admin, evaluate, gallery, models, ops, redaction, release, serve, video  # noqa: E402,F401  (register their commands)

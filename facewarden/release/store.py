@@ -14,7 +14,7 @@ copy (never the file itself)::
 One download: an item is handed over once. The download marks it DOWNLOADED in the same
 transaction that finds it READY (so two concurrent downloads cannot both succeed), and its copy is
 deleted as soon as it has been sent: the requester keeps what it received, the server keeps
-nothing. A second download, one before the release or after its expiry, is refused. Every state
+nothing (the copies of an expired release are deleted by the service's sweep). A second download, one before the release or after its expiry, is refused. Every state
 change is made here, under the request's lock, and every caller (the service) writes the audit
 record of the operation that made it.
 """
@@ -205,6 +205,10 @@ class Releases:
             )  # fmt: skip
         return footage
 
+    def set_footage_path(self, footage_id: str, path: str) -> None:
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE footage SET path = ? WHERE footage_id = ?", (path, footage_id))
+
     def footage(self, owner_org: str, limit: int = 1000) -> list[Footage]:
         with self.db.read() as tx:
             rows = tx.all(
@@ -265,7 +269,9 @@ class Releases:
             self._expire(tx)
             return self._visible(tx, request_id, org)
 
-    def list(self, org: str, role: str = "any", status: str | None = None, limit: int = 100) -> list[Request]:
+    def requests(
+        self, org: str, role: str = "any", status: str | None = None, limit: int = 100
+    ) -> list[Request]:
         """Requests the organisation made (``requester``), received (``owner``) or both, newest first."""
         if role not in ("any", "requester", "owner"):
             raise InvalidInput(f"Role must be requester, owner or any, not {role!r}.")
@@ -402,31 +408,67 @@ class Releases:
             tx.execute("UPDATE release_items SET copy_path = NULL WHERE item_id = ?", (item_id,))
 
     def expired_copies(self) -> list[str]:
-        """Expire every release past its date; returns the copies (paths) to delete."""
+        """Expire every release past its date; returns the copies (paths) left of expired releases,
+        now forgotten, for the caller to delete."""
         with self.db.transaction() as tx:
-            return self._expire(tx)
+            self._expire(tx)
+            rows = tx.all(
+                "SELECT i.item_id, i.copy_path FROM release_items i JOIN release_requests r"
+                " ON r.request_id = i.request_id WHERE r.status = ? AND i.copy_path IS NOT NULL",
+                (EXPIRED,),
+            )
+            for item_id, _ in rows:
+                tx.execute("UPDATE release_items SET copy_path = NULL WHERE item_id = ?", (item_id,))
+            return [path for _, path in rows]
+
+    # ---- the transparency report ----------------------------------------------------------------------
+    def report(self, since: float | None = None) -> dict[str, Any]:
+        """Requests by the requester's sector and by outcome, items released and downloaded, faces
+        hidden and kept in released copies (requests made from ``since`` on)."""
+        where, params = ("WHERE created_at >= ?", (since,)) if since is not None else ("", ())
+        with self.db.read() as tx:
+            by_sector = tx.all(
+                f"SELECT COALESCE(requester_sector, '(none)'), status, COUNT(*) FROM release_requests {where}"
+                " GROUP BY requester_sector, status",
+                params,
+            )
+            items = tx.all(
+                "SELECT i.status, COUNT(*), COALESCE(SUM(i.faces_hidden), 0), COALESCE(SUM(i.faces_kept), 0)"
+                " FROM release_items i JOIN release_requests r ON r.request_id = i.request_id"
+                f" {where.replace('created_at', 'r.created_at')} GROUP BY i.status",
+                params,
+            )
+        sectors: dict[str, dict[str, int]] = {}
+        outcomes: dict[str, int] = {}
+        for sector, status, n in by_sector:
+            sectors.setdefault(sector, {})[status] = sectors.get(sector, {}).get(status, 0) + int(n)
+            outcomes[status] = outcomes.get(status, 0) + int(n)
+        return {
+            "Requests": sum(outcomes.values()),
+            "RequestsByRequesterSector": {k: dict(sorted(v.items())) for k, v in sorted(sectors.items())},
+            "Decisions": {
+                "Pending": outcomes.get(PENDING, 0),
+                "Declined": outcomes.get(DECLINED, 0),
+                "Released": outcomes.get(RELEASED, 0) + outcomes.get(EXPIRED, 0),
+            },
+            "ItemsReleased": sum(int(n) for _, n, _, _ in items),
+            "ItemsDownloaded": sum(int(n) for s, n, _, _ in items if s == DOWNLOADED),
+            "FacesRedacted": sum(int(h) for _, _, h, _ in items),
+            "FacesKeptVisible": sum(int(k) for _, _, _, k in items),
+        }
 
     # ---- internals -------------------------------------------------------------------------------------
-    def _expire(self, tx: Tx) -> list[str]:
+    def _expire(self, tx: Tx) -> None:
+        """Every RELEASED request past its expiry becomes EXPIRED, its undelivered items too."""
         now = self.clock()
-        rows = tx.all(
+        for (rid,) in tx.all(
             "SELECT request_id FROM release_requests WHERE status = ? AND expires_at <= ?", (RELEASED, now)
-        )
-        paths: list[str] = []
-        for (rid,) in rows:
-            paths += [
-                r[0]
-                for r in tx.all(
-                    "SELECT copy_path FROM release_items WHERE request_id = ? AND copy_path IS NOT NULL",
-                    (rid,),
-                )
-            ]
+        ):
             tx.execute(
-                "UPDATE release_items SET status = ?, copy_path = NULL WHERE request_id = ? AND status IN (?, ?)",
+                "UPDATE release_items SET status = ? WHERE request_id = ? AND status IN (?, ?)",
                 (EXPIRED, rid, READY, PREPARING),
             )
             tx.execute("UPDATE release_requests SET status = ? WHERE request_id = ?", (EXPIRED, rid))
-        return paths
 
     def _get(self, tx: Tx, request_id: str) -> Request:
         row = tx.one(f"SELECT {_REQUEST} FROM release_requests WHERE request_id = ?", (request_id,))

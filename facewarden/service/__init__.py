@@ -60,6 +60,7 @@ from . import (  # noqa: F401  (each module registers its operations)
     keys,
     recovery,
     redaction,
+    release,
     retention,
     users,
     video,

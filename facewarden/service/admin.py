@@ -390,8 +390,11 @@ def export_audit(svc: Service, ctx: Context, req: ExportAuditRequest) -> ExportA
 
 
 def _report(svc: Service, since: float | None) -> dict[str, Any]:
-    """The transparency report's data (see :func:`facewarden.audit.transparency_report`)."""
-    return transparency_report(svc.audit, since=since)
+    """The transparency report's data (see :func:`facewarden.audit.transparency_report`), with the
+    footage-release counts (requests by requester sector, decisions, faces redacted)."""
+    report = transparency_report(svc.audit, since=since)
+    report["FootageRelease"] = svc.releases.report(since)
+    return report
 
 
 @dataclass(frozen=True)

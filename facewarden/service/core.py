@@ -47,6 +47,7 @@ from ..policy.file import PolicyFile
 from ..policy.principals import Principal, Principals
 from ..policy.quota import Quotas
 from ..policy.rules import CollectionInfo, Decision, Policy
+from ..release import Releases
 from . import params
 from .observe import Observer
 from .params import Image, S3Object
@@ -93,6 +94,8 @@ class Service:
         self.policy_file = PolicyFile(
             PolicyFile.locate(self.settings), declared_kinds(), self._record_policy_if_changed
         )
+        #: Footage-release requests, the owners' footage libraries and the released copies.
+        self.releases = Releases(self.db, self.clock)
         self.retention = Retention(self)
         #: Durable jobs (video analysis, redaction) in the same database.
         self.jobs = JobQueue(self.db, self.clock)

@@ -140,6 +140,31 @@ class Time(float):
     pass
 
 
+class File:
+    """A file the caller downloads (a released copy). The native REST API streams it as the
+    response body; a JSON adapter sends its bytes in base64 (``{"Bytes": ...}``). ``sent`` is called
+    once it has been handed over (e.g. to delete a copy that may be downloaded only once)."""
+
+    def __init__(
+        self, path: str, media_type: str, filename: str, sent: Callable[[], None] | None = None
+    ) -> None:
+        self.path, self.media_type, self.filename = path, media_type, filename
+        self._sent = sent
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def done(self) -> None:
+        """Mark the file handed over (once)."""
+        sent, self._sent = self._sent, None
+        if sent is not None:
+            sent()
+
+    def __repr__(self) -> str:
+        return f"File({self.filename!r}, {self.media_type})"
+
+
 @dataclass(frozen=True)
 class Empty:
     """A request without members, or a result with nothing in it (Rekognition answers {})."""
@@ -525,8 +550,8 @@ def to_wire(result: Any) -> Any:
     CamelCase (or their :class:`Wire` name), None members left out unless :data:`NULLABLE`."""
     if type(result) in _PLAIN:
         return result
-    if isinstance(result, Image):
-        return {"Bytes": result.data}
+    if isinstance(result, (Image, File)):
+        return result if isinstance(result, File) else {"Bytes": result.data}
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         out: dict[str, Any] = {}
         for p in params_of(type(result)):

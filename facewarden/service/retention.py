@@ -71,7 +71,17 @@ class Retention:
         jobs = svc.jobs.expire(now)  # finished jobs and their results, past their retention
         if jobs:
             svc.audit_system("JobExpiry", counts={"jobs_expired": jobs})
-        return {"faces_purged": purged, **expired, "jobs_expired": jobs}
+        copies = svc.releases.expired_copies()
+        for path in copies:  # released copies past their expiry: deleted, never handed over
+            (svc.settings.data_dir / path).unlink(missing_ok=True)
+        if copies:
+            svc.audit_system("ReleaseExpired", counts={"copies_deleted": len(copies)})
+        return {
+            "faces_purged": purged,
+            **expired,
+            "jobs_expired": jobs,
+            "release_copies_deleted": len(copies),
+        }
 
 
 @dataclass(frozen=True)
