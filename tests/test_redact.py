@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from facewarden.engine import detectors
 from facewarden.engine.faces import Box
 from facewarden.errors import ImageTooLarge, InvalidImage, InvalidInput
 from facewarden.media import images
@@ -104,12 +105,14 @@ def test_mask_covers_the_whole_box_and_nothing_outside_its_region(method: str, s
 
 
 def test_mask_at_the_frame_edge_and_outside_it() -> None:
-    frame = np.full((50, 50, 3), 128, np.uint8)
+    frame = np.full((80, 80, 3), 128, np.uint8)
     frame[::2] = 30
-    out = masks.apply(frame, [Box(-20, -20, 15, 15), Box(200, 200, 260, 260), Box(10, 10, 10, 30)])
+    corner = Box(-20, -20, 15, 15)
+    out = masks.apply(frame, [corner, Box(200, 200, 260, 260), Box(10, 10, 10, 30)])
     assert out.shape == frame.shape
     assert (out[:8, :8] != frame[:8, :8]).any()
-    assert np.array_equal(out[30:, 30:], frame[30:, 30:])
+    reach = math.ceil(masks.region(corner, masks.DEFAULT_MARGIN + masks.FEATHER).right)
+    assert reach < 80 and np.array_equal(out[reach:, reach:], frame[reach:, reach:])
 
 
 def test_widen_grows_by_motion_on_both_sides() -> None:
@@ -123,9 +126,7 @@ def test_measure_tells_visible_from_hidden_faces(one_per_person: list) -> None:
     verdicts: dict[str, list[bool]] = {}
     for path, _, _ in one_per_person:
         full = images.read(path)
-        # The measure's threshold was set on dlib HOG's square face boxes; on CenterFace's taller
-        # boxes (the default detector since) pixelate left one of these faces over it.
-        face = max(engine().detect(full, "hog"), key=lambda f: f.box.area)
+        face = max(engine().detect(full), key=lambda f: f.box.area)  # the default detector's box
         for px in (80, 30):
             pixels, box = scaled(full, face.box, px)
             cases = {"untouched": pixels}
@@ -149,22 +150,29 @@ def test_measure_skips_boxes_outside_the_frame_and_flat_faces() -> None:
     assert measure.count_unredacted([frame], [frame], [[Box(5, 5, 35, 35)]]) == (0, 0)  # nothing to see
 
 
-def test_hidden_faces_are_neither_detected_nor_matched(one_per_person: list) -> None:
+@pytest.mark.parametrize("shape", ["ellipse", "box"])
+def test_hidden_faces_are_neither_detected_nor_matched(one_per_person: list, shape: str) -> None:
     """facewarden's own detector finds no face where a face was masked, and its embedder, aligned
-    on the original landmarks, no longer matches the person at the default threshold."""
+    on the original landmarks, no longer matches the person at the default threshold. Every
+    registered detector, not only the one that found the face, must come up empty."""
     eng = engine()
     threshold = 80.0
-    for path, face, template in one_per_person[::3]:
+    others = [d for d in detectors.names() if d != eng.settings.detector]
+    assert others, "the other registered detectors are checked too"
+    for path, face, template in one_per_person[:: 1 if shape == "ellipse" else 3]:
         pixels, _ = scaled(images.read(path), face.box, 100)
         found = eng.detect(pixels)
         assert found, path
         f = max(found, key=lambda g: g.box.area)
         assert measure.recognisable(eng, pixels, f, template, threshold), f"{path}: the check cannot fail"
         for method in METHODS:
-            out = masks.apply(pixels, [f.box], MaskStyle(method=method))
+            out = masks.apply(pixels, [f.box], MaskStyle(method=method, shape=shape))
             assert not measure.recognisable(eng, out, f, template, threshold), (
                 f"{path}: {method} still recognisable"
             )
+            for name in others:
+                seen = [g for g in eng.detect(out, name) if g.box.iou(f.box) > 0.2]
+                assert not seen, f"{path}: {method} {shape}: {name} still finds the face"
 
 
 # ---- carrying masks along tracks -----------------------------------------------------------------

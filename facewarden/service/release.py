@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from ..errors import InvalidInput, ResourceNotFound
 from ..media import images
 from ..policy.kinds import Kind
+from ..redact import masks
 from ..redact.image import redact_image
 from ..release import IMAGE, READY, Footage, Item, Request
 from ..release import store as release_store
@@ -326,7 +327,7 @@ class ReleaseFootageRequest:
     )
     method: Method = "blur"
     shape: Shape = "ellipse"
-    margin: Margin = 0.25
+    margin: Margin = masks.DEFAULT_MARGIN
     reason: Text | None = None
 
 
