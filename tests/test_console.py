@@ -35,6 +35,9 @@ ARGS = [
     "--no-first-run",
 ]
 TABS = ("collections", "enrol", "search", "consent", "audit", "policy", "report")
+#: Every tab, in their order on the page (the Redact and Footage release tabs are tested in
+#: tests/test_console_release.py; a redaction key may use the Redact tab).
+ALL_TABS = (*TABS, "redact", "release")
 OBAMA_1, OBAMA_2 = FACES / "barack_obama/barack_obama_1.jpg", FACES / "barack_obama/barack_obama_2.jpg"
 BIDEN_1 = FACES / "joe_biden/joe_biden_1.jpg"
 LONG = 90_000  # ms: a search or an enrolment on a loaded machine
@@ -456,7 +459,7 @@ def test_console_tabs_fit_the_page(harness: Harness, console: Any, tmp_path: Pat
         svc.call("WithdrawConsent", {"Subject": "staff-member-who-left-0043", "CollectionId": "staff"}, owner)
     c = console(width)
     page = c.sign_in(harness.owner_key)
-    for name in TABS:
+    for name in ALL_TABS:
         c.tab(name)
         if name == "search":  # the widest result: the photo beside the matches
             page.wait_for_selector(
@@ -569,7 +572,7 @@ def test_console_tabs_by_keyboard_and_every_control_labelled(harness: Harness, c
     c = console()
     page = c.sign_in(harness.owner_key)
     page.focus("#tabs [data-tab=collections]")
-    for name in TABS[1:]:  # the arrow keys move through the tabs, each shown and announced as selected
+    for name in ALL_TABS[1:]:  # the arrow keys move through the tabs, each shown and announced as selected
         page.keyboard.press("ArrowRight")
         page.wait_for_selector(f"#tab-{name}:not([hidden])")
         assert page.evaluate("document.activeElement.dataset.tab") == name
@@ -582,8 +585,8 @@ def test_console_tabs_by_keyboard_and_every_control_labelled(harness: Harness, c
         if name == "report":
             page.wait_for_selector("#headline")
         shown, unlabelled = page.evaluate(UNLABELLED)
-        assert shown >= len(TABS) and unlabelled == [], (name, unlabelled)
+        assert shown >= len(ALL_TABS) and unlabelled == [], (name, unlabelled)
     page.keyboard.press("Home")
     page.wait_for_selector("#tab-collections:not([hidden])")
     page.keyboard.press("ArrowLeft")  # round to the last
-    page.wait_for_selector(f"#tab-{TABS[-1]}:not([hidden])")
+    page.wait_for_selector(f"#tab-{ALL_TABS[-1]}:not([hidden])")
