@@ -1,4 +1,9 @@
-"""``facewarden redact``: hide every face of images (and videos), except consenting people kept."""
+"""``facewarden redact``: hide every face of images (and videos), except consenting people kept.
+
+Images go through RedactFaces, one by one, into a folder; a video (known by its suffix) is a
+StartFaceRedaction job on the local file, run in this process with a progress bar on a terminal,
+into the file ``--out`` names.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,21 @@ from ..service import redaction as redaction_ops
 from . import App, image_request, main, pass_app
 
 
+#: Suffixes of the files redacted as videos.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts")
+
+
 @main.command()
-@click.argument("inputs", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument(
+    "inputs", metavar="IMAGE... | VIDEO", nargs=-1, required=True, type=click.Path(dir_okay=False)
+)
 @click.option(
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for the redacted copies (same file names; never the originals' folder).",
+    type=click.Path(),
+    help="Images: the folder for the redacted copies (same file names; never the originals' folder). "
+    "A video: the redacted copy's file.",
 )
 @click.option("--method", type=click.Choice(masks.METHODS), default="blur", show_default=True)
 @click.option("--shape", type=click.Choice(masks.SHAPES), default="ellipse", show_default=True)
@@ -49,11 +61,24 @@ def redact(
     margin: float,
     keep_collection: str | None,
 ) -> None:
-    """Hide every face in each IMAGE (RedactFaces); the copies keep their format, without metadata.
+    """Hide every face in each IMAGE (RedactFaces), or in a VIDEO (StartFaceRedaction, with a
+    progress bar); image copies keep their format without metadata, a video keeps its container,
+    codec family, resolution, frame rate, duration and audio.
 
-    With --json, one summary per image: faces found, hidden and kept.
+    With --json, one summary per image (faces found, hidden and kept), or the video job's
+    GetFaceRedaction response.
     """
+    videos = [i for i in inputs if Path(i).suffix.lower() in VIDEO_SUFFIXES]
+    if videos:
+        if len(inputs) != 1:
+            raise InvalidInput(
+                "Redact one video at a time (with --out naming its redacted copy), or only images."
+            )
+        _redact_video(app, inputs[0], Path(out_dir), method, shape, margin, keep_collection)
+        return
     out = Path(out_dir)
+    if out.is_file():
+        raise InvalidInput(f"--out {out} is a file; images are redacted into a folder.")
     out.mkdir(parents=True, exist_ok=True)
 
     def request_for(name: str) -> redaction_ops.RedactFacesRequest:
@@ -88,3 +113,47 @@ def _target(source: Path, out: Path) -> Path:
     if target.resolve() == source.resolve():
         raise InvalidInput(f"--out {out} would overwrite the original {source}; choose another folder.")
     return target
+
+
+def _redact_video(
+    app: App, source: str, out: Path, method: str, shape: str, margin: float, keep_collection: str | None
+) -> None:
+    from ..errors import InvalidVideo
+    from ..service.params import S3Object, to_wire
+    from ..service.video import Video
+    from .video import _run_here
+
+    src = Path(source)
+    if not src.is_file():
+        raise InvalidVideo(f"No such video file: {source}")
+    if out.is_dir():
+        out = out / f"{src.stem}.redacted{src.suffix}"
+    request = redaction_ops.StartFaceRedactionRequest(
+        Video(S3Object("local-file", src.name)),
+        method=method,
+        shape=shape,
+        margin=margin,
+        keep_collection_id=keep_collection,
+        path=str(src),
+        output_path=str(out),
+    )
+    job = app.run(redaction_ops.start_face_redaction, request)
+    _run_here(app, job.job_id, "redacting")
+    result = to_wire(
+        app.run(redaction_ops.get_face_redaction, redaction_ops.GetFaceRedactionRequest(job.job_id))
+    )
+    if app.json:
+        import json
+
+        click.echo(json.dumps(result))
+    elif result["JobStatus"] == "SUCCEEDED":
+        r, meta = result.get("Redaction") or {}, result.get("VideoMetadata") or {}
+        kept = f", {r.get('TracksKept', 0)} kept (consenting)" if keep_collection else ""
+        click.echo(
+            f"{source} -> {out}: {r.get('TracksHidden', 0)} people hidden{kept}; "
+            f"{r.get('MaskedFaceFrames', 0)} face-frames masked, {meta.get('DurationMillis', 0) / 1000:.1f} s"
+        )
+    else:
+        click.echo(f"{source}: {result['JobStatus']} ({result.get('StatusMessage') or ''})", err=True)
+    if result["JobStatus"] == "FAILED":
+        raise click.exceptions.Exit(3)

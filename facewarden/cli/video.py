@@ -53,7 +53,7 @@ def _local(path: str) -> Video:
     return Video(S3Object("local-file", p.name))
 
 
-def _run_here(app: App, job_id: str) -> None:
+def _run_here(app: App, job_id: str, label: str = "analysing") -> None:
     """Run the job in this process (a worker of our own), with a progress bar on a terminal."""
     svc = app.service
     pool = worker_pool(svc, 1)
@@ -67,7 +67,7 @@ def _run_here(app: App, job_id: str) -> None:
     t = threading.Thread(target=work, name="video-job", daemon=True)
     t.start()
     if sys.stderr.isatty() and not app.json:
-        with click.progressbar(length=1000, label="analysing", file=sys.stderr) as bar:
+        with click.progressbar(length=1000, label=label, file=sys.stderr) as bar:
             shown = 0
             while t.is_alive():
                 t.join(0.2)

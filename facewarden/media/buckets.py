@@ -76,11 +76,9 @@ def _checked_name(name: object) -> str:
     return name
 
 
-def store(
-    buckets_dir: Path, bucket: str, name: str, chunks: Iterable[bytes], *, max_bytes: int, create: bool = True
-) -> Path:
-    """Write an upload to ``bucket/name`` as it streams in; more than ``max_bytes`` raises
-    VideoTooLarge and leaves nothing behind. The object appears (atomically) only once complete."""
+def destination(buckets_dir: Path, bucket: str, name: str, *, create: bool = True) -> Path:
+    """Where a new object ``bucket/name`` is to be written (its folders made), refused with
+    InvalidS3Object when it would leave the bucket."""
     root = Path(buckets_dir) / bucket
     if create and _BUCKET.fullmatch(bucket) and set(bucket) != {"."}:
         root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +90,15 @@ def store(
     real_root = Path(os.path.realpath(bucket_dir))
     if real_parent != real_root and real_root not in real_parent.parents:
         raise InvalidS3Object(f"s3://{bucket}/{key} leads outside its bucket (a symbolic link).")
+    return target
+
+
+def store(
+    buckets_dir: Path, bucket: str, name: str, chunks: Iterable[bytes], *, max_bytes: int, create: bool = True
+) -> Path:
+    """Write an upload to ``bucket/name`` as it streams in; more than ``max_bytes`` raises
+    VideoTooLarge and leaves nothing behind. The object appears (atomically) only once complete."""
+    target = destination(buckets_dir, bucket, name, create=create)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.upload")
     size = 0
     try:
