@@ -39,7 +39,8 @@ def test_detect_json_is_one_detectfaces_response_per_image_in_order(data_dir):
     assert r.returncode == 0, r.stderr
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert [len(x["FaceDetails"]) for x in lines] == [5, 0, 1]
-    assert all(set(x) == {"FaceDetails"} for x in lines)
+    assert [x["Image"] for x in lines] == [str(p) for p in paths]  # each line names its file
+    assert all(set(x) == {"FaceDetails", "Image"} for x in lines)
 
 
 def test_detect_table(data_dir):

@@ -1,21 +1,24 @@
 """The command line: one command per user task, each a thin translation onto the service.
 
-Exit codes: 0 success, 1 internal error, 2 usage error, 3 bad input (the error on stderr),
-4 denied by policy or quota (the rule id and reason on stderr).
+Exit codes: 0 success, 1 internal error, 2 usage error (a missing file included; also: not
+initialised yet), 3 bad input (the error on stderr), 4 denied by policy or quota (the rule id and
+reason on stderr). The global options ``--json``, ``--key`` and ``--data-dir`` work before and
+after the command (``facewarden --json key list`` = ``facewarden key list --json``).
 """
 
 from __future__ import annotations
 
-import functools
+import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from ..config import Settings
 from ..engine import detectors
-from ..errors import FacewardenError, UnrecognizedClient
+from ..errors import FacewardenError, ResourceNotFound, UnrecognizedClient
 from ..media import images
 from ..policy.principals import Principal
 from ..service import Operation, Service
@@ -32,14 +35,29 @@ Res = TypeVar("Res")
 
 
 class App:
-    """What every command shares: settings, one service (models loaded once), the principal."""
+    """What every command shares: settings, one service (models loaded once), the principal.
+
+    Settings are read on first use, so that a global option given after the command
+    (``facewarden key list --data-dir d``) still applies."""
 
     def __init__(self, data_dir: str | None, as_json: bool, key: str | None) -> None:
-        # --data-dir and --key win over FACEWARDEN_DATA_DIR and FACEWARDEN_KEY (read by Settings)
-        self.settings = Settings.from_env(data_dir=data_dir, key=key)
+        self.data_dir = data_dir
         self.json = as_json
-        self.key = self.settings.key or None
+        self.key_option = key
+        self._settings: Settings | None = None
         self._service: Service | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            # --data-dir and --key win over FACEWARDEN_DATA_DIR and FACEWARDEN_KEY (read by Settings)
+            self._settings = Settings.from_env(data_dir=self.data_dir, key=self.key_option)
+        return self._settings
+
+    @property
+    def key(self) -> str | None:
+        """The access key the command acts as (None: the owner)."""
+        return self.settings.key or None
 
     @property
     def service(self) -> Service:
@@ -56,7 +74,10 @@ class App:
             if principal is None:
                 raise UnrecognizedClient(f"Unknown access key {self.key}: see `facewarden key list`.")
             return principal
-        return svc.owner_principal()
+        try:
+            return svc.owner_principal()
+        except ResourceNotFound:
+            raise NotInitialised(self.settings.data_dir) from None
 
     def run(self, op: Operation[Req, Res], request: Req) -> Res:
         """Run one operation (policy, audit) as this command's principal."""
@@ -64,7 +85,7 @@ class App:
 
     def each_image(
         self,
-        paths: tuple[str, ...],
+        paths: Sequence[str],
         op: Operation[Req, Res],
         request_for: Callable[[str], Req],
         human: Callable[[str, Any], None],
@@ -72,8 +93,9 @@ class App:
     ) -> None:
         """One operation per image, in order, one output per image. A bad image is reported (on
         stderr, and as an error line in --json mode, so lines still match images) and the others
-        still run; a policy denial stops at once. ``output(path, result)``, if given, is what is
-        printed (and handed to ``human``) instead of the result."""
+        still run; a policy denial stops at once. With --json each line names its file (``Image``).
+        ``output(path, result)``, if given, is what is printed (and handed to ``human``) instead
+        of the result."""
         worst = 0
         for path in paths:
             try:
@@ -88,7 +110,11 @@ class App:
                     )
                 worst = max(worst, exc.exit_code)
                 continue
-            self.emit(output(path, result) if output else result, functools.partial(human, path))
+            shown = output(path, result) if output else result
+            if self.json:  # the response, in Rekognition's shape, and the file it is about
+                click.echo(json.dumps({**to_wire(shown), "Image": path}, default=_json_default))
+            else:
+                human(path, shown)
         if worst:
             raise click.exceptions.Exit(worst)
 
@@ -118,6 +144,46 @@ def given(**members: Any) -> dict[str, Any]:
     return {k: v for k, v in members.items() if v is not None}
 
 
+class NotInitialised(click.ClickException):
+    """A command that needs the owner organisation, run before ``facewarden init`` (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, data_dir: Path) -> None:
+        where = "" if data_dir == Settings().data_dir else f" --data-dir {data_dir}"
+        super().__init__(
+            f"{data_dir} is not set up yet: `facewarden init` creates your organisation and its owner key "
+            "and declares the organisation's sector, which the moratorium decides on (law enforcement "
+            "and immigration enforcement may detect faces but not identify them). Run: "
+            f"facewarden{where} init --org-name my-organisation --sector commercial"
+        )
+
+
+def iso(value: Any) -> str:
+    """A Unix time -> ISO 8601 in UTC (``2026-06-30T00:00:00Z``) for people; "" for None."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
+def image_files(paths: tuple[str, ...]) -> list[str]:
+    """The images among ``paths``: files as given, folders searched recursively (images only),
+    sorted; a usage error if there are none."""
+    from ..service.bulk import iter_images
+
+    found = [str(p) for p in iter_images(paths)]
+    if not found:
+        raise click.UsageError(f"no images found in {', '.join(paths)} (looked for {IMAGE_KINDS}).")
+    return found
+
+
+IMAGE_KINDS = ".jpg .jpeg .png .webp .bmp .gif .tif .tiff"
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (bytes, bytearray)):
         return None
@@ -134,8 +200,42 @@ def fail(exc: FacewardenError) -> click.exceptions.Exit:
 pass_app = click.make_pass_decorator(App)
 
 
+def _set_global(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value is False:
+            return
+        app = ctx.find_object(App)
+        if app is not None:
+            setattr(app, attr, True if value is True else value)
+
+    return callback
+
+
+def _global_options() -> list[click.Option]:
+    """The global options, accepted after a command too (hidden there: the root's help shows them)."""
+    return [
+        click.Option(["--json"], is_flag=True, hidden=True, expose_value=False, callback=_set_global("json")),
+        click.Option(["--key"], hidden=True, expose_value=False, callback=_set_global("key_option")),
+        click.Option(
+            ["--data-dir"],
+            type=click.Path(file_okay=False),
+            hidden=True,
+            expose_value=False,
+            callback=_set_global("data_dir"),
+        ),
+    ]
+
+
 class Group(click.Group):
-    """Maps facewarden's errors to exit codes and clear messages, once for every command."""
+    """Maps facewarden's errors to exit codes and clear messages, once for every command, and
+    accepts the global options after every command (subgroups are of this class too)."""
+
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        taken = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+        cmd.params.extend(o for o in _global_options() if not taken & set(o.opts))
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -148,14 +248,19 @@ class Group(click.Group):
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
-    help="Where facewarden keeps its data (env FACEWARDEN_DATA_DIR).",
+    help="Where facewarden keeps its data (env FACEWARDEN_DATA_DIR); also after the command.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per line).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Machine-readable output (one JSON object per line); also after the command.",
+)
 @click.option(
     "--key",
     "key",
     metavar="KEY_ID",
-    help="Act as this key's principal instead of the owner (env FACEWARDEN_KEY).",
+    help="Act as this key's principal instead of the owner (env FACEWARDEN_KEY); also after the command.",
 )
 @click.version_option(package_name="facewarden")
 @click.pass_context
@@ -169,8 +274,14 @@ def image_request(path: str, app: App) -> Image:
 
 
 # ---- faces in images ---------------------------------------------------------------------------
+#: Image arguments: files and folders (searched recursively for images); a missing one is a usage
+#: error (exit 2) naming it.
+IMAGES = click.Path(exists=True)
+IMAGE = click.Path(exists=True, dir_okay=False)
+
+
 @main.command()
-@click.argument("images_", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=IMAGES)
 @click.option(
     "--detector",
     type=click.Choice(detectors.names()),
@@ -179,13 +290,14 @@ def image_request(path: str, app: App) -> Image:
 )
 @click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT")
 @pass_app
-def detect(app: App, images_: tuple[str, ...], detector: str | None, attributes: str) -> None:
-    """Find the faces in each IMAGE (DetectFaces): boxes, landmarks, pose, quality."""
+def detect(app: App, paths: tuple[str, ...], detector: str | None, attributes: str) -> None:
+    """Find the faces in each image of PATH... (files, or folders searched recursively) with
+    DetectFaces: boxes, landmarks, pose, quality. With --json, one response per line, naming its File."""
 
     def request_for(path: str) -> DetectFacesRequest:
         return DetectFacesRequest(image_request(path, app), attributes.upper(), detector)
 
-    app.each_image(images_, detect_op, request_for, _print_faces)
+    app.each_image(image_files(paths), detect_op, request_for, _print_faces)
 
 
 def _print_faces(path: str, result: DetectFacesResult) -> None:
@@ -201,8 +313,8 @@ def _print_faces(path: str, result: DetectFacesResult) -> None:
 
 
 @main.command()
-@click.argument("source", type=click.Path(dir_okay=False))
-@click.argument("target", type=click.Path(dir_okay=False))
+@click.argument("source", type=IMAGE)
+@click.argument("target", type=IMAGE)
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 100),

@@ -40,7 +40,7 @@ def org_create(app: App, name: str, sector: str, description: str) -> None:
 @pass_app
 def org_list(app: App) -> None:
     r = app.run(admin_ops.list_organizations, Empty())
-    app.emit(r, lambda r: _table(r.organizations, ["Name", "Sector", "Owner", "CreatedAt"]))
+    app.emit(r, lambda r: _table(r.organizations, ["Name", "Sector", "Owner", "CreatedAt"], ("CreatedAt",)))
 
 
 @main.group()
@@ -88,7 +88,8 @@ def key_list(app: App) -> None:
         r,
         lambda r: _table(
             r.keys,
-            ["AccessKeyId", "Organization", "Sector", "Purpose", "Collections", "ExpiresAt", "RevokedAt"],
+            ["AccessKeyId", "Organization", "Sector", "Purpose", "Collections", "ExpiresAt", "Status"],
+            ("ExpiresAt",),
         ),
     )
 
@@ -197,7 +198,9 @@ def consent_list(app: App, collection_id: str | None) -> None:
     app.emit(
         r,
         lambda r: _table(
-            r.consents, ["Subject", "CollectionId", "Evidence", "GrantedAt", "ExpiresAt", "WithdrawnAt"]
+            r.consents,
+            ["Subject", "CollectionId", "Evidence", "GrantedAt", "ExpiresAt", "WithdrawnAt"],
+            ("GrantedAt", "ExpiresAt", "WithdrawnAt"),
         ),
     )
 

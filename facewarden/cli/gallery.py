@@ -15,7 +15,7 @@ from ..service import Operation
 from ..service import gallery as gallery_ops
 from ..service import users as user_ops
 from ..service.params import to_wire
-from . import App, given, image_request, main, pass_app
+from . import IMAGE, IMAGES, App, given, image_files, image_request, iso, main, pass_app
 
 
 class Paged(Protocol):
@@ -27,14 +27,18 @@ Req = TypeVar("Req")
 Page = TypeVar("Page", bound=Paged)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def _table(rows: list[dict[str, Any]], columns: list[str], dates: tuple[str, ...] = ()) -> None:
+    """Rows as a table for people; the ``dates`` columns (Unix times) in ISO 8601, UTC."""
     if not rows:
         click.echo("(none)")
         return
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    if dates:
+        rows = [{**r, **{c: iso(r.get(c)) for c in dates}} for r in rows]
+    rows = [{c: "" if r.get(c) is None else str(r[c]) for c in columns} for r in rows]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     click.echo("  ".join(c.ljust(widths[c]) for c in columns))
     for r in rows:
-        click.echo("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+        click.echo("  ".join(r[c].ljust(widths[c]) for c in columns))
 
 
 def _pages(app: App, op: Operation[Req, Page], request: Req, items: Callable[[Page], list[Any]]) -> list[Any]:
@@ -97,8 +101,9 @@ def collection_list(app: App) -> None:
 def collection_describe(app: App, name: str) -> None:
     def human(r: gallery_ops.DescribeCollectionResult) -> None:
         wire = to_wire(r)
-        for k in ("CollectionARN", "FaceCount", "UserCount", "FaceModelVersion", "CreationTimestamp"):
+        for k in ("CollectionARN", "FaceCount", "UserCount", "FaceModelVersion"):
             click.echo(f"{k}: {wire.get(k)}")
+        click.echo(f"CreationTimestamp: {iso(wire.get('CreationTimestamp'))}")
 
     app.emit(app.run(gallery_ops.describe_collection, gallery_ops.CollectionRequest(name)), human)
 
@@ -152,7 +157,7 @@ def index(
 
 
 @main.command()
-@click.argument("images_", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True, type=IMAGES)
 @click.option("--collection", "collection_id", required=True)
 @click.option(
     "--threshold",
@@ -163,12 +168,13 @@ def index(
 @click.option("--max-faces", type=click.IntRange(1, 4096), default=None)
 @pass_app
 def search(
-    app: App, images_: tuple[str, ...], collection_id: str, threshold: float | None, max_faces: int | None
+    app: App, paths: tuple[str, ...], collection_id: str, threshold: float | None, max_faces: int | None
 ) -> None:
-    """Who is the largest face in each IMAGE? (SearchFacesByImage, one response per image)"""
+    """Who is the largest face in each image of PATH... (files, or folders searched recursively)?
+    One SearchFacesByImage per image; with --json one response per line, naming its File."""
     options = given(face_match_threshold=threshold, max_faces=max_faces)
     app.each_image(
-        images_,
+        image_files(paths),
         gallery_ops.search_faces_by_image,
         lambda p: gallery_ops.SearchFacesByImageRequest(collection_id, image_request(p, app), **options),
         _print_search,
@@ -279,9 +285,7 @@ def users_list(app: App, collection_id: str) -> None:
 
 @users.command("search")
 @click.option("--collection", "collection_id", required=True)
-@click.option(
-    "--image", type=click.Path(dir_okay=False), default=None, help="Search by the largest face in this photo."
-)
+@click.option("--image", type=IMAGE, default=None, help="Search by the largest face in this photo.")
 @click.option("--user-id", default=None, help="Search by an enrolled user.")
 @click.option("--threshold", type=click.FloatRange(0, 100), default=None)
 @pass_app
@@ -337,7 +341,13 @@ def users_delete(app: App, user_id: str, collection_id: str) -> None:
     default=None,
     help="Similarity that links two faces (default 80).",
 )
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default=None,
+    help="text (for people; the default), json (as --json) or csv (one row per face).",
+)
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
 @pass_app
 def cluster(
@@ -346,7 +356,7 @@ def cluster(
     collection_id: str | None,
     make_users: bool,
     threshold: float | None,
-    fmt: str,
+    fmt: str | None,
     workers: int | None,
 ) -> None:
     """Group the faces in PATH... by person (the photo-library job)."""
@@ -354,18 +364,22 @@ def cluster(
 
     if make_users and not collection_id:
         raise click.UsageError("--make-users needs --collection")
+    fmt = "json" if app.json else fmt or "text"
     result = cluster_paths(
         app.service,
         list(paths),
         threshold=threshold,
         workers=workers,
-        progress=not app.json and fmt == "json",
+        progress=fmt == "text",
         principal=app.principal,
         collection_id=collection_id,
         create_users=make_users,
     )
     if fmt == "json":
         click.echo(json.dumps(result))
+        return
+    if fmt == "text":
+        _print_clusters(result, collection_id)
         return
     out = io.StringIO()
     w = csv.writer(out)
@@ -384,3 +398,22 @@ def cluster(
             ]
         )
     click.echo(out.getvalue(), nl=False)
+
+
+def _print_clusters(result: dict[str, Any], collection_id: str | None) -> None:
+    groups, alone = result["groups"], result["singletons"]
+    threshold = (result.get("AppliedThreshold") or {}).get("Similarity", "?")
+    click.echo(
+        f"{result['images']} image(s), {result['faces']} face(s): {len(groups)} group(s) of the same person, "
+        f"{len(alone)} face(s) alone (similarity >= {threshold})"
+    )
+    for g in groups:
+        click.echo(f"  group {g['group']} ({g['size']} faces): " + ", ".join(f["path"] for f in g["faces"]))
+    if alone:
+        click.echo("  alone: " + ", ".join(f["path"] for f in alone))
+    for u in result.get("users") or []:
+        click.echo(f"user {u['UserId']} in {collection_id}: {u['faces']} face(s) associated")
+    for path in result.get("skipped_known") or []:
+        click.echo(f"note: {path} is already enrolled in {collection_id}; not enrolled again")
+    for e in result.get("errors") or []:
+        click.echo(f"error: {e['path']}: {e['error']}", err=True)
