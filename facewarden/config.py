@@ -46,6 +46,9 @@ class Settings:
     #: ``sface-2021dec`` or ``dlib-resnet-v1``, or a registered user model's name/version); each
     #: existing collection keeps the model it was created with.
     model: str = "sface-2021dec"
+    #: The region in collection ARNs when a request names none (a Rekognition request's own
+    #: signing region is used for it).
+    region: str = "us-east-1"
     #: Path of the policy TOML; empty = ``policy.toml`` in the data directory (created from the
     #: shipped default on ``init``).
     policy_file: str = ""

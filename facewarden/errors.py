@@ -15,17 +15,21 @@ PostgreSQL) are mapped to these at their boundary; nothing else escapes.
     │   ├── InvalidVideo                  InvalidParameterException / 400
     │   │   └── VideoTooLarge             VideoTooLargeException / 400
     │   ├── IdempotentParameterMismatch   IdempotentParameterMismatchException / 400
+    │   ├── InvalidPaginationToken        InvalidPaginationTokenException / 400
     │   ├── InvalidS3Object               InvalidS3ObjectException / 400
+    │   ├── UnknownOperation              UnknownOperationException / 404
     │   ├── InvalidBackup                 InvalidParameterException / 400 (tampered, truncated, incomplete)
     │   │   └── WrongPassphrase           InvalidParameterException / 400
     │   └── RestoreRefused                InvalidParameterException / 400 (target not empty, other installation)
     ├── ResourceNotFound                  ResourceNotFoundException / 400
     ├── ResourceAlreadyExists             ResourceAlreadyExistsException / 400
+    ├── Conflict                          ConflictException / 400
     ├── ServiceQuotaExceeded              ServiceQuotaExceededException / 400
     ├── ReleaseStateError                 ConflictException / 409 (a footage release not in that state)
     ├── AccessDenied(rule, reason)        AccessDeniedException / 403
-    │   └── ConsentRequired               AccessDeniedException / 403
-    ├── QuotaExceeded                     ThrottlingException / 429
+    │   ├── ConsentRequired               AccessDeniedException / 403
+    │   └── NotOffered                    AccessDeniedException / 403 (refused operation or attribute)
+    ├── QuotaExceeded                     ServiceQuotaExceededException / 400 (not retried by SDKs)
     ├── AuthError                         (signature / key problems)
     │   ├── InvalidSignature              InvalidSignatureException / 403
     │   ├── UnrecognizedClient            UnrecognizedClientException / 403
@@ -98,6 +102,20 @@ class IdempotentParameterMismatch(InvalidInput):
     aws_code = "IdempotentParameterMismatchException"
 
 
+class InvalidPaginationToken(InvalidInput):
+    """A NextToken that no earlier page of this operation and collection returned."""
+
+    aws_code = "InvalidPaginationTokenException"
+
+
+class UnknownOperation(InvalidInput):
+    """The request names no operation facewarden or Rekognition knows (what AWS answers, with 404
+    as its Common Errors list it, for an unknown ``X-Amz-Target`` or a body it cannot route)."""
+
+    aws_code = "UnknownOperationException"
+    http_status = 404
+
+
 class InvalidS3Object(InvalidInput):
     """An S3Object image reference: facewarden has no S3; send the image as Bytes."""
 
@@ -125,6 +143,15 @@ class ResourceNotFound(FacewardenError):
 
 class ResourceAlreadyExists(FacewardenError):
     aws_code = "ResourceAlreadyExistsException"
+    http_status = 400
+    exit_code = 3
+
+
+class Conflict(FacewardenError):
+    """The resource exists already in a state the request conflicts with (CreateUser on an
+    existing UserId, as Rekognition answers it)."""
+
+    aws_code = "ConflictException"
     http_status = 400
     exit_code = 3
 
@@ -166,11 +193,22 @@ class ConsentRequired(AccessDenied):
         super().__init__(reason, rule)
 
 
-class QuotaExceeded(FacewardenError):
-    """A per-key quota (identification searches, comparisons) is used up for today."""
+class NotOffered(AccessDenied):
+    """An operation or attribute Rekognition has and facewarden refuses on purpose; ``reason`` says
+    why. AccessDenied, not InvalidParameter: the request is well formed, and retrying or fixing it
+    will not help."""
 
-    aws_code = "ThrottlingException"
-    http_status = 429
+
+class QuotaExceeded(FacewardenError):
+    """A per-key daily quota (identification searches, comparisons) is used up until midnight UTC.
+
+    ServiceQuotaExceededException with 400, which no AWS SDK retries (botocore's legacy and
+    standard retry modes retry ThrottlingException and HTTP 429): a retry minutes later cannot
+    succeed, and a client retrying it would only spend its attempts. The message names the rule
+    and the reset time."""
+
+    aws_code = "ServiceQuotaExceededException"
+    http_status = 400
     exit_code = 4
 
     def __init__(self, reason: str, rule: str = "quota") -> None:

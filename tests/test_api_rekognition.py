@@ -157,14 +157,14 @@ def test_applied_threshold_extension_is_on_the_wire(harness: Harness) -> None:
             {"Image": {"S3Object": {"Bucket": "my-bucket", "Name": "me.jpg"}}},
             "InvalidS3ObjectException",
         ),
-        ("DetectFaces", {"Image": {"Bytes": b"x"}, "Attributes": ["AGE_RANGE"]}, "InvalidParameterException"),
+        ("DetectFaces", {"Image": {"Bytes": b"x"}, "Attributes": ["AGE_RANGE"]}, "AccessDeniedException"),
         (
             "CompareFaces",
             {"SourceImage": {"Bytes": b"x"}, "TargetImage": {"Bytes": b"x"}, "SimilarityThreshold": 101.0},
             "InvalidParameterException",
         ),
-        ("DetectLabels", {"Image": {"Bytes": b"x"}}, "InvalidParameterException"),
-        ("RecognizeCelebrities", {"Image": {"Bytes": b"x"}}, "InvalidParameterException"),
+        ("DetectLabels", {"Image": {"Bytes": b"x"}}, "AccessDeniedException"),
+        ("RecognizeCelebrities", {"Image": {"Bytes": b"x"}}, "AccessDeniedException"),
     ],
     ids=["garbage", "empty", "too-large", "s3", "age", "threshold", "labels", "celebrities"],
 )
@@ -175,10 +175,14 @@ def test_errors_have_rekognition_codes_and_clear_messages(
         getattr(rek, _snake(op))(**kwargs)
     got_code, message, status = error_of(exc)
     assert got_code == code, message
-    assert status == 400
+    assert status == (403 if code == "AccessDeniedException" else 400)
     assert len(message) > 20
-    if op in ("DetectLabels", "RecognizeCelebrities"):
-        assert "does not offer" in message and op in message
+    if op == "DetectLabels":  # refused on purpose, with the reason (not a bad parameter)
+        assert "[not_face_recognition]" in message and op in message
+    if op == "RecognizeCelebrities":
+        assert "[celebrity_recognition]" in message and "consent" in message
+    if "Attributes" in kwargs:
+        assert "[no_demographic_inference]" in message
     if code == "InvalidS3ObjectException":  # the bucket folder does not exist
         assert "bucket" in message and "folder" in message
 
@@ -307,7 +311,10 @@ def test_missing_authentication(harness: Harness) -> None:
     r = httpx.post(
         harness.url + "/",
         content=b'{"Image": {"Bytes": "eA=="}}',
-        headers={"X-Amz-Target": "RekognitionService.DetectFaces"},
+        headers={
+            "X-Amz-Target": "RekognitionService.DetectFaces",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
     )
     assert r.status_code == 403 and r.json()["__type"] == "MissingAuthenticationTokenException"
     _audited_failure(harness, before, "MissingAuthenticationTokenException")

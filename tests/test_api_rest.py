@@ -172,8 +172,10 @@ def test_each_rest_call_is_one_service_call_with_one_audit_record(harness: Harne
 def test_generic_operation_route(rest: Rest) -> None:
     r = rest("POST", "/v1/operations/DetectFaces", json={"Image": {"Bytes": _b64(small_jpeg())}})
     assert len(r["FaceDetails"]) == 1
-    r = rest("POST", "/v1/operations/DetectLabels", 400, json={})
-    assert "does not offer" in r["message"]
+    r = rest("POST", "/v1/operations/DetectLabels", 403, json={})  # refused on purpose, with why
+    assert r["error"] == "AccessDeniedException" and "[not_face_recognition]" in r["message"]
+    r = rest("POST", "/v1/operations/NoSuchThing", 404, json={})
+    assert r["error"] == "UnknownOperationException" and "NoSuchThing" in r["message"]
     ops = rest("GET", "/v1/operations")
     assert set(ops["Operations"]) == set(OPERATIONS)
 

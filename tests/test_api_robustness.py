@@ -93,8 +93,8 @@ MB = 1024 * 1024
             200,
             None,
         ),
-        (None, b"{}", 400, "UnknownOperationException"),
-        ("", b"{}", 400, "UnknownOperationException"),
+        (None, b"{}", 404, "UnknownOperationException"),
+        ("", b"{}", 404, "UnknownOperationException"),
     ],
 )
 def test_malformed_requests_are_4xx_and_the_server_stays_up(
@@ -111,7 +111,7 @@ def test_malformed_requests_are_4xx_and_the_server_stays_up(
 
 def test_wrong_target_prefix(h: Harness) -> None:
     r = signed_post(h.url, h.owner_key, None, b"{}", headers={"X-Amz-Target": "AmazonS3.GetObject"})
-    assert r.status_code == 400 and r.json()["__type"] == "UnknownOperationException"
+    assert r.status_code == 404 and r.json()["__type"] == "UnknownOperationException"
 
 
 def test_oversized_body_is_refused_before_it_is_read(h: Harness) -> None:
@@ -146,7 +146,10 @@ def test_oversized_chunked_body_is_cut_off(h: Harness) -> None:
         r = httpx.post(
             h.url + "/",
             content=chunks(),
-            headers={"X-Amz-Target": "RekognitionService.DetectFaces"},
+            headers={
+                "X-Amz-Target": "RekognitionService.DetectFaces",
+                "Content-Type": "application/x-amz-json-1.1",
+            },
             timeout=30,
         )
         assert r.status_code == 400 and r.json()["__type"] == "ImageTooLargeException"

@@ -330,7 +330,7 @@ def test_bad_input(service: Any, store: Any, faces_dir: Path, photo_templates: A
     ]:
         with pytest.raises(errors.InvalidInput):
             fails(service, *bad)
-    with pytest.raises(errors.UnsupportedOperation):  # facewarden infers no demographics
+    with pytest.raises(errors.NotOffered):  # facewarden infers no demographics
         fails(
             service, "IndexFaces", {"CollectionId": "bad", "Image": photo, "DetectionAttributes": ["GENDER"]}
         )

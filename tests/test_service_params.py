@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import pytest
 
 from facewarden.config import Settings
-from facewarden.errors import AccessDenied, InvalidInput, InvalidS3Object, UnsupportedOperation
+from facewarden.errors import AccessDenied, InvalidInput, InvalidS3Object, NotOffered
 from facewarden.policy import Kind
 from facewarden.service import OPERATIONS, Service, params
 from facewarden.service.admin import VerifyAuditResult
@@ -94,7 +94,7 @@ def test_images_and_the_shared_members() -> None:
         params.parse(DetectFacesRequest, {"Image": {"S3Object": "s3://cams/a.jpg"}})
     with pytest.raises(InvalidInput, match="Image.Bytes is missing"):
         params.parse(DetectFacesRequest, {"Image": {}})
-    with pytest.raises(UnsupportedOperation, match="does not infer gender"):
+    with pytest.raises(NotOffered, match="does not infer gender"):
         params.parse(DetectFacesRequest, {"Image": {"Bytes": b"x"}, "Attributes": ["GENDER"]})
     assert (
         params.parse(DetectFacesRequest, {"Image": {"Bytes": b"x"}, "Attributes": ["ALL"]}).attributes

@@ -29,7 +29,8 @@ and `TargetImage` for compare), other members as form fields; or JSON with the i
 base64, e.g. `{{"Image": {{"Bytes": "<base64>"}}}}`. Images may be at most {MAX_IMAGE_BYTES // 2**20} MB.
 
 **Errors**: `{{"error": "<Code>", "message": "<what was wrong and what to do>"}}` with the HTTP
-status of the error (400 invalid input, 403 denied by policy or bad key, 429 quota exceeded).
+status of the error (400 invalid input, or a daily quota used up: `ServiceQuotaExceededException`,
+not worth retrying before midnight UTC; 403 denied by policy or bad key; 404 unknown operation).
 Every decision, allow or deny, is written to the audit log.
 """
 
@@ -175,9 +176,13 @@ def error_responses() -> dict[str, Any]:
     }
     content = {"application/json": {"schema": schema}}
     return {
-        "400": {"description": "Invalid request, image, or unknown resource", "content": content},
+        "400": {
+            "description": "Invalid request, image, or unknown resource; or a per-key daily quota is used up "
+            "(ServiceQuotaExceededException: it resets at midnight UTC, a retry before then cannot succeed)",
+            "content": content,
+        },
         "403": {"description": "Denied by policy, or a missing/unknown/invalid key", "content": content},
-        "429": {"description": "A per-key quota is used up", "content": content},
+        "404": {"description": "No such operation or route", "content": content},
     }
 
 

@@ -18,22 +18,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
-from ..errors import AuthError, FacewardenError, ImageTooLarge, InvalidInput
+from ..errors import AuthError, FacewardenError, ImageTooLarge, InvalidInput, UnknownOperation
 from ..media import images
 from ..service import Service
-from .auth import KeyLookup, SignedRequest, audit_auth_failure, verify_sigv4
+from .auth import KeyLookup, SignedRequest, audit_auth_failure, parse_authorization, verify_sigv4
 from .wire import MAX_IMAGE_BYTES, body_limit, decode_request, encode_response
 
 log = logging.getLogger("facewarden.api")
 
 TARGET_PREFIX = "RekognitionService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
-
-
-class UnknownOperation(InvalidInput):
-    """The request names no operation (``X-Amz-Target`` missing or not ``RekognitionService.*``)."""
-
-    aws_code = "UnknownOperationException"
+#: Request media types routed to the JSON protocol (what the SDKs send, and plain JSON). AWS routes
+#: a request by its Content-Type before anything else: another type (text/plain, a form, none) is
+#: no JSON-protocol call, and it answers UnknownOperationException.
+JSON_CONTENT_TYPES = ("application/x-amz-json-1.1", "application/x-amz-json-1.0", "application/json")
 
 
 class SerializationError(InvalidInput):
@@ -64,6 +62,16 @@ def operation_from_target(target: str | None) -> str | None:
         name = target[len(TARGET_PREFIX) :].strip()
         return name or None
     return None
+
+
+def check_content_type(value: str | None) -> None:
+    """Refuse what AWS does not route to the JSON protocol (see JSON_CONTENT_TYPES)."""
+    media = (value or "").split(";", 1)[0].strip().lower()
+    if media not in JSON_CONTENT_TYPES:
+        raise UnknownOperation(
+            f"Content-Type {value or '(none)'!r} is not a Rekognition request: send the JSON body as "
+            f"'Content-Type: {CONTENT_TYPE}' (the AWS SDKs do), with 'X-Amz-Target: RekognitionService.<Operation>'."
+        )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -101,6 +109,7 @@ def mount(app: FastAPI, service: Service, lookup: KeyLookup) -> None:
         request_id = str(uuid.uuid4())
         operation = operation_from_target(request.headers.get("x-amz-target"))
         try:
+            check_content_type(request.headers.get("content-type"))
             body = await read_body(request, body_limit(operation))
         except FacewardenError as exc:
             return error_response(exc, request_id)
@@ -154,7 +163,7 @@ def _handle(
             raise SerializationError(f"The request body is not valid JSON ({exc}).") from None
         request = decode_request(operation, payload)
         with images.wire_formats():  # the wire keeps Rekognition's formats; /v1 and the CLI take more
-            response = service.call(operation, request, key.principal)
+            response = service.call(operation, request, key.principal, region=_region(signed))
         body = json.dumps(encode_response(operation, response), separators=(",", ":"), allow_nan=False)
         return Response(body, media_type=CONTENT_TYPE, headers={"x-amzn-RequestId": request_id})
     except FacewardenError as exc:
@@ -162,6 +171,14 @@ def _handle(
     except Exception:
         log.exception("internal error in %s (request id %s)", operation, request_id)
         return internal_error(request_id)
+
+
+def _region(signed: SignedRequest) -> str | None:
+    """The region the (verified) request was signed for: ARNs name it, as AWS's do."""
+    for name, value in signed.headers:
+        if name.lower() == "authorization":
+            return parse_authorization(value)[2] or None
+    return None
 
 
 def _key_id(signed: SignedRequest) -> str | None:

@@ -56,9 +56,11 @@ class Quotas:
                 n = int(n or 0)
                 if n + units > q.per_key_per_day:
                     need = "" if units == 1 else f" ({units} needed, {max(q.per_key_per_day - n, 0)} left)"
+                    reset = dt.date.fromisoformat(day) + dt.timedelta(days=1)
                     raise QuotaExceeded(
                         f"Access key {principal.key_id} has used its {q.id} quota of {q.per_key_per_day} "
-                        f"{operation}-type calls for {day} (UTC){need}; it resets at midnight UTC.",
+                        f"{operation}-type calls for {day} (UTC){need}; it resets at {reset.isoformat()}T00:00:00Z. "
+                        "Retrying before then cannot succeed.",
                         rule=f"quota:{q.id}",
                     )
                 used[q.id] = n

@@ -38,8 +38,8 @@ from ..errors import (
     ModelMismatch,
     QuotaExceeded,
     ResourceNotFound,
+    UnknownOperation,
     UnrecognizedClient,
-    UnsupportedOperation,
 )
 from ..gallery import Collection, Store, open_store
 from ..policy.consent import Consents
@@ -51,6 +51,8 @@ from ..release import Releases
 from . import params
 from .observe import Observer
 from .params import Image, S3Object
+from .refusals import refused_operation
+from .tokens import PageTokens, RequestTokens, account_id, installation_key, request_digest
 from .registry import OPERATIONS, Context, Operation, declared_kinds, kind_of
 
 log = logging.getLogger("facewarden.service")
@@ -101,6 +103,10 @@ class Service:
         self.jobs = JobQueue(self.db, self.clock)
         #: Told of every operation and audit record (:mod:`facewarden.service.observe`).
         self.observers: list[Observer] = []
+        # the wire's tokens: NextToken (signed), ClientRequestToken (idempotency), the account id
+        self.page_tokens = PageTokens(installation_key(self.settings.data_dir, "next-token"))
+        self.request_tokens = RequestTokens(self.db, self.clock)
+        self.account_id = account_id(self.settings.data_dir)
         self._closed = False
         if sweep_on_start:
             try:
@@ -317,40 +323,54 @@ class Service:
         request: Mapping[str, Any],
         principal: Principal | None = None,
         *,
+        region: str | None = None,
         console_read: bool = False,
     ) -> dict[str, Any]:
         """Run one operation on a wire dict (Rekognition's member names) and return its result in
-        Rekognition's shape. See :meth:`execute`. ``console_read``: the web console asks to draw a
-        page; if the operation is a declared read (:attr:`Operation.reads`), its record is marked
+        Rekognition's shape. See :meth:`execute`. ``region``: the region the request was signed
+        for (it goes into ARNs). ``console_read``: the web console asks to draw a page; if the
+        operation is a declared read (:attr:`Operation.reads`), its record is marked
         ``details.console_read`` (any other operation's record is not: nothing that computes or
         changes anything can be hidden that way)."""
         op = OPERATIONS.get(operation_name)
         if op is None:
-            raise UnsupportedOperation(
-                f"facewarden does not offer {operation_name}. It offers: {', '.join(sorted(OPERATIONS))}."
-            )
+            refusal = refused_operation(operation_name)
+            if refusal is None:
+                raise UnknownOperation(
+                    f"Unknown operation {operation_name!r}. facewarden offers: {', '.join(sorted(OPERATIONS))}."
+                )
+            self._audit(Context(operation_name, None, principal), "denied", refusal.rule, refusal.reason)
+            raise refusal
         if not isinstance(request, Mapping):
             raise InvalidInput("The request must be a JSON object.")
         result: dict[str, Any] = params.to_wire(
-            self._run(op, principal, request, console_read=console_read and op.reads)
+            self._run(op, principal, request, region, console_read=console_read and op.reads)
         )
         return result
 
-    def execute(self, op: Operation[Req, Res], request: Req, principal: Principal | None) -> Res:
+    def execute(
+        self, op: Operation[Req, Res], request: Req, principal: Principal | None, *, region: str | None = None
+    ) -> Res:
         """Run one operation on a typed request: decide (before decoding anything), check the
         request, run, audit once. Raises AccessDenied (rule + reason) or QuotaExceeded when policy
         refuses, after auditing it."""
         if not isinstance(request, op.request):
             raise InvalidInput(f"{op.name} takes a {op.request.__name__}, not a {type(request).__name__}.")
-        return self._run(op, principal, request)
+        return self._run(op, principal, request, region)
 
     def _run(
-        self, op: Operation[Req, Res], principal: Principal | None, source: Any, *, console_read: bool = False
+        self,
+        op: Operation[Req, Res],
+        principal: Principal | None,
+        source: Any,
+        region: str | None = None,
+        *,
+        console_read: bool = False,
     ) -> Res:
         """:meth:`_decide_run_audit`, timed and told to the observers with its outcome."""
         started, outcome = time.perf_counter(), "error"
         try:
-            result = self._decide_run_audit(op, principal, source, console_read=console_read)
+            result = self._decide_run_audit(op, principal, source, region, console_read=console_read)
             outcome = "ok"
             return result
         except (AccessDenied, QuotaExceeded):
@@ -364,7 +384,13 @@ class Service:
                 self._observe(op, outcome, started)
 
     def _decide_run_audit(
-        self, op: Operation[Req, Res], principal: Principal | None, source: Any, *, console_read: bool = False
+        self,
+        op: Operation[Req, Res],
+        principal: Principal | None,
+        source: Any,
+        region: str | None = None,
+        *,
+        console_read: bool = False,
     ) -> Res:
         """``source``: the wire dict (parsed only after the decision) or the typed request."""
         if principal is not None and not isinstance(principal, Principal):
@@ -372,7 +398,11 @@ class Service:
         self.policy_file.reload_if_changed()
         self.retention.maybe_sweep()
         ctx = Context(
-            op.name, op.kind, principal, collection_id=_str_or_none(params.peek(source, "collection_id"))
+            op.name,
+            op.kind,
+            principal,
+            collection_id=_str_or_none(params.peek(source, "collection_id")),
+            region=region,
         )
         if console_read:
             ctx.details["console_read"] = True
@@ -381,7 +411,9 @@ class Service:
             request = (
                 params.parse(op.request, source) if isinstance(source, Mapping) else params.validate(source)
             )
-            result = op.run(self, ctx, self._read_s3_images(ctx, request))
+            request = self._read_s3_images(ctx, request)
+            token = getattr(request, "client_request_token", None)
+            result = op.run(self, ctx, request) if token is None else self._run_once(op, ctx, request, token)
         except AccessDenied as exc:  # e.g. ConsentRequired, raised before anything was computed
             if ctx.audit_record is None:
                 self._audit(ctx, "denied", exc.rule, exc.reason)
@@ -397,6 +429,26 @@ class Service:
         if ctx.audit_record is None:
             self._audit(ctx, "allowed", decision.rule_id, decision.reason)
         return result
+
+    def _run_once(self, op: Operation[Req, Res], ctx: Context, request: Req, token: str) -> Res:
+        """Run a request that carries a ClientRequestToken at most once: a repeat with the same
+        parameters gets the first response (audited as a replay), with other parameters
+        IdempotentParameterMismatch."""
+        digest = request_digest(params.to_wire(request))
+        org = ctx.caller.org
+        first = self.request_tokens.recall(org, op.name, token, digest)
+        if first is not None:
+            ctx.details["idempotent_replay"] = True
+            return params.parse(op.result, first)
+        result = op.run(self, ctx, request)
+        self.request_tokens.remember(org, op.name, token, digest, params.to_wire(result))
+        return result
+
+    def collection_arn(self, ctx: Context, collection_id: str) -> str:
+        """``arn:aws:rekognition:REGION:ACCOUNT:collection/ID``: the request's region (the CLI's and
+        the REST API's: ``FACEWARDEN_REGION``) and this installation's account id."""
+        region = ctx.region or self.settings.region
+        return f"arn:aws:rekognition:{region}:{self.account_id}:collection/{collection_id}"
 
     def _collection_for(self, op: Operation[Any, Any], ctx: Context, source: Any) -> CollectionInfo | None:
         """The collection policy decides on: the one named, or the one a create would make."""

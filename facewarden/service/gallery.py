@@ -226,7 +226,7 @@ def create_collection(svc: Service, ctx: Context, req: CreateCollectionRequest) 
         owner_org=ctx.caller.org,  # the caller's organisation owns what it creates
     )
     ctx.collection_id = req.collection_id
-    return CreateCollectionResult(200, col.arn, col.model_version)
+    return CreateCollectionResult(200, svc.collection_arn(ctx, col.collection_id), col.model_version)
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def describe_collection(svc: Service, ctx: Context, req: CollectionRequest) -> D
         col.face_count,
         store.count_users(col.collection_id),
         col.model_version,
-        col.arn,
+        svc.collection_arn(ctx, col.collection_id),
         col.created_at,
         col.consent_mode,
         col.retention_days,
@@ -285,7 +285,7 @@ def list_collections(svc: Service, ctx: Context, req: ListCollectionsRequest) ->
     """List collections"""
     limit = req.max_results or 1000
     store = svc.store
-    after, more = req.next_token, False
+    after, more = svc.page_tokens.open(ctx.operation, "", req.next_token), False
     cols: list[Collection] = []
     while not more:
         page = store.list_collections(after=after, limit=limit + 1)
@@ -302,7 +302,7 @@ def list_collections(svc: Service, ctx: Context, req: ListCollectionsRequest) ->
     return ListCollectionsResult(
         [c.collection_id for c in cols],
         [c.model_version for c in cols],
-        cols[-1].collection_id if more else None,
+        svc.page_tokens.issue(ctx.operation, "", cols[-1].collection_id if more else None),
     )
 
 
@@ -438,14 +438,15 @@ def list_faces(svc: Service, ctx: Context, req: ListFacesRequest) -> ListFacesRe
     """List the faces of a collection"""
     store, col = collection(svc, ctx, req.collection_id)
     limit = req.max_results or 1000
-    faces = store.list_faces(
-        col.collection_id, req.next_token, limit + 1, user_id=req.user_id, face_ids=req.face_ids
-    )
+    after = svc.page_tokens.open(ctx.operation, col.collection_id, req.next_token)
+    faces = store.list_faces(col.collection_id, after, limit + 1, user_id=req.user_id, face_ids=req.face_ids)
     ctx.counts["faces"] = min(len(faces), limit)
     return ListFacesResult(
         [f.to_rekognition() for f in faces[:limit]],
         col.model_version,
-        faces[limit - 1].face_id if len(faces) > limit else None,
+        svc.page_tokens.issue(
+            ctx.operation, col.collection_id, faces[limit - 1].face_id if len(faces) > limit else None
+        ),
     )
 
 

@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from ..errors import InvalidInput, InvalidS3Object, UnsupportedOperation
+from ..errors import InvalidInput, InvalidS3Object
+from .refusals import refused_attribute
 
 T = TypeVar("T")
 
@@ -195,44 +196,25 @@ def next_token(value: Any, name: str) -> str | None:
     """The NextToken of the previous page (an empty one: the first page)."""
     if value == "":
         return None
-    if not isinstance(value, str) or len(value) > 255:
+    if not isinstance(value, str) or len(value) > 1024:
         raise InvalidInput(f"{name} must be the NextToken string of the previous response.")
     return value
 
 
 NextToken = Annotated[str, Check(next_token)]
 
-#: Rekognition's attribute names facewarden refuses to compute, and what they would infer.
-REFUSED_ATTRIBUTES = {
-    "AGE_RANGE": "age",
-    "GENDER": "gender",
-    "EMOTIONS": "emotion",
-    "SMILE": "expression",
-    "BEARD": "appearance",
-    "MUSTACHE": "appearance",
-    "EYEGLASSES": "appearance",
-    "SUNGLASSES": "appearance",
-    "EYES_OPEN": "expression",
-    "MOUTH_OPEN": "expression",
-    "FACE_OCCLUDED": "appearance",
-    "EYE_DIRECTION": "gaze",
-}
-REFUSAL_REASON = (
-    "facewarden does not infer {what} from faces: such inferences are unreliable, differ by "
-    "demographic group and invite discrimination. Use Attributes DEFAULT or ALL."
-)
-
 
 def attributes(value: Any, name: str) -> str:
-    """Rekognition's ``Attributes`` list -> "DEFAULT" or "ALL"; demographic attributes are refused."""
+    """Rekognition's ``Attributes`` list -> "DEFAULT" or "ALL"; the attributes facewarden refuses
+    (:mod:`facewarden.service.refusals`: demographic, emotional, unmeasured) raise NotOffered."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise InvalidInput(f'{name} must be a list of strings, e.g. ["DEFAULT"] or ["ALL"].')
     for v in value:
-        what = REFUSED_ATTRIBUTES.get(v.upper())
-        if what:
-            raise UnsupportedOperation(REFUSAL_REASON.format(what=what))
+        refusal = refused_attribute(v)
+        if refusal is not None:
+            raise refusal
         if v.upper() not in ("DEFAULT", "ALL"):
             raise InvalidInput(f"Unknown attribute {v!r}; use DEFAULT or ALL.")
     return "ALL" if any(v.upper() == "ALL" for v in value) else "DEFAULT"

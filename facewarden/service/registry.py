@@ -47,6 +47,8 @@ class Context:
     decision: Decision | None = None
     #: Set once the call's audit record is written (by the pipeline or by :meth:`Service.audit_now`).
     audit_record: dict[str, Any] | None = None
+    #: The region a wire request was signed for (None: the configured one), as ARNs name it.
+    region: str | None = None
 
     @property
     def caller(self) -> Principal:

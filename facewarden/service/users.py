@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from ..errors import InvalidInput, ResourceAlreadyExists, ResourceNotFound
+from ..errors import Conflict, InvalidInput, ResourceAlreadyExists, ResourceNotFound
 from ..gallery import MAX_FACES_PER_USER, Collection, Face, Store
 from ..policy.kinds import Kind
 from .consent import require_consent
@@ -58,8 +58,12 @@ def create_user(svc: Service, ctx: Context, req: UserRequest) -> Empty:
     try:
         store.create_user(col.collection_id, req.user_id)
     except ResourceAlreadyExists:
-        if req.client_request_token is None:
-            raise
+        # Rekognition: ConflictException. A retry with the first request's ClientRequestToken never
+        # gets here: the pipeline answers it with the first response.
+        raise Conflict(
+            f"User {req.user_id!r} already exists in collection {col.collection_id!r}; "
+            "choose another UserId or delete the user first."
+        ) from None
     return Empty()
 
 
@@ -97,11 +101,14 @@ def list_users(svc: Service, ctx: Context, req: ListUsersRequest) -> ListUsersRe
     """List users"""
     store, col = collection(svc, ctx, req.collection_id)
     limit = req.max_results
-    users = store.list_users(col.collection_id, after=req.next_token, limit=limit + 1)
+    after = svc.page_tokens.open(ctx.operation, col.collection_id, req.next_token)
+    users = store.list_users(col.collection_id, after=after, limit=limit + 1)
     ctx.counts["users"] = min(len(users), limit)
     return ListUsersResult(
         [UserView(u.user_id, u.status) for u in users[:limit]],
-        users[limit - 1].user_id if len(users) > limit else None,
+        svc.page_tokens.issue(
+            ctx.operation, col.collection_id, users[limit - 1].user_id if len(users) > limit else None
+        ),
     )
 
 
