@@ -6,9 +6,11 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8750
 # The owner organisation created on the first `make serve` (its sector is declared, not assumed:
-# e.g. `make serve ORG=acme SECTOR=education`).
+# e.g. `make serve ORG=acme SECTOR=education`). Once data/ exists they are ignored, and serve says
+# so when they were given; `facewarden org set-sector` changes the sector (audited).
 ORG    ?= my-organisation
 SECTOR ?= commercial
+INIT_GIVEN := $(filter command environment,$(origin ORG) $(origin SECTOR))
 export FACEWARDEN_DATA_DIR ?= $(CURDIR)/data
 
 .PHONY: serve test bench lint venv browser clean
@@ -29,7 +31,8 @@ browser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 serve: $(STAMP)
-	$(VENV)/bin/facewarden serve --host $(HOST) --port $(PORT) --init-org $(ORG) --init-sector $(SECTOR)
+	$(VENV)/bin/facewarden serve --host $(HOST) --port $(PORT) --init-org $(ORG) --init-sector $(SECTOR) \
+	  $(if $(INIT_GIVEN),,--init-defaults)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q

@@ -304,7 +304,7 @@ def _model() -> Any:
 
 
 #: facewarden's extension members (boto3 drops them; the native REST API and the console read them).
-EXTENSIONS = {"AppliedThreshold", "ConsentMode", "RetentionDays", "OwnerOrganization"}
+EXTENSIONS = {"AppliedThreshold", "ConsentMode", "RetentionDays", "OwnerOrganization", "AlreadyIndexed"}
 
 
 def assert_shape(operation: str, response: dict[str, Any]) -> None:

@@ -96,7 +96,7 @@ def harness_fixture(tmp_path_factory: pytest.TempPathFactory, engine_cache: Any)
 
 # ---- response validation against botocore's output shapes ---------------------------------------
 #: facewarden's extension members (boto3 drops them; the native REST API and the console read them).
-EXTENSIONS = {"AppliedThreshold", "ConsentMode", "RetentionDays", "OwnerOrganization"}
+EXTENSIONS = {"AppliedThreshold", "ConsentMode", "RetentionDays", "OwnerOrganization", "AlreadyIndexed"}
 
 
 def validate_output(operation: str, response: dict[str, Any]) -> None:

@@ -273,3 +273,31 @@ def test_the_account_id_is_per_installation_and_stable(tmp_path: Path) -> None:
 
 def _snake(op: str) -> str:
     return "".join(("_" + c.lower()) if c.isupper() else c for c in op).lstrip("_")
+
+
+# ---- the same image twice -----------------------------------------------------------------------------
+def test_indexfaces_of_an_image_already_enrolled_is_skipped_and_says_so(harness: Harness, rek: Any) -> None:
+    from tests.test_api_support import face, grant_consent
+
+    rek.create_collection(CollectionId="twice-indexed")
+    grant_consent(harness, "twice-indexed", "obama")
+    photo = face("barack_obama/barack_obama_1.jpg")
+    first = rek.index_faces(CollectionId="twice-indexed", Image={"Bytes": photo}, ExternalImageId="obama")
+    ids = [r["Face"]["FaceId"] for r in first["FaceRecords"]]
+    assert len(ids) == 1
+    # boto3: the faces enrolled from it before (a retried script goes on with the same FaceId) ...
+    again = rek.index_faces(CollectionId="twice-indexed", Image={"Bytes": photo}, ExternalImageId="obama")
+    assert [r["Face"]["FaceId"] for r in again["FaceRecords"]] == ids
+    assert rek.describe_collection(CollectionId="twice-indexed")["FaceCount"] == 1
+    record = harness.audit_records()[-2]  # (DescribeCollection's is the last)
+    assert record["operation"] == "IndexFaces" and record["counts"]["skipped_known_image"] == 1
+    # ... and on the wire, the response says so
+    body = {"CollectionId": "twice-indexed", "Image": {"Bytes": _b64(photo)}, "ExternalImageId": "obama"}
+    raw = signed_post(harness.url, harness.owner_key, "IndexFaces", json.dumps(body).encode()).json()
+    assert raw["AlreadyIndexed"] is True and [r["Face"]["FaceId"] for r in raw["FaceRecords"]] == ids
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()

@@ -332,13 +332,25 @@ def _reference_report(audit: AuditLog, since: float | None = None) -> dict[str, 
     decisions: Counter = Counter()
     per_day: dict = defaultdict(Counter)
     denials_per_day: dict = defaultdict(Counter)
-    changes, erased, subjects, searches, times, console = [], 0, 0, 0, [], 0
+    changes, sectors, erased, subjects, searches, times, console = [], [], 0, 0, 0, [], 0
     for r in audit.records(since=since):
         times.append(r["time"])
         op = r.get("operation") or ""
         if op == "PolicyChanged":
             changes.append(
                 {"Time": r["time"], "PolicyHash": r.get("policy_hash"), **(r.get("details") or {})}
+            )
+        if op == "SetOrganizationSector" and r.get("decision") == "allowed":
+            d = r.get("details") or {}
+            sectors.append(
+                {
+                    "Time": r["time"],
+                    "Organization": d.get("organization"),
+                    "From": d.get("previous_sector"),
+                    "To": d.get("sector"),
+                    "DenyRulesEntered": d.get("deny_rules_entered") or [],
+                    "DenyRulesLeft": d.get("deny_rules_left") or [],
+                }
             )
         if op in _INTERNAL:
             erased += int((r.get("counts") or {}).get("faces_erased", 0))
@@ -383,6 +395,8 @@ def _reference_report(audit: AuditLog, since: float | None = None) -> dict[str, 
         "ConsoleReads": console,
         "DecisionsPerDay": nested(per_day),
         "DenialsPerDay": nested(denials_per_day),
+        "SectorChanges": sectors,
+        "EnforcementSectorChanges": [c for c in sectors if c["DenyRulesEntered"] or c["DenyRulesLeft"]],
     }
 
 
@@ -402,6 +416,15 @@ def test_transparency_report_is_counted_by_the_database(tmp_path: Path) -> None:
                  counts={"faces_erased": i % 4} if i % 2 else {},
                  details={"version": i, **({"console_read": True} if i % 9 == 8 else {})})  # fmt: skip
         a.append(e)
+    moves = [("government", "law_enforcement", ["moratorium"], []), ("law_enforcement", "education", [], ["moratorium"]),
+             ("education", "research", [], [])]  # fmt: skip
+    for i, (old, new, entered, left) in enumerate(moves):
+        t[0] += 60
+        e = entry(100 + i, "allowed")
+        e.update(operation="SetOrganizationSector", details={
+            "organization": "council", "previous_sector": old, "sector": new,
+            "deny_rules_entered": entered, "deny_rules_left": left})  # fmt: skip
+        a.append(e)
     for since in (None, 1_750_000_000.0 + 3 * 3600 * 31):
         ours, reference = transparency_report(a, since), _reference_report(a, since)
         assert ours == reference
@@ -412,6 +435,8 @@ def test_transparency_report_is_counted_by_the_database(tmp_path: Path) -> None:
     assert ours["FacesErased"] > 0 and ours["PolicyChanges"] and ours["DenialsByRule"]
     assert ours["ConsoleReads"] > 0 and len(ours["DecisionsPerDay"]) >= 7
     assert set(ours["OperationsByOrganization"]) == {"acme", "police", "(none)"}
+    assert [(c["From"], c["To"]) for c in ours["SectorChanges"]] == [(o, n) for o, n, _, _ in moves]
+    assert len(ours["EnforcementSectorChanges"]) == 2
     assert transparency_report(a, 2e9) == _reference_report(a, 2e9)  # nothing that late
 
 

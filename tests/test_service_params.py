@@ -71,13 +71,9 @@ def test_internal_fields_cannot_be_set_from_a_wire_dict() -> None:
     for key in ("Analysed", "analysed", "_Analysed"):
         assert params.parse(IndexFacesRequest, {"CollectionId": "c", key: analysed}).analysed is None
         assert params.parse(ClusterFacesRequest, {key: [analysed]}).analysed is None
-    assert (
-        params.parse(IndexFacesRequest, {"CollectionId": "c", "SkipKnownImage": True}).skip_known_image
-        is False
-    )
     # ... while a request built in Python keeps them through the check.
-    req = IndexFacesRequest("c", analysed=analysed, skip_known_image=True)
-    assert params.validate(req).analysed is analysed and params.validate(req).skip_known_image
+    req = IndexFacesRequest("c", analysed=analysed)
+    assert params.validate(req).analysed is analysed
 
 
 def test_images_and_the_shared_members() -> None:

@@ -59,8 +59,11 @@ def serve(
     keys: KeyLookup | None = None,
     log_level: str = "info",
     graceful_timeout_s: float = 30.0,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> None:
-    """Serve ``service`` over HTTP until SIGINT/SIGTERM.
+    """Serve ``service`` over HTTP (HTTPS with ``ssl_certfile`` and ``ssl_keyfile``, uvicorn's TLS)
+    until SIGINT/SIGTERM.
 
     On a signal uvicorn stops accepting connections and lets in-flight requests finish (up to
     ``graceful_timeout_s``); then ``service.close()`` runs, which flushes and closes the audit log.
@@ -76,6 +79,8 @@ def serve(
         timeout_graceful_shutdown=math.ceil(graceful_timeout_s),
         server_header=False,
         proxy_headers=False,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has drained; make SIGTERM's re-raise an

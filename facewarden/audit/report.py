@@ -69,6 +69,21 @@ def transparency_report(audit: AuditLog, since: float | None = None) -> dict[str
         {"Time": r["time"], "PolicyHash": r.get("policy_hash"), **(r.get("details") or {})}
         for r in audit.records_of("PolicyChanged", since)
     ]
+    # Every change of a declared sector, and prominently those into or out of a deny rule's
+    # sectors (the moratorium's law_enforcement, immigration_enforcement).
+    sector_changes = [
+        {
+            "Time": r["time"],
+            "Organization": d.get("organization"),
+            "From": d.get("previous_sector"),
+            "To": d.get("sector"),
+            "DenyRulesEntered": d.get("deny_rules_entered") or [],
+            "DenyRulesLeft": d.get("deny_rules_left") or [],
+        }
+        for r in audit.records_of("SetOrganizationSector", since)
+        if r.get("decision") == "allowed"
+        for d in [r.get("details") or {}]
+    ]
     return {
         "Since": iso(since) if since is not None else None,
         "From": first,
@@ -86,4 +101,8 @@ def transparency_report(audit: AuditLog, since: float | None = None) -> dict[str
         "ConsoleReads": console_reads,
         "DecisionsPerDay": _nested(per_day),
         "DenialsPerDay": _nested(denials_per_day),
+        "SectorChanges": sector_changes,
+        "EnforcementSectorChanges": [
+            c for c in sector_changes if c["DenyRulesEntered"] or c["DenyRulesLeft"]
+        ],
     }

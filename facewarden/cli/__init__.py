@@ -151,9 +151,15 @@ class NotInitialised(click.ClickException):
 
     def __init__(self, data_dir: Path) -> None:
         where = "" if data_dir == Settings().data_dir else f" --data-dir {data_dir}"
+        served = Path("data", "owner-key.json")
+        hint = (
+            " (./data is set up, by make serve: to use it, export FACEWARDEN_DATA_DIR=$PWD/data)"
+            if served.is_file() and Path("data").resolve() != data_dir.resolve()
+            else ""
+        )
         super().__init__(
-            f"{data_dir} is not set up yet: `facewarden init` creates your organisation and its owner key "
-            "and declares the organisation's sector, which the moratorium decides on (law enforcement "
+            f"{data_dir} is not set up yet{hint}: `facewarden init` creates your organisation and its owner "
+            "key and declares the organisation's sector, which the moratorium decides on (law enforcement "
             "and immigration enforcement may detect faces but not identify them). Run: "
             f"facewarden{where} init --org-name my-organisation --sector commercial"
         )
@@ -277,7 +283,7 @@ def image_request(path: str, app: App) -> Image:
 #: Image arguments: files and folders (searched recursively for images); a missing one is a usage
 #: error (exit 2) naming it.
 IMAGES = click.Path(exists=True)
-IMAGE = click.Path(exists=True, dir_okay=False)
+FILE = IMAGE = click.Path(exists=True, dir_okay=False)
 
 
 @main.command()

@@ -36,6 +36,26 @@ def org_create(app: App, name: str, sector: str, description: str) -> None:
     app.emit(r, lambda r: click.echo(f"created organisation {name} (sector: {sector})"))
 
 
+@org.command("set-sector")
+@click.argument("name")
+@click.argument("sector")
+@pass_app
+def org_set_sector(app: App, name: str, sector: str) -> None:
+    """Change the declared sector of organisation NAME (audited). The sector is what the moratorium
+    decides on: a move into or out of law_enforcement or immigration_enforcement is flagged in the
+    audit log and listed in the transparency report."""
+    r = app.run(admin_ops.set_organization_sector, admin_ops.SetOrganizationSectorRequest(name, sector))
+
+    def human(r: admin_ops.SetOrganizationSectorResult) -> None:
+        click.echo(f"{name}: sector {r.previous_sector} -> {sector} (recorded in the audit log)")
+        if r.rules_entered:
+            click.echo(f"NOTE: {name}'s keys now fall under rule(s) {', '.join(r.rules_entered)}.")
+        if r.rules_left:
+            click.echo(f"NOTE: {name}'s keys no longer fall under rule(s) {', '.join(r.rules_left)}.")
+
+    app.emit(r, human)
+
+
 @org.command("list")
 @pass_app
 def org_list(app: App) -> None:

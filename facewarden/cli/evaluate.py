@@ -246,7 +246,17 @@ def calibrate(
     meta = {
         k: table.meta.get(k) for k in ("impostor_pairs", "finest_fmr_resolved", "extrapolated_points", "tail")
     }
-    app.emit(meta, lambda m: click.echo(f"wrote {out_path}: " + ", ".join(f"{k} {v}" for k, v in m.items())))
+    skipped = (table.meta.get("source") or {}).get("skipped_folders") or {}
+    meta["skipped_folders"] = skipped
+
+    def human(m: dict[str, Any]) -> None:
+        for folder, why in skipped.items():
+            click.echo(f"skipped folder {folder}/: {why}")
+        click.echo(
+            f"wrote {out_path}: " + ", ".join(f"{k} {v}" for k, v in m.items() if k != "skipped_folders")
+        )
+
+    app.emit(meta, human)
 
 
 @main.command("calibrate-users")

@@ -34,11 +34,19 @@ def _table(rows: list[dict[str, Any]], columns: list[str], dates: tuple[str, ...
         return
     if dates:
         rows = [{**r, **{c: iso(r.get(c)) for c in dates}} for r in rows]
-    rows = [{c: "" if r.get(c) is None else str(r[c]) for c in columns} for r in rows]
+    rows = [{c: _cell(r.get(c)) for c in columns} for r in rows]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     click.echo("  ".join(c.ljust(widths[c]) for c in columns))
     for r in rows:
         click.echo("  ".join(r[c].ljust(widths[c]) for c in columns))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _pages(app: App, op: Operation[Req, Page], request: Req, items: Callable[[Page], list[Any]]) -> list[Any]:
@@ -148,10 +156,7 @@ def index(
         progress=not app.json,
         principal=app.principal,
     )
-    app.emit(
-        summary,
-        lambda s: click.echo(", ".join(f"{k}: {v}" for k, v in s.items() if not isinstance(v, (list, dict)))),
-    )
+    app.emit(summary, _print_index)
     if summary.get("errors"):
         raise click.exceptions.Exit(3)
 
@@ -216,6 +221,19 @@ def _print_search(path: str, r: gallery_ops.SearchFacesByImageResult) -> None:
             f"  {similarity_text(m.similarity):>7}  {f.get('ExternalImageId', '')}  face {f['FaceId']}"
             f"  user {f.get('UserId', '')}"
         )
+
+
+def _print_index(s: dict[str, Any]) -> None:
+    click.echo(", ".join(f"{k}: {v}" for k, v in s.items() if not isinstance(v, (list, dict))))
+    known = s.get("already_enrolled") or []
+    if known:
+        shown = ", ".join(known[:5]) + (f" and {len(known) - 5} more" if len(known) > 5 else "")
+        click.echo(
+            f"note: {len(known)} image(s) already enrolled in {s['collection']} (same content) were "
+            f"not enrolled again: {shown}"
+        )
+    for e in s.get("errors") or []:
+        click.echo(f"error: {e['path']}: {e['error']}", err=True)
 
 
 # ---- faces ---------------------------------------------------------------------------------------------

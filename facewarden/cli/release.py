@@ -16,7 +16,7 @@ from ..redact import masks
 from ..release.store import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS, READY
 from ..service import release as ops
 from ..service.params import Time, to_wire
-from . import App, When, main, pass_app
+from . import App, When, iso, main, pass_app
 
 
 @main.group("release")
@@ -182,7 +182,8 @@ def _print_request(r: ops.ReleaseRequestInfo) -> None:
     click.echo(
         f"{r.request_id}  {r.status}  {r.requester_organization} ({r.requester_sector}) -> {r.owner_organization}"
     )
-    click.echo(f"  time {w['TimeRange']}  place {r.place}")
+    span = w["TimeRange"]
+    click.echo(f"  time {iso(span['Start'])} to {iso(span['End'])}  place {r.place}")
     click.echo(f"  reason {r.reason}  legal basis {r.legal_basis} {r.reference or ''}")
     if r.decision_reason:
         click.echo(f"  decision: {r.decision_reason}")

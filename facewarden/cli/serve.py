@@ -8,7 +8,7 @@ import click
 
 from ..errors import ResourceNotFound
 from ..service.jobs import worker_pool
-from . import App, main, pass_app
+from . import FILE, App, main, pass_app
 
 
 @main.command()
@@ -16,19 +16,55 @@ from . import App, main, pass_app
 @click.option("--port", default=8750, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--init-org", default=None, help="On first start, initialise with this owner organisation.")
 @click.option("--init-sector", default=None, help="On first start, the owner organisation's declared sector.")
+@click.option(
+    "--init-defaults",
+    is_flag=True,
+    hidden=True,
+    help="The --init-* values are defaults nobody asked for (make serve without ORG/SECTOR): "
+    "say nothing when the installation exists already.",
+)
+@click.option("--ssl-certfile", type=FILE, default=None, help="Serve HTTPS with this certificate (PEM).")
+@click.option("--ssl-keyfile", type=FILE, default=None, help="The certificate's private key (PEM).")
 @pass_app
-def serve(app: App, host: str, port: int, init_org: str | None, init_sector: str | None) -> None:
-    """Serve the HTTP API and the web console."""
+def serve(
+    app: App,
+    host: str,
+    port: int,
+    init_org: str | None,
+    init_sector: str | None,
+    init_defaults: bool,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+) -> None:
+    """Serve the HTTP API and the web console (HTTPS with --ssl-certfile and --ssl-keyfile)."""
     from ..api import serve as run
 
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise click.UsageError("give both --ssl-certfile and --ssl-keyfile, or neither")
     svc = app.service
     try:
         svc.owner_principal()
+        owner = svc.principals.owner_org()
+        asked = (init_org, init_sector)
+        if (
+            owner is not None
+            and not init_defaults
+            and any(asked)
+            and asked != (owner["Name"], owner["Sector"])
+        ):
+            click.echo(
+                f"note: {app.settings.data_dir} is initialised already: owner organisation {owner['Name']}, "
+                f"declared sector {owner['Sector']}. --init-org/--init-sector (make serve ORG=... SECTOR=...) "
+                "apply on the first start only and are ignored. To change the declared sector (an audited "
+                f"admin command): facewarden org set-sector {owner['Name']} {init_sector or 'SECTOR'}",
+                err=True,
+            )
     except ResourceNotFound:
         if not (init_org and init_sector):
             raise click.UsageError(
                 "not initialised: run `facewarden init --org-name NAME --sector SECTOR` first "
-                "(or pass --init-org and --init-sector)"
+                "(or pass --init-org and --init-sector). The sector is declared because the moratorium "
+                "decides on it."
             ) from None
         principal, secret = svc.init_owner(init_org, init_sector)
         key_file = app.settings.data_dir / "owner-key.json"
@@ -37,15 +73,16 @@ def serve(app: App, host: str, port: int, init_org: str | None, init_sector: str
         click.echo(f"Initialised {app.settings.data_dir} for {init_org} (declared sector: {init_sector}).")
         click.echo(f"Owner key (shown once; a copy readable only by you is in {key_file}):")
         click.echo(f"  AccessKeyId={principal.key_id}\n  SecretAccessKey={secret}")
+    scheme = "https" if ssl_certfile else "http"
     click.echo(
-        f"facewarden on http://{host}:{port}/  (console: http://{host}:{port}/console, API docs: /docs)"
+        f"facewarden on {scheme}://{host}:{port}/  (console: {scheme}://{host}:{port}/console, API docs: /docs)"
     )
     workers = app.settings.job_workers
     pool = worker_pool(svc, workers).start() if workers > 0 else None
     if pool is not None:
         click.echo(f"{workers} job worker(s) running video jobs (FACEWARDEN_JOB_WORKERS)")
     try:
-        run(svc, host=host, port=port)
+        run(svc, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
     finally:
         if pool is not None:
             pool.stop()

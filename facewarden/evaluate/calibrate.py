@@ -34,6 +34,26 @@ def identity_for(root: Path, path: Path, identity_from: str) -> str:
     return _TRAILING_NUMBER.sub("", path.stem) or path.stem
 
 
+def not_people(files: list[Path], labels: dict[Path, str], faces: dict[str, int]) -> dict[str, str]:
+    """Identity folders that hold no one person: fewer than half of their images hold exactly one
+    face (a folder of group photos, of photos without faces). -> {folder: why}. A person's folder
+    with an odd group photo stays, and so does a folder of one photo (its face is chosen by
+    ``face_choice``: one photo cannot tell a person's picture with a bystander from a group)."""
+    by_folder: dict[str, list[int]] = {}
+    for p in files:
+        by_folder.setdefault(labels[p], []).append(faces[str(p)])
+    out = {}
+    for folder, counts in sorted(by_folder.items()):
+        single = sum(1 for n in counts if n == 1)
+        if len(counts) >= 2 and 2 * single < len(counts):
+            many = sum(1 for n in counts if n > 1)
+            out[folder] = (
+                f"{single} of its {len(counts)} images hold exactly one face ({many} hold several, "
+                f"{len(counts) - single - many} none): not one person's photos"
+            )
+    return out
+
+
 def calibrate(
     images_dir: str | Path,
     identity_from: str = "folder",
@@ -45,7 +65,10 @@ def calibrate(
     progress: bool | None = None,
     description: str | None = None,
 ) -> Calibration:
-    """Embed every image, take all cross-identity pairs, build (and save to ``out_path``) the table."""
+    """Embed every image, take all cross-identity pairs, build (and save to ``out_path``) the table.
+
+    With ``identity_from="folder"``, folders that are not one person's photos (:func:`not_people`:
+    group photos, photos without faces) are skipped and listed in the table's source."""
     from ..engine import Engine
 
     if identity_from not in IDENTITY_FROM:
@@ -58,6 +81,13 @@ def calibrate(
         raise InvalidInput(f"{root} holds no images.")
     labels = {p: identity_for(root, p, identity_from) for p in files}
     emb = embed_images(files, settings, workers, face_choice=face_choice, progress=progress)
+    skipped = (
+        not_people(files, labels, {str(p): emb[str(p)].faces for p in files})
+        if identity_from == "folder"
+        else {}
+    )
+    files = [p for p in files if labels[p] not in skipped]
+    labels = {p: labels[p] for p in files}
     ok = [p for p in files if emb[str(p)].ok]
     failed = [p for p in files if not emb[str(p)].ok]
     if len({labels[p] for p in ok}) < 2:
@@ -75,6 +105,7 @@ def calibrate(
         "identities_with_templates": len(set(identities)),
         "detection_failures": len(failed),
         "detection_failure_images": [str(p.relative_to(root)) for p in failed],
+        "skipped_folders": skipped,
         "identity_from": identity_from,
         "detector": settings.detector,
         "runtime": settings.runtime,

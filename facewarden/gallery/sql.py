@@ -555,6 +555,15 @@ class SqlStore:
     def count_faces(self, collection_id: str) -> int:
         return self.get_collection(collection_id).face_count
 
+    def faces_of_image(self, collection_id: str, sha256: str) -> list[Face]:
+        """The faces enrolled from the image with this SHA-256, in the order they were stored."""
+        with self.db.read() as tx:
+            rows = tx.all(
+                f"SELECT {FACE_COLS} FROM gallery_faces WHERE collection_id = ? AND image_sha256 = ? ORDER BY seq",
+                (collection_id, sha256),
+            )
+        return [_face(r) for r in rows]
+
     def has_image(self, collection_id: str, sha256: str) -> bool:
         with self.db.read() as tx:
             return (

@@ -271,6 +271,18 @@ class Principals:
             )
         return self.get_org(name)
 
+    def set_sector(self, name: str, sector: str) -> dict[str, Any]:
+        """Change the declared sector of organisation ``name``; its keys' principals follow at once."""
+        if sector not in SECTORS:
+            raise InvalidInput(f"Unknown sector {sector!r}; declare one of: {', '.join(SECTORS)}.")
+        with self.db.transaction(lock="principals") as tx:
+            n = tx.execute(
+                "UPDATE policy_organizations SET sector = ? WHERE name = ?", (sector, name)
+            ).rowcount
+        if not n:
+            raise ResourceNotFound(f"Organization {name!r} does not exist.")
+        return self.get_org(name)
+
     def get_org(self, name: str) -> dict[str, Any]:
         with self.db.read() as tx:
             row = tx.one(

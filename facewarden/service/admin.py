@@ -57,6 +57,48 @@ def create_organization(
 
 
 @dataclass(frozen=True)
+class SetOrganizationSectorRequest:
+    name: str
+    sector: Annotated[str, OneOf(SECTORS, "Unknown sector {value!r}; declare one of: {choices}.")]
+
+
+@dataclass(frozen=True)
+class SetOrganizationSectorResult:
+    organization: dict[str, Any]
+    previous_sector: str
+    #: The sector-based deny rules (e.g. the moratorium) the organisation now falls under and no
+    #: longer falls under; a change of either is flagged in the audit record and the report.
+    rules_entered: list[str]
+    rules_left: list[str]
+
+
+@operation(
+    "SetOrganizationSector", kind=Kind.ADMIN, rest=Rest("PUT", f"{A}/organizations/{{Name}}/sector", TAG)
+)
+def set_organization_sector(
+    svc: Service, ctx: Context, req: SetOrganizationSectorRequest
+) -> SetOrganizationSectorResult:
+    """Change an organisation's declared sector: Name, Sector (audited; a move into or out of a sector a
+    deny rule names, such as the moratorium's law_enforcement, is flagged)"""
+    before = svc.principals.get_org(req.name)["Sector"]
+
+    def rules(sector: str) -> set[str]:
+        return {r.id for r in svc.policy.deny_rules if r.sectors is not None and sector in r.sectors}
+
+    entered, left = sorted(rules(req.sector) - rules(before)), sorted(rules(before) - rules(req.sector))
+    org = svc.principals.set_sector(req.name, req.sector)
+    ctx.details.update(
+        organization=req.name,
+        previous_sector=before,
+        sector=req.sector,
+        deny_rules_entered=entered,
+        deny_rules_left=left,
+        deny_rules_changed=bool(entered or left),
+    )
+    return SetOrganizationSectorResult(org, before, entered, left)
+
+
+@dataclass(frozen=True)
 class ListOrganizationsResult:
     organizations: list[dict[str, Any]]
 

@@ -155,8 +155,10 @@ def index_paths(
     quality: str = "AUTO",
 ) -> dict[str, Any]:
     """Index photos into a collection on all cores; resumable. Returns a summary dict:
-    ``images``, ``indexed_images``, ``skipped_known``, ``faces_indexed``, ``faces_unindexed``,
-    ``no_face`` (paths), ``errors`` ([{path, error}]), ``seconds``."""
+    ``images``, ``indexed_images``, ``skipped_known`` (and ``already_enrolled``: the paths of
+    images the collection already held, by content, which are not enrolled again),
+    ``faces_indexed``, ``faces_unindexed``, ``no_face`` (paths), ``errors`` ([{path, error}]),
+    ``seconds``."""
     started = time.time()
     principal = principal or service.owner_principal()
     # Policy before pixels: the workers compute templates outside the operation, so decide first.
@@ -169,6 +171,7 @@ def index_paths(
         "images": len(files),
         "indexed_images": 0,
         "skipped_known": 0,
+        "already_enrolled": [],
         "faces_indexed": 0,
         "faces_unindexed": 0,
         "no_face": [],
@@ -183,6 +186,7 @@ def index_paths(
             continue
         if store.has_image(collection_id, sha):
             summary["skipped_known"] += 1
+            summary["already_enrolled"].append(str(f))
         else:
             todo.append(f)
     bar, task = _progress(progress, len(todo), f"indexing into {collection_id}")
@@ -200,20 +204,21 @@ def index_paths(
                 max_faces=max_faces,
                 quality_filter=quality,
                 analysed=result,
-                skip_known_image=True,
             )
             try:
                 response = service.execute(gallery.index_faces, request, principal)
             except FacewardenError as exc:
                 summary["errors"].append({"path": str(path), "error": f"{exc.aws_code}: {exc.message}"})
                 continue
+            if response.already_indexed:  # indexed meanwhile by another run, or a copy of a photo
+                summary["skipped_known"] += 1
+                summary["already_enrolled"].append(str(path))
+                continue
             n = len(response.face_records)
             summary["faces_indexed"] += n
             summary["faces_unindexed"] += len(response.unindexed_faces)
             if n:
                 summary["indexed_images"] += 1
-            elif result.kept:
-                summary["skipped_known"] += 1  # indexed meanwhile by another run
             else:
                 summary["no_face"].append(str(path))
     finally:
@@ -237,10 +242,12 @@ def cluster_paths(
 ) -> dict[str, Any]:
     """Group the faces of photos by person. Returns ``{"groups": [{"group", "size", "faces":
     [{"path", "BoundingBox", "Confidence", "FaceId"?}]}], "singletons", "faces", "images",
-    "AppliedThreshold", "users": [...]}`` (JSON-able).
+    "AppliedThreshold", "users": [...], "skipped_known": [paths]}`` (JSON-able).
 
     The grouping runs as the ``ClusterFaces`` operation (policy and audit apply). With
-    ``collection_id`` every face is also indexed there; with ``create_users`` each group of two or
+    ``collection_id`` every face is also indexed there (an image the collection already holds is
+    not enrolled again: its stored faces are used, and it is listed in ``skipped_known``); with
+    ``create_users`` each group of two or
     more faces becomes a user (``<user_prefix>-0001``...) with its faces associated.
     """
     principal = principal or service.owner_principal()
@@ -275,6 +282,7 @@ def cluster_paths(
         principal,
     )
     face_ids: dict[tuple[int, int], str] = {}
+    known: list[str] = []
     if collection_id is not None:
         for i, (path, a) in enumerate(analysed):
             r = service.execute(
@@ -282,6 +290,13 @@ def cluster_paths(
                 gallery.IndexFacesRequest(collection_id, external_image_id=external_id_for(path), analysed=a),
                 principal,
             )
+            if r.already_indexed:  # enrolled before: its faces are found by their boxes, not enrolled again
+                known.append(str(path))
+                for j, face in enumerate(a.kept):
+                    fid = _same_box(face.face_detail()["BoundingBox"], [rec.face for rec in r.face_records])
+                    if fid:
+                        face_ids[(i, j)] = fid
+                continue
             for j, rec in enumerate(r.face_records):
                 face_ids[(i, j)] = rec.face["FaceId"]
     groups: list[dict[str, Any]] = []
@@ -302,7 +317,7 @@ def cluster_paths(
         if create_users and collection_id is not None and len(members) >= 2:
             user_id = f"{user_prefix}-{g + 1:04d}"
             service.execute(users.create_user, users.UserRequest(collection_id, user_id), principal)
-            ids = [str(f["FaceId"]) for f in members if "FaceId" in f][:100]
+            ids = list(dict.fromkeys(str(f["FaceId"]) for f in members if "FaceId" in f))[:100]
             if ids:
                 service.execute(
                     users.associate_faces,
@@ -318,4 +333,19 @@ def cluster_paths(
         "errors": errors,
         "AppliedThreshold": response.applied_threshold,
         "users": made,
+        "skipped_known": known,
     }
+
+
+def _same_box(box: dict[str, float], faces: list[dict[str, Any]]) -> str | None:
+    """The FaceId of the stored face whose box is this box (IoU > 0.5), if any."""
+
+    def iou(a: dict[str, float], b: dict[str, float]) -> float:
+        w = min(a["Left"] + a["Width"], b["Left"] + b["Width"]) - max(a["Left"], b["Left"])
+        h = min(a["Top"] + a["Height"], b["Top"] + b["Height"]) - max(a["Top"], b["Top"])
+        inter = max(0.0, w) * max(0.0, h)
+        union = a["Width"] * a["Height"] + b["Width"] * b["Height"] - inter
+        return inter / union if union > 0 else 0.0
+
+    best = max(faces, key=lambda f: iou(box, f["BoundingBox"]), default=None)
+    return str(best["FaceId"]) if best is not None and iou(box, best["BoundingBox"]) > 0.5 else None

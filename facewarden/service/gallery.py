@@ -333,8 +333,6 @@ class IndexFacesRequest:
     detector: str | None = None
     #: The image as a bulk worker analysed it (in-process callers only).
     analysed: Annotated[AnalysedImage | None, INTERNAL] = None
-    #: Store nothing if the collection already holds this image (a resumed bulk run).
-    skip_known_image: Annotated[bool, INTERNAL] = False
 
 
 @dataclass(frozen=True)
@@ -354,6 +352,9 @@ class IndexFacesResult:
     face_records: list[FaceRecord]
     face_model_version: str
     unindexed_faces: list[UnindexedFace]
+    #: facewarden's extension: True when the collection already held this image (same content),
+    #: which is then not enrolled again; FaceRecords are the faces enrolled from it before.
+    already_indexed: bool | None = None
 
 
 @operation("IndexFaces", kind=Kind.ENROL, rest=Rest("POST", f"{COLLECTION}/faces", "faces in collections"))
@@ -371,15 +372,22 @@ def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFace
                 f"Collection {col.collection_id!r} holds templates of model {col.model_version}; these were made "
                 f"with {analysed.model_version}."
             )
-        attributes, sha = analysed.attributes, analysed.sha256
-        kept, templates, unindexed = analysed.kept, analysed.templates, analysed.unindexed
-    elif req.image is None:
-        raise InvalidInput("Image is required.")
-    else:
-        attributes = req.detection_attributes
-        engine = engine_of(svc, col)
-        pixels = svc.decode_image(req.image)
+        sha = analysed.sha256
+    elif req.image is not None:
+        engine = engine_of(svc, col)  # the collection's model (refused, if unavailable, before any work)
         sha = hashlib.sha256(req.image.data).hexdigest()
+    else:
+        raise InvalidInput("Image is required.")
+    known = store.faces_of_image(col.collection_id, sha)
+    if known:  # the same photo again: nothing is decoded, nothing enrolled twice
+        return _already_indexed(ctx, col, known)
+    if analysed is not None:
+        attributes = analysed.attributes
+        kept, templates, unindexed = analysed.kept, analysed.templates, analysed.unindexed
+    else:
+        assert req.image is not None
+        attributes = req.detection_attributes
+        pixels = svc.decode_image(req.image)
         faces = engine.detect(pixels, svc.detector(req.detector), attributes)
         kept, unindexed = select_faces(faces, req.max_faces, req.quality_filter)
         templates = engine.embed(pixels, kept)
@@ -395,9 +403,10 @@ def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFace
         )
         for f, t in zip(kept, templates)
     ]
-    stored = store.add_faces(col.collection_id, new, col.model_version, skip_known_image=req.skip_known_image)
+    # the store checks the image again in the insert's transaction: concurrent requests store it once
+    stored = store.add_faces(col.collection_id, new, col.model_version, skip_known_image=True)
     if new and not stored:
-        ctx.counts["skipped_known_image"] = 1
+        return _already_indexed(ctx, col, store.faces_of_image(col.collection_id, sha))
     ctx.counts.update(indexed=len(stored), unindexed=len(unindexed))
     ctx.matched_face_ids = [s.face_id for s in stored]
     return IndexFacesResult(
@@ -405,6 +414,16 @@ def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFace
         col.model_version,
         [UnindexedFace(r, f.face_detail(attributes)) for f, r in unindexed],
     )
+
+
+def _already_indexed(ctx: Context, col: Collection, known: list[Face]) -> IndexFacesResult:
+    """IndexFaces of an image the collection holds already: skipped, and the response says so."""
+    ctx.counts.update(indexed=0, unindexed=0, skipped_known_image=1)
+    ctx.details["already_indexed"] = True
+    records = [
+        FaceRecord(f.to_rekognition(), {"BoundingBox": f.bbox, "Confidence": f.confidence}) for f in known
+    ]
+    return IndexFacesResult(records, col.model_version, [], already_indexed=True)
 
 
 def _image_id(sha256: str) -> str:
