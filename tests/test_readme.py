@@ -87,8 +87,8 @@ def readme_blocks(text: str) -> list[Block]:
             found = _MARKER.fullmatch(lines[j].strip())
             if found:
                 block.markers.insert(0, (found.group("verb"), found.group("args")))
-            elif lines[j].strip():
-                break
+            elif lines[j].strip() and not lines[j].strip().endswith("-->"):
+                break  # (other comments, such as a test's anchors, are passed over)
             j -= 1
         blocks.append(block)
         i = end + 1
@@ -301,3 +301,11 @@ def test_the_licence_file_is_the_one_pyproject_declares() -> None:
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     assert "[LICENSE](LICENSE)" in README.read_text()
+
+
+def test_markers_are_found_above_other_comments() -> None:
+    text = "<!-- readme: skip needs a camera here -->\n<!-- an-anchor -->\n\n```sh\nfalse\n```\n"
+    (block,) = readme_blocks(text)
+    assert block.marker("skip") == "needs a camera here"
+    (block,) = readme_blocks("<!-- readme: skip a b c -->\nSome prose.\n```sh\nfalse\n```\n")
+    assert block.marker("skip") is None  # prose between: the marker is not this block's
