@@ -87,7 +87,9 @@ def test_lists_show_iso_dates_to_people_and_keep_unix_times_in_json(fw) -> None:
         "--data-dir",
         d,
     )
-    assert "2026-03-01T21:00:00Z to 2026-03-01T23:00:00Z" in shown and not re.search(r"\b1[78]\d{8}\.\d", shown)
+    assert "2026-03-01T21:00:00Z to 2026-03-01T23:00:00Z" in shown and not re.search(
+        r"\b1[78]\d{8}\.\d", shown
+    )
 
 
 def test_a_missing_path_is_a_usage_error_naming_it(fw, tmp_path: Path) -> None:
