@@ -203,7 +203,7 @@ def main() -> None:
         if len(bench_imgs) >= args.cnn_images:
             break
         if max(image.shape[:2]) >= args.cnn_side:
-            bench_imgs.append(detectors.resize(image, args.cnn_side / max(image.shape[:2])))
+            bench_imgs.append(detectors.resize(image, args.cnn_side / max(image.shape[:2]))[0])
     with dlib_runtime.hog_detectors.borrow() as hog:
         t_hog_few = [timed(lambda im=im: hog.run(im, 0, 0.0), args.repeats, warmup=1) for im in bench_imgs]
     t_dlib_cnn = [timed(lambda im=im: dlib_detectors.DlibCnn().detect(im), 1) for im in bench_imgs]

@@ -93,14 +93,20 @@ def test_the_profile_and_half_hidden_faces_of_the_selfie_are_found():
 
 
 def test_faces_carry_the_detectors_own_five_landmarks_for_alignment():
-    pixels = images.read(faces_dir() / "group/faceapi_bbt1.jpg")
+    pixels = images.read(faces_dir() / "group/faceapi_bbt1.jpg")  # 1366x768: worked on at 960x540
     faces = engine().detect(pixels, "centerface")
-    own = engine().detector("centerface")[1].detect(pixels)
-    assert len(faces) == len(own) == 4
-    for f, d in zip(faces, own):
+    h, w = pixels.shape[:2]
+    work, sx, sy = detectors.resize(pixels, centerface.detection_scale(w, h))
+    assert sy != centerface.detection_scale(w, h)  # 539.7 rows rounded to 540
+    raw = engine().detector("centerface")[1].detect_raw(work)  # type: ignore[attr-defined]
+    assert len(faces) == len(raw) == 4
+    for f, d in zip(faces, raw):
         p = f.align_points
-        # CenterFace's points (pixel corners at whole coordinates) in OpenCV's pixel-centre convention
-        assert p is not None and p.shape == (5, 2) and np.allclose(p, d.landmarks - 0.5)
+        # CenterFace's points (pixel corners at whole coordinates) mapped back through the copy's
+        # exact scales, in OpenCV's pixel-centre convention
+        assert p is not None and p.shape == (5, 2)
+        assert np.allclose(p, d.landmarks / [sx, sy] - 0.5)
+        assert np.allclose([f.box.left, f.box.bottom], [d.box.left / sx, d.box.bottom / sy])
         eye_l, eye_r, nose, mouth_l, mouth_r = p
         b = f.box
         assert (b.left <= p[:, 0]).all() and (p[:, 0] <= b.right).all()
@@ -111,6 +117,23 @@ def test_faces_carry_the_detectors_own_five_landmarks_for_alignment():
         iod = np.linalg.norm(eye_r - eye_l)
         assert np.linalg.norm(eye_l - f.landmarks["eyeLeft"]) < 0.2 * iod
         assert np.linalg.norm(eye_r - f.landmarks["eyeRight"]) < 0.2 * iod
+
+
+def test_the_pipeline_key_follows_what_decides_templates(monkeypatch):
+    sface, dlib = engine("sface-2021dec"), engine("dlib-resnet-v1")
+    keys = {(e.model_version, d): e.pipeline_key(d) for e in (sface, dlib) for d in ("centerface", "hog")}
+    assert len(set(keys.values())) == 4  # every detector and model gives its own key
+    assert sface.pipeline_key() == sface.pipeline_key("centerface")  # the default detector
+    assert "own landmarks" in sface.pipeline("centerface")["alignment"]["points"]
+    assert "placed from dlib" in sface.pipeline("hog")["alignment"]["points"]
+    assert sface.pipeline()["detector_parameters"]["threshold"] == centerface.THRESHOLD
+    before = sface.pipeline_key()
+    monkeypatch.setattr(centerface, "MIN_FACE_PX", centerface.MIN_FACE_PX + 1)
+    assert sface.pipeline_key() != before  # a detection-time resolution change is a new pipeline
+    monkeypatch.undo()
+    assert sface.pipeline_key() == before
+    monkeypatch.setattr(detectors, "MIN_FACE_FRACTION", 1 / 20)
+    assert sface.pipeline_key() != before and dlib.pipeline_key("hog") != keys[("dlib-resnet-v1", "hog")]
 
 
 def test_a_missing_model_file_is_a_clear_error(tmp_path):

@@ -403,6 +403,36 @@ def test_templates_are_cached_by_content(faces, settings, pairs_report, monkeypa
     assert cache.is_file() and oct(cache.stat().st_mode & 0o777) == "0o600"
 
 
+def test_cached_templates_are_keyed_by_the_pipeline(faces, settings, monkeypatch, tmp_path):
+    """A changed detector, or changed detector parameters, never serves the templates cached before."""
+    from facewarden.engine import centerface
+
+    calls: list[str] = []
+
+    def fake(engine, path, face_choice="largest"):
+        calls.append(engine.pipeline_key())
+        return np.ones(128, np.float32) / np.sqrt(128), "ok", "", 1
+
+    monkeypatch.setattr(embed_mod, "embed_file", fake)
+    photo = [faces / "amy" / "amy_1.png"]
+    s = settings.replace(detector="centerface")
+
+    def run(s: Settings) -> None:
+        embed_mod.embed_images(photo, s, workers=1, progress=False, cache_dir=tmp_path)
+
+    run(s)
+    run(s)
+    assert len(calls) == 1  # the same pipeline: served from the cache
+    monkeypatch.setattr(centerface, "THRESHOLD", 0.5)
+    run(s)
+    assert len(calls) == 2 and calls[0] != calls[1]  # new detector parameters: embedded again
+    run(s.replace(detector="hog"))
+    assert len(calls) == 3  # another detector
+    monkeypatch.setattr(centerface, "THRESHOLD", 0.4)
+    run(s)
+    assert len(calls) == 3  # back to the first pipeline: its templates are still there
+
+
 def test_parallel_embedding_matches_in_process(faces, settings, pairs_report, tmp_path):
     """Two worker processes (a fresh cache) give the session's templates (centre face = only face)."""
     photos = [faces / "amy" / "amy_1.png", faces / "penny" / "penny_1.png", faces / "noface" / "dlib_dog.jpg"]

@@ -101,7 +101,7 @@ def _cnn_images() -> list[tuple[str, np.ndarray]]:
     for p in picked[:CNN_IMAGES]:
         image = images.read(p)
         scale = min(1.0, CNN_MAX_SIDE / max(image.shape[:2]))
-        out.append((p.name, detectors.resize(image, scale)))
+        out.append((p.name, detectors.resize(image, scale)[0]))
     return out
 
 

@@ -9,6 +9,8 @@ carries its model version.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from typing import Any
@@ -41,6 +43,12 @@ __all__ = ["Box", "Calibration", "DetectedFace", "Engine", "FaceTemplate"]
 BUILTIN = (centerface.SPEC, dlib_detectors.HOG, dlib_detectors.CNN, dlib_resnet.SPEC, sface.SPEC)
 
 ATTRIBUTES = ("DEFAULT", "ALL")
+
+#: Part of every :meth:`Engine.pipeline`: bump it when code that decides templates changes without a
+#: detector's or model's version or parameters changing (e.g. how points are mapped or chips cut),
+#: so that templates cached under the old pipeline are not served. 2: boxes and landmarks mapped
+#: back through the exact per-axis scales of the detection copy.
+PIPELINE_REVISION = 2
 
 # 68-point (iBUG) indices -> Rekognition landmark names, for Attributes=ALL with the optional model.
 _LANDMARKS_68: dict[str, tuple[int, ...]] = {
@@ -132,6 +140,43 @@ class Engine:
                     det = self._detectors[spec.name] = spec.factory(self.settings)
         return spec, det
 
+    def pipeline(self, detector: str | None = None) -> dict[str, Any]:
+        """What decides this engine's templates with ``detector`` (the settings' default when None):
+        the detector's version and parameters, where the alignment points come from and how chips
+        are cut, the model version and the runtime setting. Recorded with calibration tables and
+        evaluation reports; :meth:`pipeline_key` keys cached templates by it."""
+        det = detectors.get(detector or self.settings.detector)
+        spec = self.spec
+        if spec.align_template is None:
+            alignment: dict[str, Any] = {
+                "points": "dlib shape_predictor_5_face_landmarks on the detector's box",
+                "chip": f"dlib.get_face_chip size {spec.chip_size} padding {spec.chip_padding}",
+            }
+        else:
+            alignment = {
+                "points": f"the detector's own landmarks ({det.name})"
+                if det.landmarks
+                else "placed from dlib shape_predictor_5_face_landmarks on the detector's box "
+                "(eye centres from the corners, nose tip above the nose base)",
+                "convention": "OpenCV pixel centres",
+                "chip": f"similarity warp onto a five-point template, {spec.chip_size} px, bilinear",
+                "template": [list(p) for p in spec.align_template],
+            }
+        return {
+            "detector": det.name,
+            "detector_version": det.version,
+            "detector_parameters": det.parameters(),
+            "alignment": alignment,
+            "model_version": spec.version,
+            "runtime": self.settings.runtime,
+            "revision": PIPELINE_REVISION,
+        }
+
+    def pipeline_key(self, detector: str | None = None) -> str:
+        """A short digest of :meth:`pipeline`: equal keys, equal templates for the same pixels."""
+        text = json.dumps(self.pipeline(detector), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     # ---- operations --------------------------------------------------------------------------
     def detect(
         self, image: np.ndarray, detector: str | None = None, attributes: str = "DEFAULT"
@@ -166,11 +211,9 @@ class Engine:
                     quality=quality.measure(image, d.box),
                     image_size=(w, h),
                     shape=shape,
-                    # the detector's own five points where it has them (CenterFace: pixel corners
-                    # at whole coordinates, moved to OpenCV's pixel-centre convention), else dlib's
-                    align_points=geometry.alignment_points(parts)
-                    if d.landmarks is None
-                    else d.landmarks - 0.5,
+                    # the detector's own five points where it has them (in OpenCV's pixel-centre
+                    # convention, as dlib's points are), else placed from dlib's 5-point model
+                    align_points=geometry.alignment_points(parts) if d.landmarks is None else d.landmarks,
                 )
             )
         return faces

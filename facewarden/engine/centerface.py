@@ -14,6 +14,14 @@ memory when the session is created.
 Detection-time resolution follows the image, as for dlib's detectors: the image is resized so that
 the smallest face worth finding (:func:`~.detectors.smallest_face`) is :data:`MIN_FACE_PX` pixels
 tall for the network, then padded to a multiple of 32.
+
+Pixel convention. Decoded as published (``(cell + offset + 0.5) * 4``), the network's boxes and
+landmarks put pixel corners at whole coordinates: the landmarks of a photo and of its mirror image
+add up to the width (not the width - 1, as pixel centres would), and a photo enlarged k times gives
+landmarks k times as far from the corner, with no half-pixel constant
+(``bench/bench_models.py --convention``). :meth:`CenterFaceDetector.detect` maps them back through
+the exact scales of the resized copy and moves them half a pixel, into OpenCV's pixel-centre
+convention, in which alignment takes them (``geometry.align``).
 """
 
 from __future__ import annotations
@@ -55,6 +63,9 @@ MAX_UPSCALE = 2.0
 THRESHOLD = 0.4
 #: Boxes overlapping a stronger one by more than this IoU are the same face.
 NMS_IOU = 0.3
+#: Added to the network's landmarks (pixel corners at whole coordinates) to put them in OpenCV's
+#: pixel-centre convention, in which alignment takes them (see the module's docstring).
+LANDMARK_SHIFT = -0.5
 _STRIDE = 4
 _ALIGN = 32
 
@@ -140,15 +151,16 @@ class CenterFaceDetector:
         h, w = image.shape[:2]
         if min(h, w) < 8:
             return []
-        scale = detection_scale(w, h)
-        work = detectors.resize(image, scale)
+        work, sx, sy = detectors.resize(image, detection_scale(w, h))
+        back = np.array([sx, sy])
         return [
-            Detection(d.box.scaled(1.0 / scale), d.confidence, d.landmarks / scale)  # type: ignore[operator]
+            Detection(d.box.scaled(1.0 / sx, 1.0 / sy), d.confidence, d.landmarks / back + LANDMARK_SHIFT)  # type: ignore[operator]
             for d in self.detect_raw(work)
         ]
 
     def detect_raw(self, image: np.ndarray, threshold: float | None = None) -> list[Detection]:
-        """Faces in an image at the network's own resolution (no resizing), strongest first."""
+        """Faces in an image at the network's own resolution (no resizing), strongest first; the
+        landmarks as the network gives them (pixel corners at whole coordinates)."""
         threshold = THRESHOLD if threshold is None else threshold
         nh, nw = image.shape[:2]
         hp, wp = math.ceil(nh / _ALIGN) * _ALIGN, math.ceil(nw / _ALIGN) * _ALIGN
@@ -204,5 +216,17 @@ SPEC = detectors.register(
         "and occlusion) with five-point landmarks, per the CenterFace paper",
         factory=lambda settings: CenterFaceDetector(threads=settings.onnx_threads),
         description="CenterFace: one-stage detector with five landmarks; profiles, small and occluded faces",
+        landmarks=True,
+        parameters=lambda: {
+            "sha256": SHA256,
+            "threshold": THRESHOLD,
+            "nms_iou": NMS_IOU,
+            "min_face_px": MIN_FACE_PX,
+            "min_face_px_large": MIN_FACE_PX_LARGE,
+            "min_work_side": MIN_WORK_SIDE,
+            "max_upscale": MAX_UPSCALE,
+            "landmark_shift": LANDMARK_SHIFT,
+            **{f"smallest_face.{k}": v for k, v in detectors.smallest_face_parameters().items()},
+        },
     )
 )

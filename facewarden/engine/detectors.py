@@ -3,7 +3,10 @@ runs on and the data it was trained on, like the embedders of ``models.py``.
 
 A detector finds faces in an RGB image and returns :class:`Detection` values: the box in the
 image's pixels, a Confidence on Rekognition's 0-100 scale (50 at the detector's own decision
-margin) and, where the detector predicts them, its own five landmarks. Adding a detector = one
+margin) and, where the detector predicts them, its own five landmarks. A spec also says what,
+beyond its version, decides what it finds (``parameters``: thresholds, detection-time resolution),
+so that anything keyed by the pipeline (the evaluation's template cache, a calibration table's
+record) changes when they do. Adding a detector = one
 module that registers a :class:`DetectorSpec` (see ``dlib_detectors.py`` and ``centerface.py``),
 imported by the engine package; this module imports none of them.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,7 +33,8 @@ LANDMARK_ORDER = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
 class Detection:
     box: Box
     confidence: float
-    #: ``(5, 2)`` image pixels in :data:`LANDMARK_ORDER`, or None for detectors without landmarks.
+    #: ``(5, 2)`` image pixels in :data:`LANDMARK_ORDER`, in OpenCV's convention (pixel centres at
+    #: whole coordinates, as alignment takes them), or None for detectors without landmarks.
     landmarks: np.ndarray | None = field(default=None, compare=False)
 
 
@@ -50,6 +54,11 @@ class DetectorSpec:
     #: Builds the detector from the settings (model cache directory, ONNX threads); once per engine.
     factory: Callable[[Settings], Detector] = field(compare=False, repr=False)
     description: str = ""
+    #: The detector predicts the five alignment landmarks itself (else dlib's 5-point model places them).
+    landmarks: bool = False
+    #: What, beyond ``version``, decides the detector's output (thresholds, detection-time resolution,
+    #: the model file's hash): JSON-able values, read when a pipeline is described.
+    parameters: Callable[[], dict[str, Any]] = field(default=lambda: {}, compare=False, repr=False)
 
 
 _registry: dict[str, DetectorSpec] = {}
@@ -92,13 +101,21 @@ def smallest_face(width: int, height: int) -> float:
     return max(MIN_FACE_PX, max(width, height) * MIN_FACE_FRACTION)
 
 
-def resize(image: np.ndarray, scale: float) -> np.ndarray:
-    """The image resized by ``scale`` (bilinear up, box filter down); the image itself at 1."""
+def smallest_face_parameters() -> dict[str, float]:
+    return {"min_face_px": MIN_FACE_PX, "min_face_fraction": MIN_FACE_FRACTION}
+
+
+def resize(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """The image resized by about ``scale`` (bilinear up, box filter down; the image itself at 1),
+    with the scales it was actually resized by along x and y: the size is rounded to whole pixels,
+    so they differ from ``scale`` (by up to 4 px at the centre of a 4,000 px photo reduced 5x), and
+    whatever is found in the copy maps back through them, exactly (pixel corners at whole
+    coordinates, as the resampling maps them)."""
+    h, w = image.shape[:2]
     if abs(scale - 1.0) < 1e-3:
-        return image
+        return image, 1.0, 1.0
     from PIL import Image
 
-    h, w = image.shape[:2]
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     resample = Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX
-    return np.asarray(Image.fromarray(image).resize(size, resample))
+    return np.asarray(Image.fromarray(image).resize(size, resample)), size[0] / w, size[1] / h

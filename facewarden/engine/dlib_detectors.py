@@ -47,10 +47,10 @@ class _Scaled:
         h, w = image.shape[:2]
         if min(h, w) < 8:
             return []
-        scale = detection_scale(w, h, self.name)
-        found = self._raw(detectors.resize(image, scale))
+        work, sx, sy = detectors.resize(image, detection_scale(w, h, self.name))
+        found = self._raw(work)
         found.sort(key=lambda bs: -bs[1])
-        return [Detection(b.scaled(1.0 / scale), confidence(s, self.name)) for b, s in found]
+        return [Detection(b.scaled(1.0 / sx, 1.0 / sy), confidence(s, self.name)) for b, s in found]
 
     def _raw(self, image: np.ndarray) -> list[tuple[Box, float]]:
         raise NotImplementedError
@@ -101,6 +101,15 @@ class CnnDetector(_Scaled):
 
 _DLIB_LICENCE = "dlib (Davis E. King), Boost Software License 1.0"
 
+
+def _parameters(name: str) -> dict[str, object]:
+    return {
+        "window_px": WINDOW_PX,
+        "max_detect_pixels": MAX_DETECT_PIXELS[name],
+        **detectors.smallest_face_parameters(),
+    }
+
+
 HOG = detectors.register(
     DetectorSpec(
         name="hog",
@@ -111,6 +120,7 @@ HOG = detectors.register(
         "rotated views; 4,748 images for the front filter), per dlib's frontal_face_detector.h",
         factory=lambda settings: HogDetector(),
         description="dlib's HOG frontal-face detector (faces of ~80 px and larger, frontal only)",
+        parameters=lambda: _parameters("hog"),
     )
 )
 CNN = detectors.register(
@@ -123,5 +133,6 @@ CNN = detectors.register(
         "by Davis E. King (dlib-models)",
         factory=CnnDetector,
         description="dlib's mmod CNN face detector (more poses than HOG; on ONNX Runtime, else dlib)",
+        parameters=lambda: _parameters("cnn"),
     )
 )

@@ -29,8 +29,10 @@ class Box:
     def area(self) -> float:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
-    def scaled(self, s: float) -> Box:
-        return Box(self.left * s, self.top * s, self.right * s, self.bottom * s)
+    def scaled(self, s: float, sy: float | None = None) -> Box:
+        """The box with x multiplied by ``s`` and y by ``sy`` (``s`` when None)."""
+        sy = s if sy is None else sy
+        return Box(self.left * s, self.top * sy, self.right * s, self.bottom * sy)
 
     def iou(self, other: Box) -> float:
         ix = max(0.0, min(self.right, other.right) - max(self.left, other.left))

@@ -110,6 +110,8 @@ def calibrate(
         "detector": settings.detector,
         "runtime": settings.runtime,
         "face_choice": "largest face" if face_choice == "largest" else "nearest the image centre",
+        "pipeline": engine.pipeline(),
+        "pipeline_key": engine.pipeline_key(),
     }
     if description:
         source["description"] = description

@@ -6,8 +6,10 @@ a bystander may be larger). An image without a face, or one that cannot be read,
 failure*: recorded with its reason, never silently dropped.
 
 Templates are cached in ``<data_dir>/cache/templates-<model_version>.npz``, keyed by the SHA-256 of
-the file's bytes plus the detector, runtime and face choice, so a renamed or symlinked copy is not
-embedded twice and a second evaluation of the same photos costs only the hashing. The cache holds
+the file's bytes, the face choice and :meth:`Engine.pipeline_key` (the detector's version and
+parameters, where the alignment points come from, the model version, the runtime), so a renamed or
+symlinked copy is not embedded twice, a second evaluation of the same photos costs only the
+hashing, and a changed detector or alignment never serves the old templates. The cache holds
 biometric templates: it lives in the data directory, with the gallery, and never in a report.
 """
 
@@ -267,7 +269,7 @@ def embed_images(
         else cache_path(settings, spec.version)
     )
     cache = TemplateCache(cfile, spec.dim)
-    tag = f"{settings.detector}|{settings.runtime}|{face_choice}"
+    tag = f"{engine.pipeline_key()}|{face_choice}"
 
     results: dict[str, Embedded] = {}
     todo: dict[str, list[str]] = {}  # cache key -> paths with that content

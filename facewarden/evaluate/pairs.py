@@ -395,6 +395,7 @@ def evaluate_pairs(
         "groups_tsv": str(groups_tsv) if isinstance(groups_tsv, str | Path) else None,
         "model_version": cal.model_version,
         "detector": settings.detector,
+        "pipeline": Engine(settings).pipeline(),
         "face_choice": face_choice,
     }
     if out_dir is not None:
