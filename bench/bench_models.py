@@ -17,10 +17,18 @@ Per group: the false match rate at similarity 80 and 90 within each race of
 ../shared/faces_demographics (UTKFace crops, one photo per person: every pair an impostor pair),
 with the highest/lowest ratio, as ``facewarden.evaluate`` reports it per group.
 
-``--variants`` adds SFace rows for other alignments from the same dlib 5-point landmarks (the
-nose base taken for the nose tip; PIL's pixel-corner convention instead of OpenCV's pixel
-centres) and times the int8 copy of the SFace graph against the float32 one. ``--cache FILE``
-keeps the templates between runs. Not a test.
+``--variants`` adds SFace rows for other alignments of the same face, and times the int8 copy of the
+SFace graph against the float32 one. SFace aligns on points placed from dlib's 5-point model on the
+detector's box (eye centres from its eye corners, the nose tip estimated above its nose base, the
+mouth corners placed by the fit). With a detector that has its own five landmarks (CenterFace, the
+default) the variants align on those instead: as the detector gives them (OpenCV's pixel centres),
+and half a pixel either side (``+0.5px``: taken as the network gives them, pixel corners at whole
+coordinates; ``-0.5px``: shifted twice), which shows whether the convention is right. With dlib's
+detectors the variants are the nose base taken for the nose tip and PIL's pixel-corner convention
+instead of OpenCV's pixel centres. ``--convention N`` first
+checks the pixel convention of the detector's landmarks on N photos of ../shared/faces_impostors
+(flipped and rescaled copies; see :func:`convention_check`). ``--cache FILE`` keeps the templates
+between runs. Not a test.
 """
 
 from __future__ import annotations
@@ -59,17 +67,29 @@ SHARED = ROOT.parent / "shared"
 FACES, IMPOSTORS = SHARED / "faces", SHARED / "faces_impostors"
 DEMOGRAPHICS = SHARED / "faces_demographics"
 MODELS = ("dlib-resnet-v1", "sface-2021dec")
-VARIANTS = ("sface:nose-base", "sface:pil-corners")
+#: SFace variants (see the docstring): with a detector that has landmarks, and with dlib's detectors
+VARIANTS_LANDMARKS = (
+    "sface:detector-landmarks",
+    "sface:detector-landmarks+0.5px",
+    "sface:detector-landmarks-0.5px",
+)
+VARIANTS_DLIB = ("sface:nose-base", "sface:pil-corners")
 TARGETS = (1e-3, 1e-4, 1e-5)
 
 _engines: dict[str, Engine] = {}
+
+
+def variant_names(detector: str) -> tuple[str, ...]:
+    from facewarden.engine import detectors
+
+    return VARIANTS_LANDMARKS if detectors.get(detector).landmarks else VARIANTS_DLIB
 
 
 def _init(detector: str, variants: bool) -> None:
     settings = Settings.from_env(detector=detector)
     for m in MODELS:
         _engines[m] = Engine(settings, model=m)
-    _engines["_variants"] = variants  # type: ignore[assignment]
+    _engines["_variants"] = variant_names(detector) if variants else ()  # type: ignore[assignment]
 
 
 def _align_pil_corners(image: np.ndarray, pts: np.ndarray, size: int = 112) -> np.ndarray:
@@ -99,12 +119,21 @@ def _one(path: str, face_choice: str) -> dict[str, Any]:
     if _engines["_variants"]:
         sface = _engines["sface-2021dec"]
         parts = np.array([(p.x, p.y) for p in face.shape.parts()], dtype=np.float64)
-        base = geometry.alignment_points(parts)
-        base[2] = parts[4]  # the nose base where the template has the nose tip
-        chips = {
-            "sface:nose-base": geometry.align(rgb, [base], geometry.ARCFACE_112, 112),
-            "sface:pil-corners": _align_pil_corners(rgb, face.align_points)[None],
-        }
+        if _engines["_variants"] == VARIANTS_LANDMARKS:  # the detector's own landmarks, same box
+            own = next(d.landmarks for d in first.detector()[1].detect(rgb) if d.box == face.box)
+            pts = {
+                "sface:detector-landmarks": own,
+                "sface:detector-landmarks+0.5px": own + 0.5,
+                "sface:detector-landmarks-0.5px": own - 0.5,
+            }
+            chips = {n: geometry.align(rgb, [p], geometry.ARCFACE_112, 112) for n, p in pts.items()}
+        else:
+            base = geometry.alignment_points(parts)
+            base[2] = parts[4]  # the nose base where the template has the nose tip
+            chips = {
+                "sface:nose-base": geometry.align(rgb, [base], geometry.ARCFACE_112, 112),
+                "sface:pil-corners": _align_pil_corners(rgb, face.align_points)[None],
+            }
         for name, chip in chips.items():
             out[name] = normalise(sface.embedder.embed(chip))[0]
     return out
@@ -119,7 +148,7 @@ def embed_all(paths: list[Path], face_choice: str, workers: int, detector: str, 
 
 
 def load_or_embed(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    names = [*MODELS, *(VARIANTS if args.variants else ())]
+    names = [*MODELS, *(variant_names(args.detector) if args.variants else ())]
     if args.cache and Path(args.cache).is_file():
         z = np.load(args.cache, allow_pickle=False)
         if all(f"t:{n}" in z for n in names):
@@ -178,23 +207,55 @@ def accuracy_rows(templates: dict[str, dict[str, Any]], names: list[str]) -> tup
             f = r["fnmr"]
             row.append(f"{_pct(f['value'])} [{_pct(f['ci95'][0])}, {_pct(f['ci95'][1])}] ({f['count']})")
         rows.append(row)
-        model = name.split(":")[0].replace("sface", "sface-2021dec") if ":" in name else name
-        cal = _calibration(model)
-        if cal is None or ":" in name:
-            continue
-        have = [p for p in singles if templates[p][name] is not None]
-        ids = [Path(p).parent.name for p in have]
-        sims = np.asarray(
-            cal.similarity(impostor_distances(np.stack([templates[p][name] for p in have]), ids))
-        )
-        for s in (80.0, 90.0):
-            fm = metrics.fmr(sims, s)
-            lo, hi = fm.ci or (0.0, 0.0)
-            cal_rows.append(
-                [name, f"{s:g}", f"{10 ** -((s - 50) / 10):.0e}", f"{fm.count} / {fm.trials}", f"{fm.value:.2e}",
-                 f"[{lo:.1e}, {hi:.1e}]", f"{fm.trials * 10 ** -((s - 50) / 10):.1f}"]
-            )  # fmt: skip
+        if name in MODELS:
+            cal_rows += calibration_rows(name, templates, singles, -imp)
     return rows, cal_rows
+
+
+def calibration_rows(
+    model: str, templates: dict[str, dict[str, Any]], singles: list[str], impostor: np.ndarray
+) -> list[list]:
+    """The shipped table and one rebuilt from this run's impostor pairs (as ``facewarden calibrate``
+    builds it from the same photos), each checked on the impostor pairs themselves, on the
+    cross-identity pairs of shared/faces (data neither was built from) and on pairs.tsv at 80."""
+    from facewarden.engine.calibration import Calibration
+
+    shipped = _calibration(model)
+    tables = {"rebuilt": Calibration.build(impostor, model, {"folder": str(IMPOSTORS)})}
+    if shipped is not None:
+        tables = {"shipped": shipped, **tables}
+    have = [p for p in singles if templates[p][model] is not None]
+    cross = impostor_distances(
+        np.stack([templates[p][model] for p in have]), [Path(p).parent.name for p in have]
+    )
+    pairs = read_pairs()
+    out = []
+    for label, cal in tables.items():
+        imp_sims, cross_sims = np.asarray(cal.similarity(impostor)), np.asarray(cal.similarity(cross))
+        pair_sims = np.array(
+            [
+                cal.similarity(float(np.linalg.norm(ta - tb)))
+                if (ta := templates[str(FACES / a)][model]) is not None
+                and (tb := templates[str(FACES / b)][model]) is not None
+                else 0.0
+                for a, b, _ in pairs
+            ]
+        )
+        same = np.array([s for _, _, s in pairs])
+        fnm, fm = int((pair_sims[same] < 80).sum()), int((pair_sims[~same] >= 80).sum())
+        acc = 1 - (fnm + fm) / len(pairs)
+        for s in (80.0, 90.0):
+            claimed = 10 ** -((s - 50) / 10)
+            on_imp = metrics.fmr(imp_sims, s)
+            fmx = metrics.fmr(cross_sims, s)
+            lo, hi = fmx.ci or (0.0, 0.0)
+            out.append(
+                [model, label, f"{s:g}", f"{cal.distance_for(s):.4f}", f"{claimed:.0e}",
+                 f"{on_imp.value:.2e} ({on_imp.count})", f"{fmx.count} / {fmx.trials}", f"{fmx.value:.2e}",
+                 f"[{lo:.1e}, {hi:.1e}]", f"{fmx.trials * claimed:.1f}",
+                 f"{100 * acc:.2f}%, {fnm}/{int(same.sum())}, {fm}/{int((~same).sum())}" if s == 80 else ""]
+            )  # fmt: skip
+    return out
 
 
 def group_rows(templates: dict[str, dict[str, Any]]) -> tuple[list[list], list[str]]:
@@ -222,6 +283,61 @@ def group_rows(templates: dict[str, dict[str, Any]]) -> tuple[list[list], list[s
             ratio = f"{diff['ratio']:.1f}" if diff.get("ratio") else "unbounded (a group has 0)"
             rows.append([model, f"{s:g}", *cells, ratio])
     return rows, names
+
+
+def convention_check(n: int, sizes: tuple[int, ...] = (96, 128, 192, 256)) -> list[list]:
+    """The pixel convention of CenterFace's landmarks as the network gives them (``detect_raw``), on
+    ``n`` LFW photos of ../shared/faces_impostors resized to squares whose sides are multiples of 32
+    (no padding, so a mirror image is the network's mirror input), the face nearest the centre.
+
+    * mirror: a landmark at x and its mirror twin at x' add up to the width W if pixel corners are at
+      whole coordinates, to W - 1 if pixel centres are: the row gives ``(x + x' - W) / 2``, the
+      constant to subtract to reach the corner convention (0: corners; -0.5: centres);
+    * rescale: the same photo at sides a and b; if landmarks are ``side * u + c`` (u in 0..1 of the
+      photo), the row gives c, again 0 for corners and -0.5 for centres.
+    """
+    from PIL import Image
+
+    from facewarden.engine.centerface import CenterFaceDetector
+
+    det = CenterFaceDetector(threads=1)
+    paths = list_images(IMPOSTORS, recursive=False)
+    paths = paths[:: max(1, len(paths) // n)][:n]
+    mirror: dict[int, list[float]] = {s: [] for s in sizes}
+    at: dict[int, list[np.ndarray | None]] = {s: [] for s in sizes}
+    for p in paths:
+        rgb = images.read(p)
+        for side in sizes:
+            img = np.asarray(Image.fromarray(rgb).resize((side, side), Image.Resampling.BILINEAR))
+            a, b = det.detect_raw(img), det.detect_raw(np.ascontiguousarray(img[:, ::-1]))
+            centre = np.array([side / 2, side / 2])
+            if not a or not b:
+                at[side].append(None)
+                continue
+            la = min(a, key=lambda d: float(np.sum((d.landmarks[2] - centre) ** 2))).landmarks
+            lb = min(b, key=lambda d: float(np.sum((d.landmarks[2] - centre) ** 2))).landmarks[
+                [1, 0, 2, 4, 3]
+            ]
+            at[side].append(la)
+            mirror[side] += list((la[:, 0] + lb[:, 0] - side) / 2)
+    rows = []
+    for side in sizes:
+        v = np.asarray(mirror[side])
+        rows.append(
+            [f"mirror, {side} px", len(v) // 5, f"{v.mean():+.3f}", f"{v.std() / np.sqrt(len(v)):.3f}"]
+        )
+    for i, a in enumerate(sizes):
+        for b in sizes[i + 1 :]:
+            est = [
+                (pa * b - pb * a) / (b - a)  # c from pa = a*u + c, pb = b*u + c
+                for pa, pb in zip(at[a], at[b])
+                if pa is not None and pb is not None
+            ]
+            v = np.asarray(est).reshape(-1)
+            rows.append(
+                [f"rescale {a} / {b} px", len(est), f"{v.mean():+.3f}", f"{v.std() / np.sqrt(len(v)):.3f}"]
+            )
+    return rows
 
 
 def _sci(v: float | None) -> str:
@@ -297,18 +413,25 @@ def timing(args: argparse.Namespace) -> list[list]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--detector", default="hog")
+    ap.add_argument("--detector", default=Settings.from_env().detector)
     ap.add_argument("--cache", default=None, help="npz file keeping the templates between runs")
     ap.add_argument("--variants", action="store_true", help="other SFace alignments and its int8 copy")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--timing-photos", type=int, default=24)
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument(
+        "--convention", type=int, default=0, metavar="N", help="check CenterFace's pixel convention"
+    )
     args = ap.parse_args()
+    if args.convention:
+        print(f"CenterFace's landmark convention on {args.convention} LFW photos (0: pixel corners at whole")
+        print("coordinates; -0.5: pixel centres), network pixels:")
+        print(table(["test", "faces", "constant", "standard error"], convention_check(args.convention)))
     if not (FACES / "pairs.tsv").is_file() or not IMPOSTORS.is_dir():
         raise SystemExit(f"bench data missing: expected {FACES} and {IMPOSTORS}")
     if not args.no_accuracy:
         templates = load_or_embed(args)
-        names = [*MODELS, *(VARIANTS if args.variants else ())]
+        names = [*MODELS, *(variant_names(args.detector) if args.variants else ())]
         rows, cal_rows = accuracy_rows(templates, names)
         heads = [
             "model",
@@ -317,13 +440,18 @@ def main() -> None:
             *(f"FNMR at FMR {t:.0e} [95% CI] (misses)" for t in TARGETS),
         ]
         print(table(heads, rows))
-        print("\nCalibration on data it was not built from (cross-identity pairs of shared/faces):")
+        print(
+            "\nCalibration: the shipped table and one rebuilt from this run's impostor pairs, on those pairs and"
+            "\non data neither was built from (cross-identity pairs of shared/faces; pairs.tsv at 80):"
+        )
         print(
             table(
-                ["model", "similarity", "claimed FMR", "false matches", "observed FMR", "95% CI", "expected"],
+                ["model", "table", "similarity", "distance", "claimed FMR", "FMR on impostor set",
+                 "shared/faces false matches", "observed FMR", "95% CI", "expected",
+                 "pairs.tsv: accuracy, FNMR, FMR"],
                 cal_rows,
             )
-        )
+        )  # fmt: skip
         grows, names = group_rows(templates)
         print("\nFalse matches within each race of shared/faces_demographics (one photo per person):")
         print(table(["model", "similarity", *names, "max/min"], grows))

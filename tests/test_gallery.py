@@ -103,7 +103,9 @@ def test_identification(service: Any, faces_dir: Path, photo_templates: Any) -> 
             assert sims == sorted(sims, reverse=True) and all(s >= 80 for s in sims)
     rate = hits / probes
     print(f"rank-1 identification rate: {hits}/{probes} = {rate:.3f}; misses: {misses}")
-    assert rate >= 0.99, misses  # SFace, the default: 89/89 (dlib's model: >= 0.97)
+    # SFace, the default: 89/89 (dlib's model: >= 0.97); aligned on CenterFace's own landmarks
+    # instead of dlib's 5-point ones it missed stuart_5.png, a three-quarter view (88/89)
+    assert rate >= 0.99, misses
     false_matches, comparisons = [], 0
     for identity in HELD_OUT:
         for photo in by_identity.get(identity, []):
@@ -113,8 +115,8 @@ def test_identification(service: Any, faces_dir: Path, photo_templates: Any) -> 
                 (photo.name, m["Face"]["ExternalImageId"], m["Similarity"]) for m in r["FaceMatches"]
             ]
     # Never-enrolled people match at the rate the threshold promises (80: FMR 1e-3 per comparison),
-    # not more: about 0.4 expected here (SFace matches steve_carell_1 to deepface_person_12, another
-    # man, at 81.6; dlib's model matched none), at most the two-sided Poisson test's bound at 0.1%.
+    # not more: about 0.2 expected here (208 comparisons; SFace, like dlib's model, matches none),
+    # at most the two-sided Poisson test's bound at 0.1%.
     lo, hi = poisson_interval(comparisons * 1e-3, 0.001)
     print(
         f"false matches of never-enrolled people: {false_matches} in {comparisons} comparisons (accept <= {hi})"

@@ -47,8 +47,9 @@ ATTRIBUTES = ("DEFAULT", "ALL")
 #: Part of every :meth:`Engine.pipeline`: bump it when code that decides templates changes without a
 #: detector's or model's version or parameters changing (e.g. how points are mapped or chips cut),
 #: so that templates cached under the old pipeline are not served. 2: boxes and landmarks mapped
-#: back through the exact per-axis scales of the detection copy.
-PIPELINE_REVISION = 2
+#: back through the exact per-axis scales of the detection copy. 3: template models align on dlib's
+#: 5-point model's points on every detector's box, no longer on a detector's own landmarks.
+PIPELINE_REVISION = 3
 
 # 68-point (iBUG) indices -> Rekognition landmark names, for Attributes=ALL with the optional model.
 _LANDMARKS_68: dict[str, tuple[int, ...]] = {
@@ -154,9 +155,7 @@ class Engine:
             }
         else:
             alignment = {
-                "points": f"the detector's own landmarks ({det.name})"
-                if det.landmarks
-                else "placed from dlib shape_predictor_5_face_landmarks on the detector's box "
+                "points": "placed from dlib shape_predictor_5_face_landmarks on the detector's box "
                 "(eye centres from the corners, nose tip above the nose base)",
                 "convention": "OpenCV pixel centres",
                 "chip": f"similarity warp onto a five-point template, {spec.chip_size} px, bilinear",
@@ -211,9 +210,12 @@ class Engine:
                     quality=quality.measure(image, d.box),
                     image_size=(w, h),
                     shape=shape,
-                    # the detector's own five points where it has them (in OpenCV's pixel-centre
-                    # convention, as dlib's points are), else placed from dlib's 5-point model
-                    align_points=geometry.alignment_points(parts) if d.landmarks is None else d.landmarks,
+                    # placed from dlib's 5-point model on every detector's box, not from a
+                    # detector's own landmarks: SFace on CenterFace's boxes, shared/faces/pairs.tsv
+                    # against the 4.5 million impostor pairs, EER 0.08% against 1.07%, FNMR at FMR
+                    # 1e-4 3 against 8 of 236 (CenterFace's points stray on turned faces; see
+                    # bench/bench_models.py --variants and the README)
+                    align_points=geometry.alignment_points(parts),
                 )
             )
         return faces

@@ -21,7 +21,8 @@ add up to the width (not the width - 1, as pixel centres would), and a photo enl
 landmarks k times as far from the corner, with no half-pixel constant
 (``bench/bench_models.py --convention``). :meth:`CenterFaceDetector.detect` maps them back through
 the exact scales of the resized copy and moves them half a pixel, into OpenCV's pixel-centre
-convention, in which alignment takes them (``geometry.align``).
+convention, dlib's. The engine does not align faces on them: SFace aligned on dlib's 5-point
+model's points on CenterFace's box measured better (``bench/bench_models.py --variants``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ THRESHOLD = 0.4
 #: Boxes overlapping a stronger one by more than this IoU are the same face.
 NMS_IOU = 0.3
 #: Added to the network's landmarks (pixel corners at whole coordinates) to put them in OpenCV's
-#: pixel-centre convention, in which alignment takes them (see the module's docstring).
+#: pixel-centre convention (see the module's docstring).
 LANDMARK_SHIFT = -0.5
 _STRIDE = 4
 _ALIGN = 32

@@ -34,7 +34,8 @@ class Detection:
     box: Box
     confidence: float
     #: ``(5, 2)`` image pixels in :data:`LANDMARK_ORDER`, in OpenCV's convention (pixel centres at
-    #: whole coordinates, as alignment takes them), or None for detectors without landmarks.
+    #: whole coordinates, as dlib's points are), or None for detectors without landmarks. The engine
+    #: aligns faces on dlib's 5-point model's points, not on these (see ``Engine.detect``).
     landmarks: np.ndarray | None = field(default=None, compare=False)
 
 
@@ -54,7 +55,7 @@ class DetectorSpec:
     #: Builds the detector from the settings (model cache directory, ONNX threads); once per engine.
     factory: Callable[[Settings], Detector] = field(compare=False, repr=False)
     description: str = ""
-    #: The detector predicts the five alignment landmarks itself (else dlib's 5-point model places them).
+    #: The detector predicts five landmarks itself (:attr:`Detection.landmarks`).
     landmarks: bool = False
     #: What, beyond ``version``, decides the detector's output (thresholds, detection-time resolution,
     #: the model file's hash): JSON-able values, read when a pipeline is described.

@@ -77,7 +77,7 @@ class DetectedFace:
     ``shape`` is the runtime's landmark object used for dlib's own alignment, and
     ``align_points`` the five points a template model aligns on (``(5, 2)`` pixels in the ArcFace
     template's order: eye centre on the image's left, the other eye centre, nose tip, mouth corner
-    on the image's left, the other one), from the detector's own landmarks where it has them.
+    on the image's left, the other one), placed from dlib's 5-point model on the detector's box.
     Neither leaves the engine.
     """
 
