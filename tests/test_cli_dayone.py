@@ -102,9 +102,11 @@ def test_a_missing_path_is_a_usage_error_naming_it(fw, tmp_path: Path) -> None:
         ["index", missing, "--collection", "dates"],
         ["cluster", missing],
         ["users", "search", "--collection", "dates", "--image", missing],
+        ["redact", missing, "--out", str(tmp_path / "redacted")],
+        ["redact", str(tmp_path / "no-such-photo.mp4"), "--out", str(tmp_path / "redacted.mp4")],
     ):
         out = fw(*args, "--data-dir", d, code=2)
-        assert "does not exist" in out and "no-such-photo.jpg" in out, args
+        assert "does not exist" in out and "no-such-photo." in out, args
         assert "InvalidImageFormat" not in out
 
 
@@ -131,6 +133,35 @@ def test_image_commands_take_folders_recursively_images_only_sorted(fw, tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no images found" in fw("detect", str(empty), "--data-dir", fw.data, code=2)
+    # redact likewise: a folder's images keep their place below --out, a file given by name its name
+    out = tmp_path / "redacted"
+    done = [
+        json.loads(x)
+        for x in fw(
+            "redact", str(photos), str(obama), "--out", str(out), "--json", "--data-dir", fw.data
+        ).splitlines()
+    ]
+    assert [(x["Image"], x["Output"], x["FacesHidden"]) for x in done] == [
+        (str(photos / "a" / "x.png"), str(out / "a" / "x.png"), 0),
+        (str(photos / "a" / "y.JPG"), str(out / "a" / "y.JPG"), 1),
+        (str(photos / "b" / "z.jpg"), str(out / "b" / "z.jpg"), 1),
+        (str(obama), str(out / obama.name), 1),
+    ]
+    assert all(Path(x["Output"]).is_file() for x in done) and not (out / "notes.txt").exists()
+    assert "no images found" in fw("redact", str(empty), "--out", str(out), "--data-dir", fw.data, code=2)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "z.jpg").write_bytes(biden.read_bytes())
+    clash = fw(
+        "redact",
+        str(photos / "b"),
+        str(tmp_path / "other" / "z.jpg"),
+        "--out",
+        str(out),
+        "--data-dir",
+        fw.data,
+        code=3,
+    )
+    assert "would both be redacted to z.jpg" in clash
     # search likewise: one line per image, naming it
     fw(
         "consent",

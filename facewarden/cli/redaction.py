@@ -1,8 +1,9 @@
 """``facewarden redact``: hide every face of images (and videos), except consenting people kept.
 
-Images go through RedactFaces, one by one, into a folder; a video (known by its suffix) is a
-StartFaceRedaction job on the local file, run in this process with a progress bar on a terminal,
-into the file ``--out`` names.
+Images go through RedactFaces, one by one, into a folder (files as given, folders searched
+recursively for images, in sorted order; a folder's images keep their place below it in the
+output folder); a video (known by its suffix) is a StartFaceRedaction job on the local file, run
+in this process with a progress bar on a terminal, into the file ``--out`` names.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 from ..errors import InvalidInput
 from ..redact import masks
 from ..service import redaction as redaction_ops
-from . import App, image_request, main, pass_app
+from . import IMAGES, App, image_files, image_request, main, pass_app
 
 
 #: Suffixes of the files redacted as videos.
@@ -23,15 +24,14 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts")
 
 
 @main.command()
-@click.argument(
-    "inputs", metavar="IMAGE... | VIDEO", nargs=-1, required=True, type=click.Path(dir_okay=False)
-)
+@click.argument("inputs", metavar="IMAGE_OR_FOLDER... | VIDEO", nargs=-1, required=True, type=IMAGES)
 @click.option(
     "--out",
     "out_dir",
     required=True,
     type=click.Path(),
-    help="Images: the folder for the redacted copies (same file names; never the originals' folder). "
+    help="Images: the folder for the redacted copies (same file names, a folder's images in the same "
+    "subfolders; never the originals' folder). "
     "A video: the redacted copy's file.",
 )
 @click.option("--method", type=click.Choice(masks.METHODS), default="blur", show_default=True)
@@ -61,7 +61,8 @@ def redact(
     margin: float,
     keep_collection: str | None,
 ) -> None:
-    """Hide every face in each IMAGE (RedactFaces), or in a VIDEO (StartFaceRedaction, with a
+    """Hide every face in each image (RedactFaces; folders are searched recursively for images),
+    or in a VIDEO (StartFaceRedaction, with a
     progress bar); image copies keep their format without metadata, a video keeps its container,
     codec family, resolution, frame rate, duration and audio.
 
@@ -79,7 +80,14 @@ def redact(
     out = Path(out_dir)
     if out.is_file():
         raise InvalidInput(f"--out {out} is a file; images are redacted into a folder.")
+    names = _copy_names(inputs)
     out.mkdir(parents=True, exist_ok=True)
+
+    def _target(source: Path, out: Path) -> Path:
+        target = out / names[str(source)]
+        if target.resolve() == source.resolve():
+            raise InvalidInput(f"--out {out} would overwrite the original {source}; choose another folder.")
+        return target
 
     def request_for(name: str) -> redaction_ops.RedactFacesRequest:
         _target(Path(name), out)  # refuse before any work
@@ -89,6 +97,7 @@ def redact(
 
     def saved(name: str, result: redaction_ops.RedactFacesResult) -> dict[str, Any]:
         target = _target(Path(name), out)
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
         tmp.write_bytes(result.image.data)
         tmp.replace(target)
@@ -105,14 +114,30 @@ def redact(
         kept = f", {s['FacesKept']} kept (consenting)" if keep_collection else ""
         click.echo(f"{name} -> {s['Output']}: {s['FacesHidden']} of {s['FacesFound']} faces hidden{kept}")
 
-    app.each_image(inputs, redaction_ops.redact_faces, request_for, human, saved)
+    app.each_image(list(names), redaction_ops.redact_faces, request_for, human, saved)
 
 
-def _target(source: Path, out: Path) -> Path:
-    target = out / source.name
-    if target.resolve() == source.resolve():
-        raise InvalidInput(f"--out {out} would overwrite the original {source}; choose another folder.")
-    return target
+def _copy_names(inputs: tuple[str, ...]) -> dict[str, Path]:
+    """Each image to redact -> its copy's path below --out: a file given by name keeps its name, an
+    image found in a folder its path below that folder. Two images with one copy name: an error."""
+    from ..service.bulk import iter_images
+
+    image_files(inputs)  # a usage error when there is none at all
+    names: dict[str, Path] = {}
+    for given in inputs:
+        root = Path(given)
+        for found in [str(p) for p in iter_images((given,))] if root.is_dir() else [given]:
+            names.setdefault(
+                found, Path(found).relative_to(root) if root.is_dir() else Path(Path(found).name)
+            )
+    seen: dict[Path, str] = {}
+    for source, name in names.items():
+        if name in seen:
+            raise InvalidInput(
+                f"{seen[name]} and {source} would both be redacted to {name}; redact them into separate folders."
+            )
+        seen[name] = source
+    return names
 
 
 def _redact_video(
