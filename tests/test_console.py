@@ -199,7 +199,10 @@ def test_console_sign_in_enrol_with_consent_and_search_shows_the_face(
     # the box lies on the face the server found: same ratios of the photo as SearchedFaceBoundingBox
     found = harness.service.call(
         "SearchFacesByImage", {"CollectionId": "staff", "Image": {"Bytes": OBAMA_2.read_bytes()}}, harness.service.owner_principal()
-    )["SearchedFaceBoundingBox"]  # fmt: skip
+    )  # fmt: skip
+    # the number of candidates the gallery-size cap withheld (a count: never who they are)
+    assert page.inner_text("#withheld").startswith(f"{found['AppliedThreshold']['WithheldByCap']} match(es)")
+    found = found["SearchedFaceBoundingBox"]
     for axis, size, key in (("x", "width", "Left"), ("y", "height", "Top")):
         assert abs((box[axis] - img[axis]) / img[size] - found[key]) < 0.01, (axis, box, img, found)
     assert abs(box["width"] / img["width"] - found["Width"]) < 0.01
