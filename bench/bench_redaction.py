@@ -7,14 +7,17 @@ tools redact the video in a process of their own, pinned to 2 cores, and the ben
 
 * **unredacted face-frames**, by the one measure the tests use (facewarden/redact/measure.py):
   for every frame and every true face box, whether the output still shows the face's detail;
-* **wall time per video second** (whole process, model loading included) and the ratio.
+* **wall time per video second** (whole process, model loading included), the median of
+  ``--repeats`` runs taken in turn (facewarden, deface, facewarden, ...), and the ratio of the
+  medians; and the **CPU time** (user + system) per video second, median too, which a machine
+  shared with other work disturbs less than the wall time.
 
 ``deface`` is installed only for the bench, in a virtual environment of its own
 (``bench/.deface-venv``, created on first use), never as a dependency of facewarden. It is installed
 as ``pip install deface`` installs it, so it runs CenterFace on OpenCV's DNN module; with ONNX
 Runtime added it was slower on this machine (19.9 s against 11.0 s for a 3 s 480x270 clip).
 
-Run: ``python bench/bench_redaction.py [--seconds 8] [--clips street,turns,crowd]``.
+Run: ``python bench/bench_redaction.py [--seconds 8] [--repeats 3] [--clips street,turns,crowd]``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,19 +122,23 @@ def two_cores() -> list[str]:
     )
 
 
-def run_facewarden(src: Path, dst: Path) -> float:
-    cmd = [sys.executable, __file__, "--facewarden-only", str(src), str(dst)]
+def timed(cmd: list[str], quiet: bool = False) -> tuple[float, float]:
+    """(wall s, CPU s of the process and its children) of one run of ``cmd`` on 2 cores."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(two_cores() + cmd, check=True)
-    return time.perf_counter() - t
+    out = subprocess.DEVNULL if quiet else None
+    subprocess.run(two_cores() + cmd, check=True, stdout=out, stderr=out)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def run_deface(src: Path, dst: Path) -> float:
-    deface = DEFACE_VENV / "bin" / "deface"
-    cmd = [str(deface), str(src), "-o", str(dst), "--keep-audio"]
-    t = time.perf_counter()
-    subprocess.run(two_cores() + cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t
+def run_facewarden(src: Path, dst: Path) -> tuple[float, float]:
+    return timed([sys.executable, __file__, "--facewarden-only", str(src), str(dst)], quiet=True)
+
+
+def run_deface(src: Path, dst: Path) -> tuple[float, float]:
+    return timed([str(DEFACE_VENV / "bin" / "deface"), str(src), "-o", str(dst), "--keep-audio"], quiet=True)
 
 
 def ensure_deface() -> None:
@@ -160,6 +169,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--clips", default="street,turns,crowd")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each tool per clip (medians reported)")
     ap.add_argument("--skip-peer", action="store_true", help="facewarden only")
     ap.add_argument("--facewarden-only", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -176,25 +186,46 @@ def main() -> None:
         ensure_deface()
     cast = people(Engine(Settings.from_env()))
     rows = []
+    sec = args.seconds
+    med = statistics.median
     with tempfile.TemporaryDirectory(prefix="facewarden-bench-redact-") as tmp:
-        scenes = clip_scenes(cast, args.seconds)
+        scenes = clip_scenes(cast, sec)
         for name in args.clips.split(","):
             src = Path(tmp) / f"{name}.mp4"
             truth = scenes[name].write(src, whole=True)
-            ours = run_facewarden(src, Path(tmp) / f"{name}.facewarden.mp4")
-            bad, total = unredacted(src, Path(tmp) / f"{name}.facewarden.mp4", truth)
-            row = [name, args.seconds, total, bad, ours / args.seconds]
+            ours_out, theirs_out = Path(tmp) / f"{name}.facewarden.mp4", Path(tmp) / f"{name}.deface.mp4"
+            ours, theirs = [], []
+            for i in range(args.repeats):  # in turn, so that both see the machine's ups and downs
+                ours.append(run_facewarden(src, ours_out))
+                if not args.skip_peer:
+                    theirs.append(run_deface(src, theirs_out))
+                print(f"  {name} run {i + 1}: facewarden {ours[-1][0]:.1f} s"
+                      + (f", deface {theirs[-1][0]:.1f} s" if theirs else ""), flush=True)  # fmt: skip
+            bad, total = unredacted(src, ours_out, truth)
+            wall, cpu = med(w for w, _ in ours), med(c for _, c in ours)
+            row = [name, sec, total, bad, wall / sec, cpu / sec]
             if not args.skip_peer:
-                theirs = run_deface(src, Path(tmp) / f"{name}.deface.mp4")
-                pbad, _ = unredacted(src, Path(tmp) / f"{name}.deface.mp4", truth)
-                row += [pbad, theirs / args.seconds, theirs / ours]
+                pbad, _ = unredacted(src, theirs_out, truth)
+                pwall, pcpu = med(w for w, _ in theirs), med(c for _, c in theirs)
+                row += [pbad, pwall / sec, pcpu / sec, pwall / wall]
             rows.append(row)
-            print(f"  {name}: done", flush=True)
-    headers = ["clip", "video s", "face-frames", "unredacted (facewarden)", "s per video s (facewarden)"]
+    headers = [
+        "clip",
+        "video s",
+        "face-frames",
+        "unredacted (facewarden)",
+        "wall s per video s",
+        "CPU s per video s",
+    ]
     if not args.skip_peer:
-        headers += ["unredacted (deface)", "s per video s (deface)", "speed vs deface"]
+        headers += [
+            "unredacted (deface)",
+            "wall s per video s (deface)",
+            "CPU s per video s (deface)",
+            "faster than deface",
+        ]
     cores = min(2, len(os.sched_getaffinity(0)))
-    print(f"\n{WIDTH}x{HEIGHT} at {FPS} fps, {cores} cores, one run per clip")
+    print(f"\n{WIDTH}x{HEIGHT} at {FPS} fps, {cores} cores, medians of {args.repeats} runs per clip and tool")
     print(table(headers, rows))
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from facewarden.errors import InvalidImage, InvalidInput, ReleaseStateError, ResourceNotFound
+from facewarden.errors import InvalidImage, InvalidInput, InvalidVideo, ReleaseStateError, ResourceNotFound
 from facewarden.media import images
 from facewarden.redact import measure
 from facewarden.service import release as ops
@@ -194,17 +194,19 @@ def test_bad_requests_are_refused_audited_and_release_nothing(
     from .videos import write_audio
 
     song = write_audio(tmp_path / "song.mp4")
+    (tmp_path / "notes.txt").write_text("a note")
     for path, err, message in [
         (gif, InvalidImage, "animated"),
         (cut, InvalidImage, "corrupt or truncated"),
         (empty.with_suffix(".jpg"), InvalidImage, "empty"),
-        (text, InvalidInput, "takes photos"),
-        (song, InvalidInput, "takes photos"),
+        (text, InvalidVideo, "not a video facewarden can read"),
+        (song, InvalidVideo, "no video stream"),
+        (tmp_path / "notes.txt", InvalidInput, "takes photos"),
     ]:
         with pytest.raises(err, match=message):
             svc.execute(ops.add_footage, ops.AddFootageRequest(path=str(path)), shop)
     failed = [r for r in audited(harness, "AddFootage") if r["decision"] == "failed"]
-    assert len(failed) >= 5
+    assert len(failed) >= 6
     with pytest.raises(InvalidInput, match="one Image"):
         svc.execute(ops.add_footage, ops.AddFootageRequest(), shop)
     # a download after the expiry
@@ -231,6 +233,56 @@ def test_bad_requests_are_refused_audited_and_release_nothing(
     assert not any((harness.service.settings.data_dir / "releases" / rid).iterdir())
     denied = audited(harness, "GetReleasedFootage")[-1]
     assert denied["decision"] == "failed" and "ConflictException" in denied["reason"]
+
+
+def test_a_video_is_released_as_a_redacted_copy(harness: Harness, parties: dict, tmp_path: Path) -> None:
+    """A door camera's clip in the shop's library: released, every face hidden in every frame (by
+    the measure of redact/measure.py), the audio identical; downloaded once by the police."""
+    from facewarden.engine.faces import Box
+    from facewarden.media import video as media_video
+
+    from .conftest import SHARED_FACES
+    from .videos import Actor, Scene, linear, photo_face
+
+    svc = harness.service
+    shop = svc.principal_for_key(parties["shop"][0])
+    police = svc.principal_for_key(parties["police"][0])
+    eng = svc.engine
+    scene = Scene(width=320, height=240, seconds=1.6, actors=[
+        Actor("obama", *photo_face(eng, SHARED_FACES / "barack_obama/barack_obama_1.jpg", size=60), 0, 1.6,
+              linear(70, 110, 250, 120)),
+        Actor("biden", *photo_face(eng, SHARED_FACES / "joe_biden/joe_biden_1.jpg", size=60), 0, 1.6,
+              linear(250, 130, 90, 120)),
+    ])  # fmt: skip
+    clip = tmp_path / "door.mp4"
+    truth = scene.write(clip, whole=True)
+    added = svc.execute(ops.add_footage, ops.AddFootageRequest(path=str(clip), place="door"), shop)
+    assert added.media == "video"
+    rid = svc.execute(ops.create_release_request, ops.CreateReleaseRequestRequest(
+        "corner-shop", ops.TimeRange(ops.Time(1.0), ops.Time(2.0)), "x", "robbery", "warrant"), police).request_id  # fmt: skip
+    released = svc.execute(ops.release_footage, ops.ReleaseFootageRequest(rid, [added.footage_id]), shop)
+    item = released.items[0]
+    assert item.status == "READY" and item.faces_hidden >= 2 and item.faces_kept == 0
+    got = call(harness, parties["police"], "GET", f"/v1/releases/{rid}/items/{item.item_id}")
+    assert got.status_code == 200 and got.headers["content-type"] == "video/mp4"
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(got.content)
+    before = [f.image for f in media_video.read_frames(clip, None)]
+    after = [f.image for f in media_video.read_frames(copy, None)]
+    boxes = [[Box(*b) for b in d.values()] for d in truth]
+    visible, counted = measure.count_unredacted(before, before, boxes)
+    assert visible == counted >= 70
+    assert measure.count_unredacted(before, after, boxes)[0] == 0
+
+    def audio(p: Path) -> list[bytes]:
+        import av
+
+        with av.open(str(p)) as c:
+            return [bytes(x) for x in c.demux(c.streams.audio[0]) if x.size]
+
+    assert audio(copy) == audio(clip)
+    again = call(harness, parties["police"], "GET", f"/v1/releases/{rid}/items/{item.item_id}")
+    assert again.status_code == 409
 
 
 def test_a_redaction_key_cannot_take_part(harness: Harness, parties: dict) -> None:

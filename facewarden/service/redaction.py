@@ -347,6 +347,34 @@ def _output_path(svc: Service, ctx: Context, params: dict[str, Any]) -> Path:
     return buckets.destination(svc.settings.resolved_buckets_dir, s3["Bucket"], s3["Name"], create=False)
 
 
+def redact_stored_video(
+    svc: Service,
+    src: Path,
+    dst: Path,
+    style: masks.MaskStyle,
+    keep: Keeper | None,
+    limits: Any,
+    progress: Callable[[float], None] | None = None,
+) -> redact_video.VideoSummary:
+    """Redact a video file into ``dst`` (written whole or not at all); with ``keep``, a track stays
+    visible only when all its identifiable faces are one consenting person, and each track looked
+    at costs one identification."""
+    track_keeper = None
+    if keep is not None:
+        k = keep
+
+        def decide(templates: Sequence[np.ndarray]) -> bool:
+            k.charge(1)
+            return k.same_consenting_person(templates)
+
+        track_keeper = redact_video.TrackKeeper(identifiable=k.identifiable, decide=decide)
+    options = redact_video.VideoOptions(style=style, threads=svc.settings.video_threads)
+    engine = keep.engine if keep is not None else svc.engine
+    return redact_video.redact_video(
+        src, dst, engine, options, keeper=track_keeper, limits=limits, progress=progress
+    )
+
+
 @job_handler(REDACTION)
 def run_face_redaction(svc: Service, run: JobRun) -> Completion:
     ctx = job_context(svc, run, "StartFaceRedaction")
@@ -355,27 +383,11 @@ def run_face_redaction(svc: Service, run: JobRun) -> Completion:
         params = run.job.params
         style = mask_style(params["Method"], params["Shape"], float(params["Margin"]))
         keep = keeper(svc, ctx, params["KeepCollectionId"]) if params.get("KeepCollectionId") else None
-        track_keeper = None
-        if keep is not None:
-            k = keep
-
-            def decide(templates: Sequence[np.ndarray]) -> bool:
-                k.charge(1)  # one identification per person (track) looked at
-                return k.same_consenting_person(templates)
-
-            track_keeper = redact_video.TrackKeeper(identifiable=k.identifiable, decide=decide)
         with _open(svc, ctx, run) as reader:  # the policy, the bucket and the limits, checked first
             src, limits = reader.path, reader.limits
         dst = _output_path(svc, ctx, params)
-        options = redact_video.VideoOptions(style=style, threads=svc.settings.video_threads)
-        summary = redact_video.redact_video(
-            src,
-            dst,
-            keep.engine if keep is not None else svc.engine,
-            options,
-            keeper=track_keeper,
-            limits=limits,
-            progress=lambda f: run.progress(min(f, 0.99)),
+        summary = redact_stored_video(
+            svc, src, dst, style, keep, limits, progress=lambda f: run.progress(min(f, 0.99))
         )
         counts = {
             "FramesAnalysed": summary.frames_analysed,

@@ -22,20 +22,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from ..errors import InvalidInput, ResourceNotFound
-from ..media import images
+from ..media import images, video
 from ..policy.kinds import Kind
 from ..redact import masks
 from ..redact.image import redact_image
-from ..release import IMAGE, READY, Footage, Item, Request
+from ..release import IMAGE, READY, VIDEO, Footage, Item, Request
 from ..release import store as release_store
 from .core import Service
 from .params import INTERNAL, CollectionId, File, Image, Items, Pattern, Range, Time
-from .redaction import Margin, Method, Shape, keeper, mask_style
+from .redaction import Margin, Method, Shape, keeper, mask_style, redact_stored_video
 from .registry import Context, Rest, operation
 
 TAG = "footage release"
 R = "/v1/releases"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"}
 _MEDIA_TYPES = {
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
     ".gif": "image/gif", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
@@ -130,17 +131,25 @@ def add_footage(svc: Service, ctx: Context, req: AddFootageRequest) -> FootageIn
 
 
 def _check_media(svc: Service, path: Path) -> str:
-    """``image``, after checking the file is one facewarden can read (clear errors). Videos join
-    the library with the video redaction job that will release them."""
+    """``image`` or ``video``, after checking the file is one facewarden can read (clear errors)."""
     s = svc.settings
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        with video.VideoReader(path, _video_limits(svc)):  # a video stream, within the limits
+            return VIDEO
+    if suffix not in IMAGE_SUFFIXES:
         raise InvalidInput(
-            f"{path.name}: the footage library takes photos ({', '.join(sorted(IMAGE_SUFFIXES))}) for now; "
-            "videos are released through the video redaction job, which is not in this version yet."
+            f"{path.name}: the footage library takes photos ({', '.join(sorted(IMAGE_SUFFIXES))}) and videos "
+            f"({', '.join(sorted(VIDEO_SUFFIXES))})."
         )
     images.decode_still(images.read_bytes(path, max_bytes=s.max_image_bytes), max_bytes=s.max_image_bytes,
                         max_pixels=s.max_image_pixels)  # fmt: skip
     return IMAGE
+
+
+def _video_limits(svc: Service) -> video.VideoLimits:
+    s = svc.settings
+    return video.VideoLimits(s.video_max_bytes, s.video_max_seconds, s.video_max_pixels)
 
 
 def _sha256(path: Path) -> str:
@@ -346,6 +355,15 @@ def release_footage(svc: Service, ctx: Context, req: ReleaseFootageRequest) -> R
     hidden = kept = 0
     for item, footage in pairs:
         source = svc.settings.data_dir / footage.path
+        if footage.media == VIDEO:  # redacted here and now (the request returns once every copy is made)
+            copy = out / f"{item.item_id}{source.suffix}"
+            summary = redact_stored_video(svc, source, copy, style, keep, _video_limits(svc))
+            svc.releases.set_item(
+                item.item_id, status=READY, copy_path=str(copy.relative_to(svc.settings.data_dir)),
+                faces_found=summary.tracks, faces_hidden=summary.tracks_hidden, faces_kept=summary.tracks_kept,
+            )  # fmt: skip
+            hidden, kept = hidden + summary.tracks_hidden, kept + summary.tracks_kept
+            continue
         result = redact_image(
             source.read_bytes(), svc.engine, style, keep=keep.faces if keep else None,
             max_bytes=svc.settings.max_image_bytes, max_pixels=svc.settings.max_image_pixels,
