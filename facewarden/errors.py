@@ -28,7 +28,8 @@ PostgreSQL) are mapped to these at their boundary; nothing else escapes.
     ├── ReleaseStateError                 ConflictException / 409 (a footage release not in that state)
     ├── AccessDenied(rule, reason)        AccessDeniedException / 403
     │   ├── ConsentRequired               AccessDeniedException / 403
-    │   └── NotOffered                    AccessDeniedException / 403 (refused operation or attribute)
+    │   ├── NotOffered                    AccessDeniedException / 403 (refused operation or attribute)
+    │   └── PolicyWeakening               AccessDeniedException / 403
     ├── QuotaExceeded                     ServiceQuotaExceededException / 400 (not retried by SDKs)
     ├── AuthError                         (signature / key problems)
     │   ├── InvalidSignature              InvalidSignatureException / 403
@@ -197,6 +198,12 @@ class NotOffered(AccessDenied):
     """An operation or attribute Rekognition has and facewarden refuses on purpose; ``reason`` says
     why. AccessDenied, not InvalidParameter: the request is well formed, and retrying or fixing it
     will not help."""
+
+
+class PolicyWeakening(AccessDenied):
+    """A policy file would weaken a safeguard built into the code (the moratorium, the surveillance
+    rule, a purpose's similarity floor, a quota, a cap); ``rule`` is ``builtin:<name>``. The policy
+    in force stays in force."""
 
 
 class QuotaExceeded(FacewardenError):

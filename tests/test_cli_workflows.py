@@ -62,9 +62,11 @@ def test_consent_index_search_users_and_erasure(fw):
     fw("collection", "create", "staff")
     # No consent yet: refused, nothing stored.
     refused = json.loads(
-        fw("--json", "index", photo("joe_biden/joe_biden_1.jpg"), "--collection", "staff", code=3)
+        fw("--json", "index", photo("joe_biden/joe_biden_1.jpg"), "--collection", "staff", code=4)
     )
-    assert refused["faces_indexed"] == 0 and "consent" in json.dumps(refused["errors"]).lower()
+    assert refused["faces_indexed"] == 0 and refused["refused"][0]["rule"] == "consent"
+    # ... and said on stderr, file by file, without --json.
+    assert "refused: " in fw("index", photo("joe_biden/joe_biden_1.jpg"), "--collection", "staff", code=4)
     assert json.loads(fw("--json", "collection", "describe", "staff"))["FaceCount"] == 0
     fw("consent", "grant", "joe_biden", "--collection", "staff", "--evidence", "form 7")
     fw("consent", "grant", "barack_obama", "--collection", "staff", "--evidence", "form 8")
@@ -205,12 +207,20 @@ def test_denied_bulk_work_computes_no_template(fw, monkeypatch):
 
 
 def test_acting_as_a_key_from_the_environment(fw):
-    """The README's photo-library walk-through: FACEWARDEN_KEY names a photo_organisation key."""
-    key = json.loads(fw("--json", "key", "create", "--org", "acme", "--purpose", "photo_organisation"))[
-        "AccessKeyId"
-    ]
+    """The README's photo-library walk-through: FACEWARDEN_KEY names a photo_organisation key of a
+    natural person (sector individual); a company's photo_organisation key gets no household."""
+    shop = json.loads(fw("--json", "key", "create", "--org", "acme", "--purpose", "photo_organisation"))
     runner = CliRunner()
     base = ["--data-dir", str(fw.data)]
+    r = runner.invoke(
+        main, [*base, "collection", "create", "shoppers", "--consent", "household"],
+        env={"FACEWARDEN_KEY": shop["AccessKeyId"]},
+    )  # fmt: skip
+    assert r.exit_code == 4 and "[household]" in r.output and "individual" in r.output, r.output
+    fw("org", "create", "me", "--sector", "individual")
+    key = json.loads(fw("--json", "key", "create", "--org", "me", "--purpose", "photo_organisation"))[
+        "AccessKeyId"
+    ]
     r = runner.invoke(
         main, [*base, "collection", "create", "album", "--consent", "household"], env={"FACEWARDEN_KEY": key}
     )
@@ -244,3 +254,63 @@ def test_policy_check_refuses_a_reclassification(fw, tmp_path):
     )
     out = fw("policy", "check", str(bad), code=3)
     assert "SearchFacesByImage" in out and "identify" in out
+
+
+def test_policy_files_cannot_weaken_the_built_ins(fw, tmp_path):
+    from facewarden.policy.rules import DEFAULT_POLICY_PATH
+
+    weak = tmp_path / "weak.toml"
+    weak.write_text(
+        DEFAULT_POLICY_PATH.read_text().replace(
+            'sectors = ["law_enforcement", "immigration_enforcement"]', 'sectors = ["law_enforcement"]'
+        )
+    )
+    for command in ("check", "apply"):
+        out = fw("policy", command, str(weak), code=4)
+        assert "[builtin:moratorium]" in out and "immigration_enforcement" in out
+    shown = fw("policy", "show")
+    assert (
+        "Built into facewarden" in shown
+        and "moratorium: cluster, compare, enrol, identify denied to law_enforcement" in shown
+    )
+    assert set(json.loads(fw("--json", "retention", "sweep"))["Sweep"]) >= {
+        "faces_purged", "consents_expired", "faces_erased",
+    }  # fmt: skip
+
+
+def test_converting_a_companys_household_collection(fw):
+    import numpy as np
+
+    from facewarden.config import Settings
+    from facewarden.gallery import NewFace
+    from facewarden.service import Service
+
+    svc = Service(Settings(data_dir=fw.data))  # a library made before households were a person's alone
+    try:
+        svc.store.create_collection(
+            "legacy", "dlib-resnet-v1", 128, consent_mode="household", owner_org="acme"
+        )
+        t = np.ones(128, np.float32) / np.sqrt(128)
+        box = {"Width": 0.2, "Height": 0.3, "Left": 0.1, "Top": 0.1}
+        svc.store.add_faces("legacy", [NewFace(t, box, 99.0, external_image_id="IMG_0001")], "dlib-resnet-v1")
+    finally:
+        svc.close()
+    assert "collection convert legacy" in fw("faces", "list", "--collection", "legacy", code=4)
+    out = fw("collection", "convert", "legacy", "--consent", "required")
+    assert "1 face(s) without consent erased, 0 kept" in out
+    assert json.loads(fw("--json", "faces", "list", "--collection", "legacy"))["Faces"] == []
+
+
+def test_one_consent_enrols_one_face_from_the_command_line(fw):
+    """A group photo indexed under one subject's consent: refused as ambiguous (rule one_face),
+    reported file by file, nothing stored."""
+    fw("collection", "create", "family")
+    subject = "face_recognition_obama_and_biden"  # (--external-id-from filename)
+    fw("consent", "grant", subject, "--collection", "family", "--evidence", "form 9")
+    out = json.loads(
+        fw("--json", "index", photo(f"group/{subject}.jpg"), "--collection", "family",
+           "--external-id-from", "filename", code=4)
+    )  # fmt: skip
+    assert out["faces_indexed"] == 0 and [r["rule"] for r in out["refused"]] == ["one_face"]
+    assert "largest" in out["refused"][0]["reason"]
+    assert json.loads(fw("--json", "collection", "describe", "family"))["FaceCount"] == 0

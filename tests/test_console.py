@@ -423,6 +423,12 @@ def test_console_transparency_report_figures_matrices_charts_and_exports(
     assert page.locator("#ops-by-purpose thead th:text-is('access_control')").count() == 1
     assert page.locator("#ops-by-org thead th:text-is('operator')").count() == 1
     assert "{" not in page.inner_text("#report")  # no JSON for a person to read
+    # the moratorium built into the code is shown in force; collections are counted by consent mode
+    assert "moratorium (in force, indefinite)" in page.inner_text("#built-in")
+    household = expected["Collections"]["Household"]
+    assert page.inner_text("#collections-by-consent tr[data-mode=Household]").split()[-2:] == [
+        str(household["Collections"]), str(household["Faces"]),
+    ]  # fmt: skip
     page.screenshot(path=str(tmp_path / "console-report.png"), full_page=True)
 
     # the exports for a regulator: a CSV of every figure, a self-contained HTML page with the charts
@@ -439,10 +445,18 @@ def test_console_transparency_report_figures_matrices_charts_and_exports(
     html_text = Path(d.value.path()).read_text()
     assert d.value.suggested_filename.endswith(".html")
     assert html_text.count("<svg") == 2 and "<script" not in html_text and "Denials by rule" in html_text
+    assert "moratorium (in force, indefinite)" in html_text and "Collections by consent mode" in html_text
+    assert (
+        "BuiltInSafeguards,moratorium,," in csv_text
+        and "CollectionsByConsentMode,Household,Faces," in csv_text
+    )
     # Since narrows the report: nothing counted from far in the future
     page.fill("#report-form input[name=Since]", "2999-01-01")
     page.click("#report-form button[type=submit]")
     page.wait_for_selector("#fig-allowed .n:text-is('0')")
+    # the policy tab shows the built-in rules above the file
+    c.tab("policy")
+    page.wait_for_selector("#policy:has-text('moratorium (in force, indefinite)')")
 
 
 # ---- every tab fits the page, at 1280 and 800 px; screenshots ------------------------------------------------

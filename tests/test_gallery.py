@@ -355,7 +355,7 @@ def test_bad_input(service: Any, store: Any, faces_dir: Path, photo_templates: A
         )
     # templates of another model never mix with a collection's
     store.create_collection(
-        "other-model", "some-other-model-v2", 128, consent_mode="household", owner_org="test-org"
+        "other-model", "some-other-model-v2", 128, consent_mode="household", owner_org="test-family"
     )
     with pytest.raises(errors.ModelMismatch):
         fails(service, "IndexFaces", {"CollectionId": "other-model", "Image": photo})

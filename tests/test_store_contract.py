@@ -358,3 +358,35 @@ def test_erasure_and_purge_join_the_callers_transaction(store: Store) -> None:
     with store.db.transaction(lock="gallery:t") as tx:
         assert sorted(store.purge_before("t", 3e9, tx=tx)) == sorted(f.face_id for f in kept)
     assert store.count_faces("t") == 0 and store.search("t", unit(rng, 1)[0], 3) == []
+
+
+def test_what_the_safeguards_ask_of_a_store(store: Store) -> None:
+    """Consent mode changes (a household converted), a size cap checked with the insert, users that
+    hold one subject's faces, deletion in the caller's transaction, erasure taking emptied users."""
+    rng = np.random.default_rng(12)
+    store.create_collection("c", MODEL, 128, consent_mode="household", owner_org="o")
+    store.set_consent_mode("c", "required")
+    assert store.get_collection("c").consent_mode == "required"
+    with pytest.raises(errors.InvalidInput):
+        store.set_consent_mode("c", "open")
+    amy = [f.face_id for f in store.add_faces("c", new_faces(unit(rng, 2), "amy"), MODEL, max_faces=3)]
+    with pytest.raises(errors.ServiceQuotaExceeded, match="limit of 3"):
+        store.add_faces("c", new_faces(unit(rng, 2), "bob"), MODEL, max_faces=3)
+    assert store.count_faces("c") == 2
+    bob_t = unit(rng, 1)
+    bob = store.add_faces("c", new_faces(bob_t, "bob"), MODEL, max_faces=3)[0].face_id
+    store.create_user("c", "u")
+    assert store.associate_faces("c", "u", [amy[0]], subject="amy").associated == [amy[0]]
+    for face, subject in ((bob, "amy"), (amy[1], "bob")):  # another subject's face; a user of amy's
+        with pytest.raises(errors.AccessDenied, match="one subject") as info:
+            store.associate_faces("c", "u", [face], subject=subject)
+        assert info.value.rule == "user_subject"
+    assert {f.face_id for f in store.list_faces("c", user_id="u")} == {amy[0]}
+    with store.db.transaction() as tx:
+        deleted, failed = store.delete_faces("c", [bob, OTHER], force=True, tx=tx)
+    assert deleted == [bob] and failed == {OTHER: ("FACE_NOT_FOUND", None)}
+    assert bob not in {m.face.face_id for m in store.search("c", bob_t[0], 3)}
+    assert store.count_faces("c") == 2
+    assert sorted(store.erase_faces("c", external_image_id="amy")) == sorted(amy)
+    with pytest.raises(errors.ResourceNotFound):
+        store.get_user("c", "u")  # it held only amy's faces

@@ -139,6 +139,8 @@ def test_the_cap_keeps_its_promise_on_strangers(
             for who, p in enrolled
         ]
         service.store.add_faces(cid, faces, MODEL)
+        for who in gallery:  # (a consent collection returns only faces whose subject consented)
+            service.consents.grant("test-org", who, cid, "research consent form")
         G = np.stack([photo_templates[p][1] for _, p in enrolled])
         who_of = np.asarray([who for who, _ in enrolled])
         one_chance_each = cal.similarity_for_fmr(1.0 / len(gallery))

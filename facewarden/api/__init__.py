@@ -61,12 +61,15 @@ def serve(
     graceful_timeout_s: float = 30.0,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    sweep_every_s: float | None = None,
 ) -> None:
     """Serve ``service`` over HTTP (HTTPS with ``ssl_certfile`` and ``ssl_keyfile``, uvicorn's TLS)
     until SIGINT/SIGTERM.
 
-    On a signal uvicorn stops accepting connections and lets in-flight requests finish (up to
-    ``graceful_timeout_s``); then ``service.close()`` runs, which flushes and closes the audit log.
+    While it serves, the retention sweep runs on a timer (every ``sweep_every_s`` seconds, default
+    hourly). On a signal uvicorn stops accepting connections and lets in-flight requests finish
+    (up to ``graceful_timeout_s``); then ``service.close()`` runs, which stops the sweeps and
+    flushes and closes the audit log.
     """
     import uvicorn
 
@@ -88,6 +91,7 @@ def serve(
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_system_exit)
+    service.retention.start(sweep_every_s)
     try:
         server.run()
     except (KeyboardInterrupt, SystemExit):

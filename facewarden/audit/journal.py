@@ -37,6 +37,7 @@ ERASURES = frozenset(
         "DeleteCollection",
         "DeleteUser",
         "RetentionSweep",
+        "ConvertCollection",
     }
 )
 

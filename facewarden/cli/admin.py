@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
+
 import click
 
 from ..service import OPERATIONS
 from ..service import admin as admin_ops
 from ..service import consent as consent_ops
+from ..service import retention as retention_ops
 from ..service.params import Empty, Time, to_wire
 from . import App, When, main, pass_app
 from .gallery import _table
@@ -134,24 +137,37 @@ def policy() -> None:
 @pass_app
 def policy_show(app: App) -> None:
     p = app.run(admin_ops.describe_policy, Empty()).policy
-    app.emit(
-        p, lambda p: click.echo(f"# {p['Name']} (version {p['Version']}, sha256 {p['Sha256']})\n{p['Text']}")
+    app.emit(p, lambda p: click.echo(f"{builtin_summary(p['BuiltIn'])}\n# {p['Name']} (version {p['Version']}, "
+                                     f"sha256 {p['Sha256']})\n{p['Text']}"))  # fmt: skip
+
+
+def builtin_summary(b: dict[str, Any]) -> str:
+    """The built-in safeguards in force, as comment lines above the policy file."""
+    lines = ["# Built into facewarden, in force whatever the file says (a file may only tighten them):"]
+    for r in b["Rules"]:
+        who = ", ".join(r["Sectors"] or []) or "every sector"
+        if r["Purposes"]:
+            who += " with purposes " + ", ".join(r["Purposes"])
+        ex = "; exempt: " + ", ".join(e["Name"] for e in r["Exemptions"]) if r["Exemptions"] else ""
+        lines.append(f"#   {r['Id']}: {', '.join(r['Operations'])} denied to {who}, indefinitely{ex}")
+    lines.append(f"#   floors: {', '.join(f'{k} {v:g}' for k, v in b['Floors'].items())}, "
+                 f"other purposes {b['NewPurposeFloor']:g}")  # fmt: skip
+    lines.append("#   quotas: " + ", ".join(f"{q['Id']} {q['PerKeyPerDay']}/key/day" for q in b["Quotas"]))
+    h = b["Household"]
+    lines.append(
+        f"#   max_expected_false_matches <= {b['MaxExpectedFalseMatchesCeiling']:g}; household collections: "
+        f"sector {h['Sector']} only, {', '.join(h['Purposes'])} keys, at most {h['MaxFaces']} faces"
     )
+    return "\n".join(lines)
 
 
 @policy.command("check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @pass_app
 def policy_check(app: App, file: str) -> None:
-    """Validate FILE without applying it."""
-    from ..policy.rules import Policy
-    from ..service.registry import declared_kinds
-
-    p = Policy.parse(Path(file).read_text(), source=file, kinds=declared_kinds())
-    app.emit(
-        {"Valid": True, "Version": p.version, "Sha256": p.sha256},
-        lambda r: click.echo(f"{file}: valid (version {p.version})"),
-    )
+    """Validate FILE without applying it (a file that would weaken a built-in safeguard is refused)."""
+    r = app.run(admin_ops.check_policy, admin_ops.CheckPolicyRequest(Path(file).read_text(), file))
+    app.emit(r, lambda r: click.echo(f"{file}: valid (version {r.version}, sha256 {r.sha256})"))
 
 
 @policy.command("apply")
@@ -332,6 +348,19 @@ def audit_export(
         if page.next_token is None:
             return
         req = dataclasses.replace(req, next_token=page.next_token)
+
+
+@main.group()
+def retention() -> None:
+    """Erase what retention periods and expired consents no longer allow (already hidden from reads)."""
+
+
+@retention.command("sweep")
+@pass_app
+def retention_sweep(app: App) -> None:
+    """Run the retention sweep now (`facewarden serve` also runs it on a timer)."""
+    r = app.run(retention_ops.run_retention_sweep, Empty())
+    app.emit(r, lambda r: click.echo(", ".join(f"{k}: {v}" for k, v in r.sweep.items())))
 
 
 @main.group()

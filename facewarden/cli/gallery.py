@@ -13,6 +13,7 @@ import click
 
 from ..service import Operation
 from ..service import gallery as gallery_ops
+from ..service import household as household_ops
 from ..service import users as user_ops
 from ..service.params import to_wire
 from . import IMAGE, IMAGES, App, given, image_files, image_request, iso, main, pass_app
@@ -116,6 +117,25 @@ def collection_describe(app: App, name: str) -> None:
     app.emit(app.run(gallery_ops.describe_collection, gallery_ops.CollectionRequest(name)), human)
 
 
+@collection.command("convert")
+@click.argument("name")
+@click.option(
+    "--consent",
+    "consent_mode",
+    type=click.Choice(["required"]),
+    required=True,
+    help="required: every face needs its subject's consent record (faces without one are erased).",
+)
+@pass_app
+def collection_convert(app: App, name: str, consent_mode: str) -> None:
+    """Convert household collection NAME into a consent collection (the operator's; audited)."""
+    r = app.run(household_ops.convert_collection, household_ops.ConvertCollectionRequest(name, consent_mode))
+    app.emit(r, lambda r: click.echo(
+        f"converted {name} to consent {r.consent_mode}: {r.faces_erased} face(s) without consent erased, "
+        f"{r.faces_kept} kept"
+    ))  # fmt: skip
+
+
 @collection.command("delete")
 @click.argument("name")
 @pass_app
@@ -157,8 +177,15 @@ def index(
         principal=app.principal,
     )
     app.emit(summary, _print_index)
-    if summary.get("errors"):
-        raise click.exceptions.Exit(3)
+    code = max(4 if summary["refused"] else 0, 3 if summary["errors"] else 0)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def _report_refused(refused: list[dict[str, str]]) -> None:
+    """Files policy refused (never read), one line each on stderr with the rule and the reason."""
+    for r in refused:
+        click.echo(f"refused: {r['path']} (subject {r['subject']}): [{r['rule']}] {r['reason']}", err=True)
 
 
 @main.command()
@@ -232,6 +259,10 @@ def _print_index(s: dict[str, Any]) -> None:
             f"note: {len(known)} image(s) already enrolled in {s['collection']} (same content) were "
             f"not enrolled again: {shown}"
         )
+    refused = s.get("refused") or []
+    if refused:
+        click.echo(f"refused: {len(refused)} file(s), never read (policy decided from the path)")
+    _report_refused(refused)
     for e in s.get("errors") or []:
         click.echo(f"error: {e['path']}: {e['error']}", err=True)
 
@@ -367,6 +398,13 @@ def users_delete(app: App, user_id: str, collection_id: str) -> None:
     help="text (for people; the default), json (as --json) or csv (one row per face).",
 )
 @click.option("--workers", type=click.IntRange(1, 256), default=None)
+@click.option(
+    "--external-id-from",
+    type=click.Choice(["filename", "folder"]),
+    default="filename",
+    show_default=True,
+    help="With --collection: the subject (ExternalImageId) of each file, from its name or its folder's.",
+)
 @pass_app
 def cluster(
     app: App,
@@ -376,6 +414,7 @@ def cluster(
     threshold: float | None,
     fmt: str | None,
     workers: int | None,
+    external_id_from: str,
 ) -> None:
     """Group the faces in PATH... by person (the photo-library job)."""
     from ..service.bulk import cluster_paths
@@ -392,7 +431,10 @@ def cluster(
         principal=app.principal,
         collection_id=collection_id,
         create_users=make_users,
+        external_id_from=external_id_from,
     )
+    if not app.json:
+        _report_refused(result["refused"])
     if fmt == "json":
         click.echo(json.dumps(result))
         return

@@ -25,6 +25,13 @@ from . import FILE, App, main, pass_app
 )
 @click.option("--ssl-certfile", type=FILE, default=None, help="Serve HTTPS with this certificate (PEM).")
 @click.option("--ssl-keyfile", type=FILE, default=None, help="The certificate's private key (PEM).")
+@click.option(
+    "--sweep-every",
+    type=click.FloatRange(1, None),
+    default=3600,
+    show_default=True,
+    help="Seconds between retention sweeps (expired consents and templates are erased).",
+)
 @pass_app
 def serve(
     app: App,
@@ -35,6 +42,7 @@ def serve(
     init_defaults: bool,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
+    sweep_every: float,
 ) -> None:
     """Serve the HTTP API and the web console (HTTPS with --ssl-certfile and --ssl-keyfile)."""
     from ..api import serve as run
@@ -82,7 +90,7 @@ def serve(
     if pool is not None:
         click.echo(f"{workers} job worker(s) running video jobs (FACEWARDEN_JOB_WORKERS)")
     try:
-        run(svc, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+        run(svc, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, sweep_every_s=sweep_every)
     finally:
         if pool is not None:
             pool.stop()

@@ -25,6 +25,7 @@ import numpy as np
 from ..config import Settings
 from ..db import Database, Row, Tx, lock_key
 from ..errors import (
+    AccessDenied,
     InvalidInput,
     ModelMismatch,
     ResourceAlreadyExists,
@@ -300,6 +301,25 @@ class SqlStore:
             tx.execute("DELETE FROM gallery_collections WHERE collection_id = ?", (collection_id,))
         self._dropped(collection_id)
 
+    def set_consent_mode(self, collection_id: str, consent_mode: str, *, tx: Tx | None = None) -> None:
+        """Change a collection's consent mode (``required`` or ``household``); in ``tx`` when given."""
+        if consent_mode not in ("required", "household"):
+            raise InvalidInput("A collection's consent mode is 'required' or 'household'.")
+
+        def run(t: Tx) -> None:
+            self._lock(t, collection_id)
+            self.get_collection(collection_id, t)
+            t.execute(
+                "UPDATE gallery_collections SET consent_mode = ? WHERE collection_id = ?",
+                (consent_mode, collection_id),
+            )
+
+        if tx is not None:
+            run(tx)
+            return
+        with self.db.transaction(lock=lock_name(collection_id)) as own:
+            run(own)
+
     # ---- faces -------------------------------------------------------------------------------
     def add_faces(
         self,
@@ -308,12 +328,14 @@ class SqlStore:
         model_version: str,
         *,
         skip_known_image: bool = False,
+        max_faces: int | None = None,
     ) -> list[Face]:
         """Store faces of one image (or a batch); returns them as stored, with their face ids.
 
         With ``skip_known_image`` nothing is stored when a face of the same image (by SHA-256) is
         already in the collection: the check and the insert are one transaction, so concurrent
-        indexers never store an image twice.
+        indexers never store an image twice. With ``max_faces`` nothing is stored (and
+        ServiceQuotaExceeded raised) if the collection would then hold more faces than that.
         """
         now = self.clock()
         with self.db.transaction(lock=lock_name(collection_id)) as tx:
@@ -326,6 +348,11 @@ class SqlStore:
                 )
             if not faces:
                 return []
+            if max_faces is not None and col.face_count + len(faces) > max_faces:
+                raise ServiceQuotaExceeded(
+                    f"Collection {collection_id!r} holds {col.face_count} faces; {len(faces)} more would exceed "
+                    f"its limit of {max_faces}. Delete faces, or use another collection."
+                )
             if skip_known_image:
                 shas = sorted({f.image_sha256 for f in faces if f.image_sha256})
                 known = (
@@ -511,26 +538,37 @@ class SqlStore:
         return [_face(r) for r in rows]
 
     def delete_faces(
-        self, collection_id: str, face_ids: Sequence[str], *, force: bool = False
+        self, collection_id: str, face_ids: Sequence[str], *, force: bool = False, tx: Tx | None = None
     ) -> tuple[list[str], dict[str, tuple[str, str | None]]]:
-        """Delete faces; a face associated with a user is kept (and reported) unless ``force``."""
-        failed: dict[str, tuple[str, str | None]] = {}
-        with self.db.transaction(lock=lock_name(collection_id)) as tx:
-            col = self.get_collection(collection_id, tx)
-            found = self.get_faces(collection_id, face_ids, tx)
-            doomed: list[Face] = []
-            for fid in dict.fromkeys(face_ids):
-                face = found.get(fid)
-                if face is None:
-                    failed[fid] = ("FACE_NOT_FOUND", None)
-                elif face.user_id is not None and not force:
-                    failed[fid] = ("ASSOCIATED_TO_AN_EXISTING_USER", face.user_id)
-                else:
-                    doomed.append(face)
-            generation = self._delete_rows(tx, collection_id, doomed)
+        """Delete faces; a face associated with a user is kept (and reported) unless ``force``.
+        In the caller's ``tx`` when given (vector indexes then catch up on their next search)."""
+        if tx is not None:
+            self._lock(tx, collection_id)
+            doomed, failed, _ = self._delete(tx, collection_id, face_ids, force)
+            return [f.face_id for f in doomed], failed
+        with self.db.transaction(lock=lock_name(collection_id)) as own:
+            col = self.get_collection(collection_id, own)
+            doomed, failed, generation = self._delete(own, collection_id, face_ids, force)
         if doomed:
             self._committed(col, generation, [], [f.seq for f in doomed])
         return [f.face_id for f in doomed], failed
+
+    def _delete(
+        self, tx: Tx, collection_id: str, face_ids: Sequence[str], force: bool
+    ) -> tuple[list[Face], dict[str, tuple[str, str | None]], int]:
+        self.get_collection(collection_id, tx)
+        failed: dict[str, tuple[str, str | None]] = {}
+        found = self.get_faces(collection_id, face_ids, tx)
+        doomed: list[Face] = []
+        for fid in dict.fromkeys(face_ids):
+            face = found.get(fid)
+            if face is None:
+                failed[fid] = ("FACE_NOT_FOUND", None)
+            elif face.user_id is not None and not force:
+                failed[fid] = ("ASSOCIATED_TO_AN_EXISTING_USER", face.user_id)
+            else:
+                doomed.append(face)
+        return doomed, failed, self._delete_rows(tx, collection_id, doomed)
 
     def _delete_rows(self, tx: Tx, collection_id: str, faces: Sequence[Face]) -> int:
         if not faces:
@@ -697,12 +735,34 @@ class SqlStore:
         return status
 
     def associate_faces(
-        self, collection_id: str, user_id: str, face_ids: Sequence[str], *, limit: int = MAX_FACES_PER_USER
+        self,
+        collection_id: str,
+        user_id: str,
+        face_ids: Sequence[str],
+        *,
+        limit: int = MAX_FACES_PER_USER,
+        subject: str | None = None,
     ) -> Association:
+        """Associate faces with a user. With ``subject``, every face of the user (those it has and
+        those joining) must carry that ExternalImageId, checked in the same transaction as the
+        update: otherwise nothing changes and AccessDenied (rule ``user_subject``) is raised."""
         result = Association()
         with self.db.transaction(lock=lock_name(collection_id)) as tx:
             user = self.get_user(collection_id, user_id, tx)
             found = self.get_faces(collection_id, face_ids, tx)
+            if subject is not None:
+                held = tx.all(
+                    "SELECT DISTINCT external_image_id FROM gallery_faces WHERE collection_id = ? AND user_id = ?",
+                    (collection_id, user_id),
+                )
+                others = {r[0] for r in held} | {f.external_image_id for f in found.values()}
+                others.discard(subject)
+                if others:
+                    raise AccessDenied(
+                        f"User {user_id!r} stands for one subject, {subject!r}; faces of another subject cannot "
+                        "join it.",
+                        "user_subject",
+                    )
             new: list[str] = []
             for fid in dict.fromkeys(face_ids):
                 face = found.get(fid)
@@ -763,7 +823,8 @@ class SqlStore:
         tx: Tx | None = None,
     ) -> list[str]:
         """Erase a data subject's faces: by ``external_image_id`` and/or ``user_id`` (and with a
-        ``user_id`` the user record too), in one collection or in all. Returns the removed face ids.
+        ``user_id`` the user record too; a user left without faces by the erasure held only the
+        subject's faces, and goes as well), in one collection or in all. Returns the removed face ids.
 
         All of it happens in one transaction: the caller's ``tx`` when given (so that, e.g., the audit
         record of the erasure commits with it), else a new one. Vector indexes follow.
@@ -827,7 +888,10 @@ class SqlStore:
                     "DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (cid, user_id)
                 )
             for other in {f.user_id for f in faces if f.user_id and f.user_id != user_id}:
-                self._refresh_user_status(tx, cid, other)
+                if self._refresh_user_status(tx, cid, other) == "CREATED":  # it held only these faces
+                    tx.execute(
+                        "DELETE FROM gallery_users WHERE collection_id = ? AND user_id = ?", (cid, other)
+                    )
             removed.extend(f.face_id for f in faces)
         # Indexes notice the generation change and reconcile with the store on their next search.
         return removed

@@ -3,13 +3,16 @@
 ``DATA_DIR/policy.toml`` (copied from the shipped default on first use) or the file
 ``FACEWARDEN_POLICY_FILE`` names. Several service processes may share it: each re-reads it when it
 changes on disk (:meth:`PolicyFile.reload_if_changed`, before every call), and an invalid edit
-keeps the policy in force. Every policy put in force is handed to ``record`` (the service writes
-its hash to the audit log, once per distinct policy), and files are checked against the kinds
-the code declares (a policy file cannot reclassify an operation).
+— or one that would weaken a safeguard built into the code — keeps the policy in force. Every
+policy put in force is handed to ``record`` (the service writes its hash to the audit log, once per
+distinct policy), every file refused at start-up or on reload to ``refused`` (the service audits
+the refusal, with its rule), and files are checked against the kinds the code declares (a policy
+file cannot reclassify an operation).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -26,18 +29,27 @@ log = logging.getLogger("facewarden.policy")
 
 #: Told of each policy put in force, and why ("startup", "file changed", "apply by ORG/KEY"...).
 Recorder = Callable[[Policy, str], object]
+#: Told of each policy file refused at start-up or on reload: (why, the error, SHA-256 of the file).
+Refusal = Callable[[str, FacewardenError, str | None], object]
 
 
 class PolicyFile:
     """The policy file of one service process, and the policy parsed from it."""
 
-    def __init__(self, path: Path, kinds: Mapping[str, Kind], record: Recorder) -> None:
+    def __init__(
+        self, path: Path, kinds: Mapping[str, Kind], record: Recorder, refused: Refusal | None = None
+    ) -> None:
         self.path = path
         self.kinds = dict(kinds)
         self._record = record
+        self._refused = refused
         self._lock = threading.RLock()
-        self.policy = self.parse_file()
         self._stat = _stat(path)
+        try:
+            self.policy = self.parse_file()
+        except FacewardenError as exc:  # a process does not start on a policy it cannot enforce
+            self._refuse("startup", exc)
+            raise
         record(self.policy, "startup")
 
     @staticmethod
@@ -78,16 +90,34 @@ class PolicyFile:
         return policy
 
     def reload_if_changed(self) -> None:
-        """Re-read the file if it changed on disk; an invalid edit is logged and the policy in
-        force kept."""
-        st = _stat(self.path)
-        if st == self._stat:
+        """Re-read the file if it changed on disk; a file that is invalid or would weaken a built-in
+        safeguard is logged, handed to ``refused`` (once per change) and the policy in force kept."""
+        if _stat(self.path) == self._stat:
+            return
+        with self._lock:
+            st = _stat(self.path)
+            if st == self._stat:  # another thread got here first
+                return
+            self._stat = st
+            try:
+                policy = self.parse_file()
+            except FacewardenError as exc:
+                log.error(
+                    "the changed policy file %s is refused; the policy in force stays: %s", self.path, exc
+                )
+                self._refuse("file changed", exc)
+                return
+            self.policy = policy
+        self._record(policy, "file changed")
+
+    def _refuse(self, why: str, exc: FacewardenError) -> None:
+        if self._refused is None:
             return
         try:
-            self.reload("file changed")
-        except FacewardenError:
-            log.exception("the changed policy file is invalid; keeping the policy in force")
-            self._stat = st
+            digest: str | None = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            digest = None
+        self._refused(why, exc, digest)
 
     def apply(self, text: str, by: str | None = None) -> Policy:
         """Validate ``text``, make it the policy file and put it in force (``by``: who did it)."""

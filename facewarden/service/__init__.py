@@ -56,6 +56,7 @@ from . import (  # noqa: F401  (each module registers its operations)
     evaluation,
     faces,
     gallery,
+    household,
     jobs,
     keys,
     recovery,

@@ -17,11 +17,12 @@ from typing import Annotated, Any
 from ..audit import transparency_report
 from ..audit.log import DECISIONS, AuditFilter, iso
 from ..errors import InvalidInput
-from ..gallery import Face
+from ..gallery import Collection, Face
 from ..policy.consent import erase_subject_consents
 from ..policy.kinds import Kind
 from ..policy.principals import SECTORS, Principal
-from . import transparency
+from ..policy.rules import BUILT_IN
+from . import household, transparency, visible
 from .consent import sync_index
 from .core import Service
 from .registry import Context, Rest, operation
@@ -196,7 +197,15 @@ def revoke_key(svc: Service, ctx: Context, req: RevokeKeyRequest) -> RevokeKeyRe
 # ---- policy -----------------------------------------------------------------------------------------
 def _policy_view(svc: Service) -> dict[str, Any]:
     p = svc.policy
-    return {"Version": p.version, "Name": p.name, "Sha256": p.sha256, "Source": p.source, "Text": p.text}
+    return {
+        "Version": p.version,
+        "Name": p.name,
+        "Sha256": p.sha256,
+        "Source": p.source,
+        "Text": p.text,
+        # In force whatever the file says (the file may only tighten them).
+        "BuiltIn": BUILT_IN.describe(),
+    }
 
 
 @dataclass(frozen=True)
@@ -231,25 +240,39 @@ def apply_policy(svc: Service, ctx: Context, req: ApplyPolicyRequest) -> ApplyPo
     return ApplyPolicyResult(_policy_view(svc), old != policy.sha256)
 
 
+@dataclass(frozen=True)
+class CheckPolicyRequest:
+    #: The policy file's text (TOML).
+    policy: str
+    #: What to call it in messages (e.g. its file name).
+    name: str = "(checked policy)"
+
+
+@dataclass(frozen=True)
+class CheckPolicyResult:
+    valid: bool
+    version: int
+    sha256: str
+
+
+@operation("CheckPolicy", kind=Kind.ADMIN, rest=Rest("POST", f"{A}/policy/check", TAG))
+def check_policy(svc: Service, ctx: Context, req: CheckPolicyRequest) -> CheckPolicyResult:
+    """Validate a policy (TOML text in Policy) without applying it"""
+    # A file that would weaken a built-in safeguard is refused (PolicyWeakening) and audited.
+    policy = svc.policy_file.parse(req.policy, source=req.name[:200])
+    ctx.details.update(checked_policy_hash=policy.sha256, version=policy.version)
+    return CheckPolicyResult(True, policy.version, policy.sha256)
+
+
 # ---- data-subject rights ----------------------------------------------------------------------------
-def _subject_faces(svc: Service, subject: str) -> list[Face]:
-    """Every stored face enrolled under ``subject`` (as ExternalImageId or UserId), all collections."""
-    store = svc.store
-    out: list[Face] = []
-    after_c = None
-    while True:
-        cols = store.list_collections(after=after_c, limit=500)
-        if not cols:
-            return out
-        for col in cols:
-            after_f = None
-            while True:
-                faces = store.list_faces(col.collection_id, after=after_f, limit=1000)
-                if not faces:
-                    break
-                out.extend(f for f in faces if subject in (f.external_image_id, f.user_id))
-                after_f = faces[-1].face_id
-        after_c = cols[-1].collection_id
+def _subject_faces(svc: Service, subject: str) -> dict[str, tuple[Collection, list[Face]]]:
+    """Every stored face enrolled under ``subject`` (as ExternalImageId or UserId), by collection."""
+    out: dict[str, tuple[Collection, list[Face]]] = {}
+    for col in svc.collections():
+        mine = [f for f in svc.faces(col.collection_id) if subject in (f.external_image_id, f.user_id)]
+        if mine:
+            out[col.collection_id] = (col, mine)
+    return out
 
 
 @dataclass(frozen=True)
@@ -266,21 +289,34 @@ class ExportSubjectResult:
     faces: list[dict[str, Any]]
     consents: list[dict[str, Any]]
     audit_records: list[dict[str, Any]]
+    #: Faces whose consent lapsed or whose retention passed: no longer returned by any read, and
+    #: erased by the next retention sweep (not exported).
+    faces_pending_erasure: int = 0
     templates: dict[str, list[float]] | None = None
 
 
 @operation("ExportSubject", kind=Kind.ADMIN, rest=Rest("GET", f"{A}/subjects/{{Subject}}", TAG))
 def export_subject(svc: Service, ctx: Context, req: ExportSubjectRequest) -> ExportSubjectResult:
     """Everything held about a data subject"""
+    # Faces of household collections (a person's own photo library, named by its files) are never
+    # exported; faces hidden by a lapsed consent or a passed retention are counted, not exported.
     subject = req.subject
     ctx.subjects.append(subject)
-    faces = _subject_faces(svc, subject)
+    faces: list[Face] = []
+    pending = 0
+    for col, held in _subject_faces(svc, subject).values():
+        if col.consent_mode == "household":
+            continue
+        shown = visible.Visibility.of(svc, col).keep(held)
+        pending += len(held) - len(shown)
+        faces.extend(shown)
     out = ExportSubjectResult(
         subject,
         svc.audit.subject_ref(subject),
         [{**f.to_rekognition(), "CollectionId": f.collection_id, "IndexedAt": f.indexed_at} for f in faces],
         svc.consents.list(subject=subject),
         list(svc.audit.records(subject=subject)),
+        pending,
     )
     if req.include_templates:
         templates: dict[str, list[float]] = {}
@@ -291,7 +327,8 @@ def export_subject(svc: Service, ctx: Context, req: ExportSubjectRequest) -> Exp
             for fid, t in svc.store.templates(cid, ids).items():
                 templates[fid] = [float(x) for x in t]
         out = dataclasses.replace(out, templates=templates)
-    ctx.counts.update(faces=len(faces), consents=len(out.consents), audit_records=len(out.audit_records))
+    ctx.counts.update(faces=len(faces), consents=len(out.consents), audit_records=len(out.audit_records),
+                      faces_pending_erasure=pending)  # fmt: skip
     ctx.details["include_templates"] = req.include_templates
     return out
 
@@ -315,7 +352,7 @@ def erase_subject(svc: Service, ctx: Context, req: EraseSubjectRequest) -> Erase
     # record: a pseudonym and counts, no biometric data).
     subject = req.subject
     ctx.subjects.append(subject)
-    collections = sorted({f.collection_id for f in _subject_faces(svc, subject)})
+    collections = sorted(_subject_faces(svc, subject))
     with svc.db.transaction(lock="consent") as tx:
         removed = svc.store.erase_faces(None, external_image_id=subject, user_id=subject, tx=tx)
         consents = erase_subject_consents(tx, subject)
@@ -436,6 +473,10 @@ def _report(svc: Service, since: float | None) -> dict[str, Any]:
     footage-release counts (requests by requester sector, decisions, faces redacted)."""
     report = transparency_report(svc.audit, since=since)
     report["FootageRelease"] = svc.releases.report(since)
+    # Now, not since: the safeguards built into the code (in force whatever the policy file says)
+    # and the collections by consent mode (household libraries counted apart).
+    report["BuiltInSafeguards"] = {"InForce": True, **BUILT_IN.describe()}
+    report["Collections"] = household.census(svc)
     return report
 
 

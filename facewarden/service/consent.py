@@ -31,10 +31,11 @@ ADMIN_TAG = "administration"
 def require_consent(service: Service, ctx: Context, collection_id: str, subject: str | None) -> None:
     """Raise ConsentRequired unless ``subject`` may be enrolled in ``collection_id`` now.
 
-    Household collections need no per-face consent (policy already limits them to their owner's
-    photo-organisation keys). Elsewhere the subject must be named and hold an active consent.
-    Call it in IndexFaces (subject = ExternalImageId) and AssociateFaces (subject = UserId) after
-    the request is validated and before any image is decoded.
+    Household collections need no per-face consent (policy already limits them to their owner, a
+    natural person, and its photo-organisation keys). Elsewhere the subject must be named and hold
+    an active consent. Call it in IndexFaces (subject = ExternalImageId) and AssociateFaces
+    (subject = the user's subject, the ExternalImageId of its faces) after the request is
+    validated and before any image is decoded; bulk indexing calls it per file, from the path.
     """
     info = service.collection_info(collection_id)
     if info is not None and info.consent_mode == "household":
@@ -42,7 +43,7 @@ def require_consent(service: Service, ctx: Context, collection_id: str, subject:
     if not subject:
         raise ConsentRequired(
             f"Collection {collection_id} requires consent for every enrolled face: name the subject "
-            "(ExternalImageId for IndexFaces, UserId for AssociateFaces) and record their consent with "
+            "(ExternalImageId for IndexFaces; AssociateFaces takes the faces' ExternalImageId) and record their consent with "
             "GrantConsent first."
         )
     if subject not in ctx.subjects:
@@ -84,14 +85,7 @@ def collections_in_scope(service: Service, scope: str, org: str) -> list[str]:
     """The collections a consent scope covers: one collection, or all the organisation's."""
     if scope != ANY_COLLECTION:
         return [scope]
-    out: list[str] = []
-    after = None
-    while True:
-        page = service.store.list_collections(after=after, limit=1000)
-        if not page:
-            return out
-        out.extend(c.collection_id for c in page if c.owner_org in (org, None))
-        after = page[-1].collection_id
+    return [c.collection_id for c in service.collections() if c.owner_org in (org, None)]
 
 
 @dataclass(frozen=True)

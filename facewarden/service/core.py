@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +41,7 @@ from ..errors import (
     UnknownOperation,
     UnrecognizedClient,
 )
-from ..gallery import Collection, Store, open_store
+from ..gallery import Collection, Face, Store, open_store
 from ..policy.consent import Consents
 from ..policy.file import PolicyFile
 from ..policy.principals import Principal, Principals
@@ -53,7 +53,7 @@ from .observe import Observer
 from .params import Image, S3Object
 from .refusals import refused_operation
 from .tokens import PageTokens, RequestTokens, account_id, installation_key, request_digest
-from .registry import OPERATIONS, Context, Operation, declared_kinds, kind_of
+from .registry import OPERATIONS, STARTUP, Context, Operation, declared_kinds, kind_of
 
 log = logging.getLogger("facewarden.service")
 
@@ -94,7 +94,10 @@ class Service:
         )
         self.audit.listeners.append(ErasureJournal(self.settings.erasure_journal_path))
         self.policy_file = PolicyFile(
-            PolicyFile.locate(self.settings), declared_kinds(), self._record_policy_if_changed
+            PolicyFile.locate(self.settings),
+            declared_kinds(),
+            self._record_policy_if_changed,
+            self._record_policy_refused,
         )
         #: Footage-release requests, the owners' footage libraries and the released copies.
         self.releases = Releases(self.db, self.clock)
@@ -113,12 +116,18 @@ class Service:
                 self.sweep()
             except Exception:
                 log.exception("retention sweep at start-up failed")
+        for check in STARTUP:  # e.g. household collections policy now refuses (service/household.py)
+            try:
+                check(self)
+            except Exception:
+                log.exception("start-up check %s failed", getattr(check, "__name__", check))
 
     def close(self) -> None:
         """Sign a final audit checkpoint, then close the store and the database."""
         if self._closed:
             return
         self._closed = True
+        self.retention.stop()
         try:
             self.audit.checkpoint()
         except Exception:
@@ -144,6 +153,21 @@ class Service:
                     store.clock = self.clock
                     self._store = store
         return store
+
+    def collections(self) -> Iterator[Collection]:
+        """Every collection, read a page at a time."""
+        after = None
+        while page := self.store.list_collections(after=after, limit=1000):
+            yield from page
+            after = page[-1].collection_id
+
+    def faces(self, collection_id: str) -> Iterator[Face]:
+        """Every stored face of a collection, read a page at a time (hidden ones too: this is for
+        the service's own upkeep; reads go through :mod:`facewarden.service.visible`)."""
+        after = None
+        while page := self.store.list_faces(collection_id, after=after, limit=1000):
+            yield from page
+            after = page[-1].face_id
 
     def collection_info(self, collection_id: str | None, tx: Tx | None = None) -> CollectionInfo | None:
         """What policy needs to know about a collection, or None if it does not exist."""
@@ -230,6 +254,20 @@ class Service:
             )
             self.audit.append(entry.record(), tx=tx)
         return True
+
+    def _record_policy_refused(self, why: str, exc: FacewardenError, sha256: str | None) -> None:
+        """Audit a policy file refused at start-up or on reload (invalid, or weakening a built-in
+        safeguard): the policy in force (if any) stays."""
+        in_force = getattr(self, "policy_file", None)
+        entry = AuditEntry(
+            "PolicyRefused",
+            "denied",
+            getattr(exc, "rule", None) or "policy_invalid",
+            exc.message[:2000],
+            in_force.policy.sha256 if in_force is not None else "",
+            details={"why": why, "refused_sha256": sha256, "error": exc.aws_code},
+        )
+        self.audit.append(entry.record())
 
     def visible_collection(self, ctx: Context, collection: str | Collection) -> bool:
         """May the caller see this collection (e.g. in ListCollections)? Household collections of
@@ -491,11 +529,13 @@ class Service:
         collection_id: str | None = None,
         *,
         audit_allowed: bool = True,
+        check: Callable[[Context], None] | None = None,
     ) -> None:
         """Decide the operation or activity ``name`` (by its declared kind) before work that runs
         outside :meth:`call` (bulk indexing in worker processes, evaluations) computes any template.
-        A refusal is audited and raised; an allowed decision is audited too unless the work's own
-        calls will be (they also count against quotas; this check does not)."""
+        ``check`` adds the operation's own decisions that need no pixels (e.g. the consent of the
+        subject a file is about). A refusal is audited and raised; an allowed decision is audited
+        too unless the work's own calls will be (they also count against quotas; this does not)."""
         if principal is not None and not isinstance(principal, Principal):
             raise InvalidInput("principal must be a facewarden Principal (see Service.owner_principal).")
         self.policy_file.reload_if_changed()
@@ -505,6 +545,12 @@ class Service:
         except FacewardenError:
             info = None
         decision = self._decide_or_deny(ctx, info, quota=False)
+        if check is not None:
+            try:
+                check(ctx)
+            except AccessDenied as exc:
+                self._audit(ctx, "denied", exc.rule, exc.reason)
+                raise
         if audit_allowed:
             self._audit(ctx, "allowed", decision.rule_id, decision.reason)
 

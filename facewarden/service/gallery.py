@@ -17,13 +17,21 @@ from typing import Annotated, Any
 import numpy as np
 
 from ..engine import DetectedFace, Engine
-from ..errors import InvalidInput, ModelMismatch, NoFaceFound, ResourceNotFound
+from ..errors import (
+    AccessDenied,
+    InvalidInput,
+    ModelMismatch,
+    NoFaceFound,
+    ResourceNotFound,
+    ServiceQuotaExceeded,
+)
 from ..gallery import Collection, Face, NewFace, Store
 from ..policy.kinds import Kind
+from . import visible
 from .consent import require_consent
 from .core import Service
 from .registry import Context, Rest, operation
-from .faces import AnalysedImage, FaceDetail, quality_reasons, select_faces
+from .faces import AnalysedImage, FaceDetail, quality_reasons, select_faces, select_subject_face
 from .params import (
     INTERNAL,
     Attributes,
@@ -151,7 +159,7 @@ def face_matches(
         subjects=col.subject_count,
         calibration=engine_of(svc, col).calibration,
     )
-    matches = store.search(col.collection_id, probe, k, exclude=exclude)
+    matches = visible.search(svc, col, probe, k, exclude=exclude)  # consent and retention, now
     sims = similarities(svc, col, [m.inner for m in matches])
     threshold, asked = applied["Similarity"], asked_threshold(applied)
     out, faces, withheld = [], [], 0
@@ -360,11 +368,21 @@ class IndexFacesResult:
 @operation("IndexFaces", kind=Kind.ENROL, rest=Rest("POST", f"{COLLECTION}/faces", "faces in collections"))
 def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFacesResult:
     """Enrol (index) the faces of an image; needs a consent record"""
+    # In a consent collection an image enrols at most one face, its subject's (the largest, when
+    # clearly the largest); a household collection (a person's own photos) takes up to MaxFaces
+    # faces, within its size cap.
     store, col = collection(svc, ctx, req.collection_id)
     external = req.external_image_id
     if external is not None:
         ctx.subjects.append(external)
     require_consent(svc, ctx, col.collection_id, external)  # policy: consent before any pixel
+    one_face = col.consent_mode != "household"
+    cap = svc.policy.household_max_faces if not one_face else None
+    if cap is not None and col.face_count >= cap:
+        raise ServiceQuotaExceeded(
+            f"Household collection {col.collection_id} holds {col.face_count} faces, its limit "
+            f"(collections.household_max_faces = {cap}). Delete faces, or start another collection."
+        )
     analysed = req.analysed
     if analysed is not None:
         if analysed.model_version != col.model_version:
@@ -380,16 +398,27 @@ def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFace
         raise InvalidInput("Image is required.")
     known = store.faces_of_image(col.collection_id, sha)
     if known:  # the same photo again: nothing is decoded, nothing enrolled twice
-        return _already_indexed(ctx, col, known)
+        return _already_indexed(svc, ctx, col, known)
     if analysed is not None:
+        if one_face and analysed.refusal:
+            raise AccessDenied(analysed.refusal, "one_face")
         attributes = analysed.attributes
         kept, templates, unindexed = analysed.kept, analysed.templates, analysed.unindexed
+        if one_face and len(kept) + len(unindexed) > 1:  # analysed for a household: choose again
+            at = {id(f): i for i, f in enumerate(kept)}
+            chosen, unindexed = select_subject_face(kept + [f for f, _ in unindexed], req.quality_filter)
+            chosen = [f for f in chosen if id(f) in at]  # (a face that failed MaxFaces has no template)
+            templates = np.asarray(templates, np.float32)[[at[id(f)] for f in chosen]]
+            kept = chosen
     else:
         assert req.image is not None
         attributes = req.detection_attributes
         pixels = svc.decode_image(req.image)
         faces = engine.detect(pixels, svc.detector(req.detector), attributes)
-        kept, unindexed = select_faces(faces, req.max_faces, req.quality_filter)
+        if one_face:  # chosen before any template is computed: nobody else's face is embedded
+            kept, unindexed = select_subject_face(faces, req.quality_filter)
+        else:
+            kept, unindexed = select_faces(faces, req.max_faces, req.quality_filter)
         templates = engine.embed(pixels, kept)
     image_id = _image_id(sha)
     new = [
@@ -404,9 +433,11 @@ def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFace
         for f, t in zip(kept, templates)
     ]
     # the store checks the image again in the insert's transaction: concurrent requests store it once
-    stored = store.add_faces(col.collection_id, new, col.model_version, skip_known_image=True)
+    stored = store.add_faces(
+        col.collection_id, new, col.model_version, skip_known_image=True, max_faces=cap
+    )
     if new and not stored:
-        return _already_indexed(ctx, col, store.faces_of_image(col.collection_id, sha))
+        return _already_indexed(svc, ctx, col, store.faces_of_image(col.collection_id, sha))
     ctx.counts.update(indexed=len(stored), unindexed=len(unindexed))
     ctx.matched_face_ids = [s.face_id for s in stored]
     return IndexFacesResult(
@@ -416,12 +447,16 @@ def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFace
     )
 
 
-def _already_indexed(ctx: Context, col: Collection, known: list[Face]) -> IndexFacesResult:
-    """IndexFaces of an image the collection holds already: skipped, and the response says so."""
+def _already_indexed(svc: Service, ctx: Context, col: Collection, known: list[Face]) -> IndexFacesResult:
+    """IndexFaces of an image the collection holds already: skipped, and the response says so.
+    Its faces are listed only while visible (a face whose consent lapsed is not returned)."""
     ctx.counts.update(indexed=0, unindexed=0, skipped_known_image=1)
     ctx.details["already_indexed"] = True
+    shown = visible.faces(svc, col, [f.face_id for f in known])
     records = [
-        FaceRecord(f.to_rekognition(), {"BoundingBox": f.bbox, "Confidence": f.confidence}) for f in known
+        FaceRecord(f.to_rekognition(), {"BoundingBox": f.bbox, "Confidence": f.confidence})
+        for f in known
+        if f.face_id in shown
     ]
     return IndexFacesResult(records, col.model_version, [], already_indexed=True)
 
@@ -458,7 +493,7 @@ def list_faces(svc: Service, ctx: Context, req: ListFacesRequest) -> ListFacesRe
     store, col = collection(svc, ctx, req.collection_id)
     limit = req.max_results or 1000
     after = svc.page_tokens.open(ctx.operation, col.collection_id, req.next_token)
-    faces = store.list_faces(col.collection_id, after, limit + 1, user_id=req.user_id, face_ids=req.face_ids)
+    faces = visible.list_faces(svc, col, after, limit + 1, user_id=req.user_id, face_ids=req.face_ids)
     ctx.counts["faces"] = min(len(faces), limit)
     return ListFacesResult(
         [f.to_rekognition() for f in faces[:limit]],
@@ -521,7 +556,7 @@ class SearchFacesResult:
 def search_faces(svc: Service, ctx: Context, req: SearchFacesRequest) -> SearchFacesResult:
     """Search the collection for an enrolled face"""
     store, col = collection(svc, ctx, req.collection_id)
-    templates = store.templates(col.collection_id, [req.face_id])
+    templates = visible.templates(svc, col, [req.face_id])
     if req.face_id not in templates:
         raise ResourceNotFound(f"Face {req.face_id!r} is not in collection {col.collection_id!r}.")
     matches = face_matches(

@@ -35,6 +35,7 @@ from ..errors import FacewardenError, InvalidInput, ResourceNotFound, RestoreRef
 from ..policy.consent import erase_subject_consents
 from ..policy.kinds import Kind
 from ..policy.principals import Principal
+from . import household
 from .consent import withdraw
 from .core import Service
 from .registry import declare
@@ -303,6 +304,8 @@ def _apply(svc: Service, record: dict[str, Any], subjects: list[str]) -> dict[st
         except ResourceNotFound:
             n = 0
         return {"faces_erased": n}
+    if op == "ConvertCollection" and collection:
+        return household.convert_again(svc, collection)
     if op == "DeleteUser" and collection:
         users = 0
         for s in subjects:

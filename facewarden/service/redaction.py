@@ -36,6 +36,7 @@ from ..policy.kinds import Kind
 from ..redact import masks
 from ..redact import video as redact_video
 from ..redact.image import redact_image
+from . import visible
 from .core import Service
 from .faces import quality_reasons
 from .gallery import collection, engine_of, similarities, touch
@@ -170,7 +171,7 @@ def keeper(svc: Service, ctx: Context, collection_id: str) -> Keeper:
     """Decide keeping people of ``collection_id`` visible (an identification; a refusal is audited
     and raised before anything is decoded), then the matcher against its consenting people."""
     svc.authorize(ctx.principal, KEEP, collection_id, audit_allowed=False)
-    store, col = collection(svc, ctx, collection_id)
+    _, col = collection(svc, ctx, collection_id)
     if col.consent_mode != "required":
         raise InvalidInput(
             f"KeepCollectionId {collection_id!r} is a {col.consent_mode} collection: faces are kept visible only "
@@ -183,7 +184,7 @@ def keeper(svc: Service, ctx: Context, collection_id: str) -> Keeper:
     kept_subjects: set[str] = set()
 
     def subject_of(template: np.ndarray) -> str | None:
-        matches = store.search(col.collection_id, template, 1)
+        matches = visible.search(svc, col, template, 1)  # lapsed consent, passed retention: not there
         if not matches or float(similarities(svc, col, [matches[0].inner])[0]) < threshold:
             return None
         face = matches[0].face

@@ -133,6 +133,17 @@ def declare(name: str, kind: Kind) -> str:
     return name
 
 
+#: Checks every service process runs at start-up, once the policy is in force (e.g. the household
+#: collections policy now refuses): registered with :func:`at_start` by the modules that own them.
+STARTUP: list[Callable[[Service], object]] = []
+
+
+def at_start(check: Callable[[Service], object]) -> Callable[[Service], object]:
+    """Register ``check(service)`` to run when a service process starts (a failure is logged)."""
+    STARTUP.append(check)
+    return check
+
+
 def kind_of(name: str) -> Kind | None:
     """The declared kind of operation or activity ``name`` (None if nothing declares it)."""
     op = OPERATIONS.get(name)

@@ -1,15 +1,20 @@
 """Retention: templates past their collection's retention period, and what expired consents
-covered, are erased by a sweep at start-up and then at most every hour (lazily, before a call),
-or on request (the ``RunRetentionSweep`` operation, ``facewarden`` admin)."""
+covered, are erased by a sweep at start-up, then every hour on a background timer in a serving
+process (:meth:`Retention.start`, which ``facewarden serve`` runs) and at most every hour lazily
+before a call in any process, and on request (the ``RunRetentionSweep`` operation,
+``facewarden retention sweep``). Until the sweep erases them such faces are already hidden from
+every read (:mod:`facewarden.service.visible`): the sweep is about storage, not visibility."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from ..policy.kinds import Kind
 from . import consent
 from .core import Service
+from .visible import retention_cutoff
 from .registry import Context, Rest, operation
 from .params import Empty
 
@@ -26,6 +31,33 @@ class Retention:
         self.service = service
         self.interval_s = interval_s
         self.next_at = service.clock() + interval_s
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def start(self, every_s: float | None = None) -> None:
+        """Sweep every ``every_s`` seconds (default: the interval) on a background thread, until
+        :meth:`stop` (a serving process; failures are logged and the timer goes on)."""
+        if self._timer is not None:
+            return
+        period = float(every_s or self.interval_s)
+        self._stop.clear()
+
+        def run() -> None:
+            while not self._stop.wait(period):
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("scheduled retention sweep failed")
+
+        self._timer = threading.Thread(target=run, name="facewarden-retention", daemon=True)
+        self._timer.start()
+
+    def stop(self) -> None:
+        """Stop the background sweeps (waits for one in progress)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            self._stop.set()
+            timer.join()
 
     def maybe_sweep(self) -> None:
         """Sweep if the interval has passed since the last sweep (a failure is logged, not raised)."""
@@ -44,29 +76,22 @@ class Retention:
         self.next_at = now + self.interval_s
         store = svc.store
         purged = 0
-        after = None
-        while True:
-            page = store.list_collections(after=after, limit=500)
-            if not page:
-                break
-            for col in page:
-                days = col.retention_days or svc.policy.default_retention_days
-                cutoff = now - float(days) * 86400.0
-                with svc.db.transaction(lock=f"retention:{col.collection_id}") as tx:
-                    removed = store.purge_before(col.collection_id, cutoff, tx=tx)
-                    if removed:
-                        svc.audit_system(
-                            "RetentionSweep",
-                            counts={"faces_erased": len(removed)},
-                            details={"retention_days": days},
-                            org=col.owner_org,
-                            collection=col.collection_id,
-                            tx=tx,
-                        )
+        for col in svc.collections():
+            days = col.retention_days or svc.policy.default_retention_days
+            with svc.db.transaction(lock=f"retention:{col.collection_id}") as tx:
+                removed = store.purge_before(col.collection_id, retention_cutoff(svc, col, now), tx=tx)
                 if removed:
-                    purged += len(removed)
-                    consent.sync_index(svc, col.collection_id)
-            after = page[-1].collection_id
+                    svc.audit_system(
+                        "RetentionSweep",
+                        counts={"faces_erased": len(removed)},
+                        details={"retention_days": days},
+                        org=col.owner_org,
+                        collection=col.collection_id,
+                        tx=tx,
+                    )
+            if removed:
+                purged += len(removed)
+                consent.sync_index(svc, col.collection_id)
         expired = consent.expire(svc, now)
         jobs = svc.jobs.expire(now)  # finished jobs and their results, past their retention
         if jobs:

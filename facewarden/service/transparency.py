@@ -160,6 +160,36 @@ def charts(report: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+# ---- the safeguards built into the code, and the collections by consent mode --------------------------
+#: The collections' consent modes, in words.
+CONSENT_MODES = {
+    "Consent": "consent per face",
+    "Household": "household (a person's own library)",
+    "HouseholdRefused": "household, refused until converted",
+}
+
+
+def built_in_lines(report: Mapping[str, Any]) -> list[str]:
+    """The safeguards built into the code (in force whatever the policy file says), in words."""
+    b = report.get("BuiltInSafeguards")
+    if not isinstance(b, Mapping):
+        return []
+    out = []
+    for r in b.get("Rules") or []:
+        who = ", ".join(r.get("Sectors") or []) or "every sector"
+        purposes = f" with purposes {', '.join(r['Purposes'])}" if r.get("Purposes") else ""
+        exempt = "; exempt: " + ", ".join(e["Name"] for e in r["Exemptions"]) if r.get("Exemptions") else ""
+        out.append(
+            f"{r['Id']} (in force, indefinite): {', '.join(r['Operations'])} denied to {who}{purposes}{exempt}"
+        )
+    h = b.get("Household") or {}
+    out.append(
+        f"household collections (no per-face consent): organisations of sector {h.get('Sector')} only, "
+        f"at most {h.get('MaxFaces')} faces each"
+    )
+    return out
+
+
 # ---- CSV --------------------------------------------------------------------------------------------
 def report_rows(report: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]]:
     """Every figure of the report as (section, row, column, value)."""
@@ -180,6 +210,12 @@ def report_rows(report: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]
         yield "DenialsByRule", rule, "", str(n)
     for change in report.get("PolicyChanges") or []:
         yield "PolicyChanges", str(change.get("Time", "")), "PolicyHash", str(change.get("PolicyHash", ""))
+    for line in built_in_lines(report):
+        name, _, text = line.partition(" ")
+        yield "BuiltInSafeguards", name, "", text
+    for mode, row in (report.get("Collections") or {}).items():
+        for column, n in row.items():
+            yield "CollectionsByConsentMode", mode, column, str(n)
     release = report.get("FootageRelease")
     if isinstance(release, Mapping):
         for sector, row in sorted((release.get("RequestsByRequesterSector") or {}).items()):
@@ -248,6 +284,23 @@ def report_html(
         f'<p class="muted">The console\'s own reads to draw its pages ({int(report.get("ConsoleReads", 0))}) '
         "are not counted above.</p>",
     ]
+    built_in = built_in_lines(report)
+    if built_in:
+        parts.append("<h2>Safeguards built into the code (in force whatever the policy file says)</h2><ul>")
+        parts += [f"<li>{e(line)}</li>" for line in built_in]
+        parts.append("</ul>")
+    collections = report.get("Collections")
+    if isinstance(collections, Mapping):
+        parts.append("<h2>Collections by consent mode (now)</h2>")
+        parts.append(
+            '<table><tr><th>Consent mode</th><th class="n">Collections</th><th class="n">Faces</th></tr>'
+        )
+        parts += [
+            f'<tr><th>{e(CONSENT_MODES.get(str(mode), str(mode)))}</th><td class="n">{int(row.get("Collections", 0))}</td>'
+            f'<td class="n">{int(row.get("Faces", 0))}</td></tr>'
+            for mode, row in collections.items()
+        ]
+        parts.append("</table>")
     for name, (title, _) in CHARTS.items():
         parts += [f"<h2>{e(title)}</h2>", svgs.get(name, "")]
     denials = report.get("DenialsByRule") or {}

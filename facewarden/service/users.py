@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from ..errors import Conflict, InvalidInput, ResourceAlreadyExists, ResourceNotFound
+from ..errors import AccessDenied, Conflict, InvalidInput, ResourceAlreadyExists, ResourceNotFound
 from ..gallery import MAX_FACES_PER_USER, Collection, Face, Store
 from ..policy.kinds import Kind
+from . import visible
 from .consent import require_consent
 from .core import Service
 from .registry import Context, Rest, operation
@@ -134,30 +135,74 @@ class AssociateFacesResult:
     user_status: str
 
 
+def user_subject(col: Collection, user_id: str, held: list[Face], joining: list[Face]) -> str | None:
+    """The subject a user of a consent collection stands for, and the only one whose faces may join it.
+
+    Consent is a person's, for their own faces: a user's subject is the ExternalImageId its faces
+    were enrolled under — set by the first face associated with it, and shared by every face that
+    joins it later (the UserId itself is just a name). Raises AccessDenied (rule ``user_subject``),
+    naming the faces, if a joining face was enrolled under another subject (or none). None: the
+    user has no face and none of ``joining`` exists (nothing will be associated)."""
+    have = {f.external_image_id for f in held}
+    if len(have) > 1 or None in have:
+        raise AccessDenied(
+            f"User {user_id!r} holds faces of {len(have)} subjects (or of none); in consent collection "
+            f"{col.collection_id} a user stands for one subject. Disassociate its faces and start again.",
+            "user_subject",
+        )
+    if have:
+        subject = next(iter(have))
+    elif joining:
+        subject = joining[0].external_image_id
+    else:
+        return None
+    stranger = [f.face_id for f in joining if f.external_image_id != subject]
+    if subject is None or stranger:
+        raise AccessDenied(
+            f"In consent collection {col.collection_id} a user stands for one consented subject: the "
+            "ExternalImageId its faces were enrolled under, set by its first face"
+            + (f" (user {user_id!r} has one)" if have else "")
+            + f". Face(s) {', '.join((stranger or [f.face_id for f in joining])[:10])} were enrolled under "
+            + ("another subject" if subject else "no subject")
+            + "; associate each subject's faces with a user of its own.",
+            "user_subject",
+        )
+    return subject
+
+
 @operation(
     "AssociateFaces", kind=Kind.ENROL, rest=Rest("POST", f"{COLLECTION}/users/{{UserId}}/faces", "users")
 )
 def associate_faces(svc: Service, ctx: Context, req: AssociateFacesRequest) -> AssociateFacesResult:
     """Associate faces with a user"""
+    # In a consent collection a user stands for one consented subject (see user_subject).
     store, col = collection(svc, ctx, req.collection_id)
     user_id, ids = req.user_id, req.face_ids
     ctx.subjects.append(user_id)
     store.get_user(col.collection_id, user_id)
-    require_consent(svc, ctx, col.collection_id, user_id)  # policy: consent before association
+    # (faces whose consent lapsed or whose retention passed are as good as gone: visible.py)
+    held = visible.list_faces(svc, col, user_id=user_id, limit=MAX_FACES_PER_USER + 1)
+    rows = visible.faces(svc, col, ids)
+    subject = None
+    if col.consent_mode != "household":  # policy: the subject's consent before association
+        subject = user_subject(col, user_id, held, [rows[f] for f in dict.fromkeys(ids) if f in rows])
+        if subject is not None:
+            require_consent(svc, ctx, col.collection_id, subject)
     # Faces must look like the user's other faces (Rekognition: LOW_MATCH_CONFIDENCE).
-    current = [
-        f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER + 1)
-    ]
+    current = [f.face_id for f in held]
     templates = store.templates(col.collection_id, list(dict.fromkeys(current + ids)))
     anchors = [templates[f] for f in current if f in templates]
     low: dict[str, float] = {}
     accepted: list[str] = []
-    rows = store.get_faces(col.collection_id, ids)
+    failed: dict[str, tuple[str, str | None]] = {}
     for fid in dict.fromkeys(ids):
         t = templates.get(fid)
         row = rows.get(fid)
-        if t is None or row is None or row.user_id is not None:
-            accepted.append(fid)  # not found / already someone's: the store decides and reports it
+        if row is None:  # absent, or hidden (its consent lapsed or its retention passed)
+            failed[fid] = ("FACE_NOT_FOUND", None)
+            continue
+        if t is None or row.user_id is not None:
+            accepted.append(fid)  # already someone's: the store decides and reports it
             continue
         if anchors:
             sim = float(np.max(similarities(svc, col, list(np.stack(anchors) @ t))))
@@ -166,9 +211,11 @@ def associate_faces(svc: Service, ctx: Context, req: AssociateFacesRequest) -> A
                 continue
         anchors.append(t)
         accepted.append(fid)
-    result = store.associate_faces(col.collection_id, user_id, accepted) if accepted else None
+    result = (
+        store.associate_faces(col.collection_id, user_id, accepted, subject=subject) if accepted else None
+    )
     associated = result.associated if result else []
-    failed = dict(result.failed) if result else {}
+    failed.update(result.failed if result else {})
     status = result.status if result else store.get_user(col.collection_id, user_id).status
     refused = unsuccessful(failed)
     for fid, sim in low.items():
@@ -249,7 +296,7 @@ def user_matches(
     k = min(4096, max(100, 10 * max_users))
     best: dict[str, tuple[float, Face]] = {}
     for probe in probes:
-        matches = store.search(col.collection_id, probe, k, exclude=exclude_faces)
+        matches = visible.search(svc, col, probe, k, exclude=exclude_faces)
         sims = similarities(svc, col, [m.inner for m in matches])
         for m, s in zip(matches, sims):
             uid = m.face.user_id
@@ -330,7 +377,7 @@ def search_users(svc: Service, ctx: Context, req: SearchUsersRequest) -> SearchU
         raise InvalidInput("SearchUsers needs exactly one of UserId or FaceId.")
     if req.face_id is not None:
         face_id = req.face_id
-        templates = store.templates(col.collection_id, [face_id])
+        templates = visible.templates(svc, col, [face_id])
         if face_id not in templates:
             raise ResourceNotFound(f"Face {face_id!r} is not in collection {col.collection_id!r}.")
         matches = user_matches(
@@ -342,7 +389,7 @@ def search_users(svc: Service, ctx: Context, req: SearchUsersRequest) -> SearchU
     user_id = str(req.user_id)
     store.get_user(col.collection_id, user_id)
     ctx.subjects.append(user_id)
-    own = [f.face_id for f in store.list_faces(col.collection_id, user_id=user_id, limit=MAX_FACES_PER_USER)]
+    own = [f.face_id for f in visible.list_faces(svc, col, user_id=user_id, limit=MAX_FACES_PER_USER)]
     templates = store.templates(col.collection_id, own)
     probes = [templates[f] for f in own if f in templates]
     if probes:

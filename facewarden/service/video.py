@@ -31,11 +31,12 @@ from typing import Annotated, Any
 import numpy as np
 
 from ..engine.tracking import FaceTracks, Track
-from ..errors import AccessDenied, InvalidInput, QuotaExceeded
+from ..errors import AccessDenied, InvalidInput, QuotaExceeded, ResourceNotFound
 from ..gallery import Collection
 from ..jobs import Completion, Job, JobRun, Result
 from ..media import buckets, video
 from ..policy.kinds import Kind
+from . import visible
 from .core import Service
 from .gallery import collection, engine_of, similarities, touch
 from .jobs import JobId, JobTag, audited, job_context, job_handler, own_job, wire_status
@@ -267,7 +268,26 @@ def get_face_search(svc: Service, ctx: Context, req: GetFaceSearchRequest) -> Ge
     if not decision.allowed:
         raise AccessDenied(decision.reason, decision.rule_id)
     head, items = _page(svc, ctx, job, req, "index" if req.sort_by == "INDEX" else "timestamp")
-    return GetFaceSearchResult(**vars(head), persons=items)
+    return GetFaceSearchResult(**vars(head), persons=_still_visible(svc, collection_id, items))
+
+
+def _still_visible(svc: Service, collection_id: str, items: list[Any]) -> list[Any]:
+    """A results page with the matches whose face is no longer visible taken out: stored results
+    are read like the gallery (a consent withdrawn or expired, or a retention passed, since the
+    search hides the face from them too)."""
+    ids = {m["Face"]["FaceId"] for item in items for m in item.get("FaceMatches") or []}
+    if not ids:
+        return items
+    try:
+        shown = set(visible.faces(svc, svc.store.get_collection(collection_id), ids))
+    except ResourceNotFound:
+        shown = set()
+    return [
+        {**item, "FaceMatches": [m for m in item["FaceMatches"] if m["Face"]["FaceId"] in shown]}
+        if item.get("FaceMatches")
+        else item
+        for item in items
+    ]
 
 
 def _metadata(job: Any) -> dict[str, Any] | None:
@@ -435,7 +455,7 @@ def _search_track(
         return []
     best: dict[str, tuple[float, Any]] = {}
     for template in track.templates:
-        found = store.search(col.collection_id, np.asarray(template, np.float32), SEARCH_K)
+        found = visible.search(svc, col, np.asarray(template, np.float32), SEARCH_K)  # consent, retention
         for m, s in zip(found, similarities(svc, col, [m.inner for m in found])):
             if s >= threshold and (m.face.face_id not in best or s > best[m.face.face_id][0]):
                 best[m.face.face_id] = (float(s), m.face)

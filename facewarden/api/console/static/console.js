@@ -226,10 +226,28 @@ async function enrol(ev) {
 }
 
 // ---- policy ----------------------------------------------------------------------------------
+// A rule built into the code, in words: "moratorium (in force, indefinite): compare, ... denied to ...".
+function builtInRule(r) {
+  return `${r.Id} (in force, indefinite): ${r.Operations.join(", ")} denied to ` +
+    `${(r.Sectors || []).join(", ") || "every sector"}${r.Purposes ? " with purposes " + r.Purposes.join(", ") : ""}` +
+    `${r.Exemptions.length ? "; exempt: " + r.Exemptions.map((e) => e.Name).join(", ") : ""}`;
+}
+
+function builtInLines(b) {
+  // The safeguards built into the code: in force whatever the policy file says.
+  if (!b) return "";
+  const h = b.Household || {};
+  return ["# Built into facewarden, in force whatever the file says (a file may only tighten them):",
+    ...(b.Rules || []).map((r) => `#   ${builtInRule(r)}`),
+    `#   quotas: ${(b.Quotas || []).map((q) => `${q.Id} ${q.PerKeyPerDay}/key/day`).join(", ")}; ` +
+    `max_expected_false_matches <= ${b.MaxExpectedFalseMatchesCeiling}`,
+    `#   household collections: sector ${h.Sector} only, at most ${h.MaxFaces} faces`].join("\n") + "\n";
+}
+
 async function loadPolicy() {
   const r = await api("GET", "/v1/admin/policy");
   const p = r.Policy || {};
-  $("#policy").textContent = `# ${p.Name || ""} (version ${p.Version}), sha256 ${p.Sha256}\n# ${p.Source || ""}\n\n${p.Text || ""}`;
+  $("#policy").textContent = `${builtInLines(p.BuiltIn)}# ${p.Name || ""} (version ${p.Version}), sha256 ${p.Sha256}\n# ${p.Source || ""}\n\n${p.Text || ""}`;
 }
 
 // ---- wiring ----------------------------------------------------------------------------------

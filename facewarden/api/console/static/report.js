@@ -34,6 +34,25 @@ function renderReport(rep, charts) {
   out.append(figures,
     el("p", { class: "muted small" }, `The console's own reads to draw its pages (${rep.ConsoleReads || 0}) are not counted here.`));
 
+  // Now, whatever the period: the safeguards built into the code, and the collections by consent mode.
+  const b = rep.BuiltInSafeguards;
+  if (b) {
+    const h = b.Household || {};
+    out.append(section("Safeguards built into the code (in force whatever the policy file says)",
+      el("ul", { id: "built-in" }, (b.Rules || []).map(r => el("li", {}, builtInRule(r))),
+        el("li", {}, `household collections (no per-face consent): organisations of sector ${h.Sector} only, ` +
+          `at most ${h.MaxFaces} faces each`))));
+  }
+  const cols = rep.Collections;
+  if (cols) {
+    const named = { Consent: "consent per face", Household: "household (a person's own library)",
+      HouseholdRefused: "household, refused until converted" };
+    out.append(section("Collections by consent mode (now)", el("table", { id: "collections-by-consent" },
+      el("thead", {}, el("tr", {}, ["Consent mode", "Collections", "Faces"].map(h => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, Object.entries(cols).map(([k, v]) => el("tr", { "data-mode": k }, el("th", { scope: "row" }, named[k] || k),
+        el("td", { class: "num" }, String(v.Collections)), el("td", { class: "num" }, String(v.Faces))))))));
+  }
+
   if (charts) {
     out.append(el("section", { class: "card report-section" },
       el("h2", {}, "Over time (per UTC day)"),
