@@ -90,7 +90,14 @@ def serve(
     if pool is not None:
         click.echo(f"{workers} job worker(s) running video jobs (FACEWARDEN_JOB_WORKERS)")
     try:
-        run(svc, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, sweep_every_s=sweep_every)
+        run(
+            svc,
+            host=host,
+            port=port,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            sweep_every_s=sweep_every,
+        )
     finally:
         if pool is not None:
             pool.stop()

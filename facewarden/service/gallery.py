@@ -433,9 +433,7 @@ def index_faces(svc: Service, ctx: Context, req: IndexFacesRequest) -> IndexFace
         for f, t in zip(kept, templates)
     ]
     # the store checks the image again in the insert's transaction: concurrent requests store it once
-    stored = store.add_faces(
-        col.collection_id, new, col.model_version, skip_known_image=True, max_faces=cap
-    )
+    stored = store.add_faces(col.collection_id, new, col.model_version, skip_known_image=True, max_faces=cap)
     if new and not stored:
         return _already_indexed(svc, ctx, col, store.faces_of_image(col.collection_id, sha))
     ctx.counts.update(indexed=len(stored), unindexed=len(unindexed))
