@@ -296,6 +296,12 @@ def test_converting_a_companys_household_collection(fw):
     finally:
         svc.close()
     assert "collection convert legacy" in fw("faces", "list", "--collection", "legacy", code=4)
+    from tests.test_cli_dayone import _serve, _stop
+
+    p, printed, _ = _serve(str(fw.data))  # serve says so as it starts
+    _stop(p)
+    assert "refused: household collection legacy belongs to acme (sector commercial)" in printed
+    assert "facewarden collection convert legacy --consent required" in printed
     out = fw("collection", "convert", "legacy", "--consent", "required")
     assert "1 face(s) without consent erased, 0 kept" in out
     assert json.loads(fw("--json", "faces", "list", "--collection", "legacy"))["Faces"] == []

@@ -294,6 +294,14 @@ def test_household_collections_are_for_natural_persons(service: Any) -> None:
     # The transparency report counts household libraries apart.
     rep = svc.call("GetTransparencyReport", {}, owner)["Report"]["Collections"]
     assert rep["Household"] == {"Collections": 1, "Faces": 7} and rep["Consent"]["Collections"] == 0
+    # The family's organisation declared a company now: its library is refused until converted.
+    svc.call("SetOrganizationSector", {"Name": "test-family", "Sector": "commercial"}, owner)
+    now_a_company = svc.principal_for_key(me.key_id)
+    denied(
+        svc, "ListFaces", {"CollectionId": "album"}, now_a_company, "household", "collection convert album"
+    )
+    rep = svc.call("GetTransparencyReport", {}, owner)["Report"]["Collections"]
+    assert rep["HouseholdRefused"] == {"Collections": 1, "Faces": 7}
     intact(svc)
 
 

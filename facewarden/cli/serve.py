@@ -7,6 +7,7 @@ import json
 import click
 
 from ..errors import ResourceNotFound
+from ..service import household
 from ..service.jobs import worker_pool
 from . import FILE, App, main, pass_app
 
@@ -81,6 +82,14 @@ def serve(
         click.echo(f"Initialised {app.settings.data_dir} for {init_org} (declared sector: {init_sector}).")
         click.echo(f"Owner key (shown once; a copy readable only by you is in {key_file}):")
         click.echo(f"  AccessKeyId={principal.key_id}\n  SecretAccessKey={secret}")
+    for col, sector in household.misplaced(svc):  # (the service audited each once as HouseholdRefused)
+        click.echo(
+            f"refused: household collection {col.collection_id} belongs to {col.owner_org} (sector {sector}), "
+            "not to a natural person (sector individual): every call on it is refused until you run "
+            f"`facewarden collection convert {col.collection_id} --consent required` (which erases every "
+            "face without a consent record)",
+            err=True,
+        )
     scheme = "https" if ssl_certfile else "http"
     click.echo(
         f"facewarden on {scheme}://{host}:{port}/  (console: {scheme}://{host}:{port}/console, API docs: /docs)"
