@@ -4,7 +4,8 @@ A demo installation in a temporary folder lives through two weeks on a simulated
 enrols its consenting members and lets them in by face, a university lab measures accuracy, a
 police force's searches are refused by the moratorium, a crowd-monitoring key is refused by the
 surveillance rule, some calls fail on bad input, a member withdraws consent, the policy is applied
-once more. Then the console (served on loopback) is opened in headless Chromium and the
+once more, and the gym releases a redacted copy of its door camera's footage to the police once
+and declines two requests. Then the console (served on loopback) is opened in headless Chromium and the
 Transparency tab is photographed. Nothing is fetched from elsewhere; the photos are ../shared's.
 
     .venv/bin/python docs/screenshots.py [--out docs/console-transparency.png]
@@ -47,6 +48,11 @@ def live_two_weeks(svc: Service, now: list[float]) -> None:
     lab = key("uni-lab", "research", "research_audit")
     police = key("city-police", "law_enforcement", "access_control")
     crowd = key("stadium-ops", "private_security", "crowd_monitoring")
+    # footage release: the gym keeps its door camera's photos; the police and a newspaper ask for them
+    gym_footage = key("riverside-gym", "commercial", "footage_release")
+    police_footage = key("city-police", "law_enforcement", "footage_release")
+    news = key("daily-news", "media", "footage_release")
+    door = svc.call("AddFootage", {"Image": photo("barack_obama", 4), "Place": "front door"}, gym_footage)
     svc.call("CreateCollection", {"CollectionId": "members", "RetentionDays": 365}, gym)
     for m in MEMBERS:
         svc.call("GrantConsent", {"Subject": m, "CollectionId": "members", "Evidence": f"form {m}"}, gym)
@@ -81,6 +87,19 @@ def live_two_weeks(svc: Service, now: list[float]) -> None:
             )
         if day == 6:
             attempt("DescribeCollection", {"CollectionId": "visitors"}, gym)
+        if day in (3, 8, 9):  # requests for footage: released (a redacted copy), declined, declined
+            asker = news if day == 9 else police_footage
+            request = {"OwnerOrganization": "riverside-gym", "TimeRange": {"Start": now[0] - DAY, "End": now[0]},
+                       "Place": "front door", "Reason": "a theft reported at the gym" if day != 9 else "a story",
+                       "LegalBasis": "warrant" if day != 9 else "public interest"}  # fmt: skip
+            rid = svc.call("CreateReleaseRequest", request, asker)["RequestId"]
+            now[0] += 3600
+            if day == 3:
+                svc.call("ReleaseFootage", {"RequestId": rid, "FootageIds": [door["FootageId"]]}, gym_footage)
+            else:
+                svc.call(
+                    "DeclineReleaseRequest", {"RequestId": rid, "Reason": "no legal basis shown"}, gym_footage
+                )
         if day == 10:  # a member leaves: consent withdrawn, their face erased
             attempt("WithdrawConsent", {"Subject": "joe_biden", "CollectionId": "members"}, gym)
         if day == 12:

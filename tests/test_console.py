@@ -393,6 +393,12 @@ def test_console_transparency_report_figures_matrices_charts_and_exports(
         svc.call("CompareFaces", {"SourceImage": {"Bytes": b"x"}, "TargetImage": {"Bytes": b"y"}}, police)
     with pytest.raises(ResourceNotFound):
         svc.call("DescribeCollection", {"CollectionId": "nothing-here"}, svc.owner_principal())
+    shop = svc.principal_for_key(harness.key("gate-shop", "commercial", "access_control")[0])
+    svc.call("ListCollections", {}, shop)  # allowed, for the purpose access_control
+    # a force that redeclares itself out of the moratorium's sectors (refused no more: marked here)
+    svc.call(
+        "SetOrganizationSector", {"Name": "metro-police", "Sector": "private_security"}, svc.owner_principal()
+    )
     expected = svc.call("GetTransparencyReport", {}, svc.owner_principal())["Report"]
     assert {"allowed", "denied", "failed"} <= set(expected["Decisions"])
 
@@ -405,6 +411,12 @@ def test_console_transparency_report_figures_matrices_charts_and_exports(
     assert figure("denied") == expected["Decisions"]["denied"] and figure("denied") >= 1
     assert figure("failed") == expected["Decisions"]["failed"] and figure("failed") >= 1
     assert figure("policy") == len(expected["PolicyChanges"]) >= 1
+    assert figure("sector-moves") == len(expected["EnforcementSectorChanges"]) >= 1
+    assert "alert" in (page.get_attribute("#fig-sector-moves", "class") or "")
+    moved = page.locator(
+        "#sector-changes tbody tr", has=page.locator("td:text-is('metro-police')")
+    ).inner_text()
+    assert "law_enforcement" in moved and "private_security" in moved and "left moratorium" in moved
     # the charts are drawn (SVG images that loaded) and the matrices are tables of numbers
     for chart in ("#chart-decisions", "#chart-denials"):
         until(
@@ -419,7 +431,8 @@ def test_console_transparency_report_figures_matrices_charts_and_exports(
         == expected["DenialsBySector"]["law_enforcement"]["moratorium"]
     )
     rows = page.eval_on_selector_all("#ops-by-sector tbody th", "hs => hs.map(h => h.textContent)")
-    assert "ListCollections" in rows and "SearchFacesByImage" in rows
+    assert {op for ops in expected["OperationsBySector"].values() for op in ops} <= set(rows)
+    assert "SetOrganizationSector" in rows
     assert page.locator("#ops-by-purpose thead th:text-is('access_control')").count() == 1
     assert page.locator("#ops-by-org thead th:text-is('operator')").count() == 1
     assert "{" not in page.inner_text("#report")  # no JSON for a person to read

@@ -124,3 +124,35 @@ def test_console_reads_are_marked_only_on_declared_reads(svc: Any) -> None:
         report["ConsoleReads"] == 1
         and report["OperationsByPurpose"]["administration"]["ListCollections"] == 1
     )
+
+
+def test_sector_changes_are_in_every_form_of_the_report(svc: Any) -> None:
+    """An organisation that leaves the moratorium's sectors is what a regulator must see first."""
+    svc.call("SetOrganizationSector", {"Name": "police", "Sector": "commercial"}, svc.owner)
+    report = svc.call("GetTransparencyReport", {}, svc.owner)["Report"]
+    assert [c["DenyRulesLeft"] for c in report["EnforcementSectorChanges"]] == [["moratorium"]]
+    assert ("Organisations moved into or out of a deny rule's sectors", 1) in transparency.headline(report)
+    rows = list(
+        csv.reader(
+            io.StringIO(svc.call("ExportTransparencyReport", {"Format": "csv"}, svc.owner)["Document"])
+        )
+    )
+    moved = {(c, v) for s, _, c, v in rows[1:] if s == "SectorChanges"}
+    assert {("Organization", "police"), ("From", "law_enforcement"), ("To", "commercial"),
+            ("DenyRulesLeft", "moratorium")} <= moved  # fmt: skip
+    page = svc.call("ExportTransparencyReport", {"Format": "html"}, svc.owner)["Document"]
+    assert "<h2>Sector changes</h2>" in page and "left moratorium" in page
+
+
+def test_bookkeeping_records_are_not_decisions(svc: Any) -> None:
+    """A record of decision "recorded" (a job's completion, a key rotation) under an operation's
+    name is counted neither as a decision nor as an operation."""
+    from facewarden.audit.entry import AuditEntry
+
+    before = transparency_report(svc.audit)
+    svc.audit.append(AuditEntry("StartFaceSearch", "recorded", "job", "job done", svc.policy.sha256).record())
+    after = transparency_report(svc.audit)
+    assert (
+        after["Decisions"] == before["Decisions"]
+        and after["OperationsByPurpose"] == before["OperationsByPurpose"]
+    )

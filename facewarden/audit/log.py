@@ -669,14 +669,14 @@ class AuditLog:
         self, since: float | None = None, *, leave_out: tuple[str, ...] = ()
     ) -> list[tuple[str, str, str, int]]:
         """``(day, decision, rule of a denial or "", records)`` per UTC day (ISO date), counted by the
-        database; the operations in ``leave_out`` (bookkeeping) and the console's own allowed reads
-        are not counted."""
+        database; bookkeeping (the operations in ``leave_out`` and every record whose decision is
+        ``recorded``) and the console's own allowed reads are not counted."""
         day = (
             "CAST(FLOOR(ts / 86400) AS BIGINT)"
             if self.db.dialect == "postgresql"
             else "CAST(ts / 86400 AS INTEGER)"
         )
-        conditions = ["NOT (console_read = 1 AND decision = 'allowed')"]
+        conditions = ["NOT (console_read = 1 AND decision = 'allowed')", "decision <> 'recorded'"]
         params: list[Any] = []
         if leave_out:
             conditions.append(f"operation NOT IN ({', '.join('?' * len(leave_out))})")

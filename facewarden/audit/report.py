@@ -4,8 +4,9 @@ Everything is counted by the database from the log's columns (a log of millions 
 never read into Python): decisions by outcome, operations by purpose, sector and organisation,
 denials by rule and sector, and the same per UTC day. The console's own allowed reads (listings,
 the log, this report; records marked ``console_read``) are counted apart, in ``ConsoleReads``, so
-that they do not bury the decisions that matter; bookkeeping records (policy changes, sweeps) are
-no decisions either, but the faces they erased are counted.
+that they do not bury the decisions that matter. Bookkeeping records (decision ``recorded``: policy
+changes, sweeps and expiries, restores, key rotations, a job's completion after its allowed start)
+are no decisions either, but the faces they erased are counted.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 from .log import AuditLog, iso
 
-#: Bookkeeping records that are not requests.
+#: Bookkeeping records that are not requests (whatever their decision; every record whose decision
+#: is "recorded" is bookkeeping too).
 _INTERNAL = {"PolicyChanged", "Init", "RetentionSweep", "ConsentExpired", "Checkpoint"}
+RECORDED = "recorded"
 #: The operations of a 1:N identification search (counted in IdentificationSearches when allowed).
 _SEARCH_PREFIX = "Search"
 #: The operations that erase a data subject (counted in SubjectsErasedOrWithdrawn when allowed).
@@ -38,7 +41,7 @@ def transparency_report(audit: AuditLog, since: float | None = None) -> dict[str
     decisions: Counter[str] = Counter()
     faces_erased = subjects_erased = searches = console_reads = 0
     for op, decision, org, purpose, sector, rule, console_read, n, erased in audit.tally(since):
-        if op in _INTERNAL:
+        if op in _INTERNAL or decision == RECORDED:
             faces_erased += erased
             continue
         if console_read and decision == "allowed":

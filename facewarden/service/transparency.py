@@ -57,6 +57,9 @@ def headline(report: Mapping[str, Any]) -> list[tuple[str, int]]:
     release = report.get("FootageRelease")
     if isinstance(release, Mapping):
         out.append(("Footage release requests", int(release.get("Requests", 0))))
+    if report.get("SectorChanges") is not None:
+        moves = len(report.get("EnforcementSectorChanges") or [])
+        out.append(("Organisations moved into or out of a deny rule's sectors", moves))
     return out
 
 
@@ -216,6 +219,12 @@ def report_rows(report: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]
     for mode, row in (report.get("Collections") or {}).items():
         for column, n in row.items():
             yield "CollectionsByConsentMode", mode, column, str(n)
+    for change in report.get("SectorChanges") or []:
+        time = str(change.get("Time", ""))
+        for key in ("Organization", "From", "To"):
+            yield "SectorChanges", time, key, str(change.get(key) or "")
+        for key in ("DenyRulesEntered", "DenyRulesLeft"):
+            yield "SectorChanges", time, key, " ".join(change.get(key) or [])
     release = report.get("FootageRelease")
     if isinstance(release, Mapping):
         for sector, row in sorted((release.get("RequestsByRequesterSector") or {}).items()):
@@ -264,6 +273,15 @@ def _table(row_head: str, matrix: Mapping[str, Mapping[str, int]]) -> str:
     return f'<table><tr><th>{e(row_head)}</th>{head}<th class="n">Total</th></tr>{body}</table>'
 
 
+def _moves(change: Mapping[str, Any]) -> str:
+    """ "left moratorium; entered ..." for a sector change across a deny rule's sectors."""
+    return "; ".join(
+        f"{verb} {', '.join(change.get(key) or [])}"
+        for verb, key in (("left", "DenyRulesLeft"), ("entered", "DenyRulesEntered"))
+        if change.get(key)
+    )
+
+
 def report_html(
     report: Mapping[str, Any], svgs: Mapping[str, str], *, generated: str, policy_hash: str
 ) -> str:
@@ -308,6 +326,22 @@ def report_html(
     parts.append(_table("Rule", {r: {"Denials": int(n)} for r, n in denials.items()}))
     for title, row_head, _col, matrix in matrices(report):
         parts += [f"<h2>{e(title)}</h2>", _table(row_head, matrix)]
+    sector_changes = report.get("SectorChanges")
+    if sector_changes is not None:
+        parts.append("<h2>Sector changes</h2>")
+        if sector_changes:
+            parts.append(
+                "<table><tr><th>Time</th><th>Organisation</th><th>From</th><th>To</th><th>Deny rules</th></tr>"
+            )
+            parts += [
+                f"<tr><td>{e(str(c.get('Time', '')))}</td><td>{e(str(c.get('Organization') or ''))}</td>"
+                f"<td>{e(str(c.get('From') or ''))}</td><td>{e(str(c.get('To') or ''))}</td>"
+                f"<td>{e(_moves(c))}</td></tr>"
+                for c in sector_changes
+            ]
+            parts.append("</table>")
+        else:
+            parts.append('<p class="muted">None.</p>')
     changes = report.get("PolicyChanges") or []
     parts.append("<h2>Policy changes</h2>")
     if changes:

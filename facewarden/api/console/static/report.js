@@ -13,6 +13,11 @@ function svgImage(svg, alt, id) {
   return el("img", { src: "data:image/svg+xml;charset=utf-8," + enc(svg), alt, id, class: "chart" });
 }
 
+// {sector: {PENDING: n, ...}} -> {sector: {pending: n, ...}}: a request's status as a word
+function statusWords(m) {
+  return Object.fromEntries(Object.entries(m).map(([k, row]) => [k, Object.fromEntries(Object.entries(row).map(([s, n]) => [s.toLowerCase(), n]))]));
+}
+
 function section(title, ...content) {
   return el("section", { class: "card report-section" }, el("h2", {}, title), ...content);
 }
@@ -31,6 +36,12 @@ function renderReport(rep, charts) {
     figure("policy changes", (rep.PolicyChanges || []).length, "fig-policy"));
   const release = rep.FootageRelease;
   if (release) figures.append(figure("footage release requests", release.Requests || 0, "fig-release"));
+  const enforcementMoves = rep.EnforcementSectorChanges || [];
+  if (rep.SectorChanges) {
+    const f = figure("organisations moved into or out of a deny rule's sectors", enforcementMoves.length, "fig-sector-moves");
+    if (enforcementMoves.length) f.classList.add("alert");
+    figures.append(f);
+  }
   out.append(figures,
     el("p", { class: "muted small" }, `The console's own reads to draw its pages (${rep.ConsoleReads || 0}) are not counted here.`));
 
@@ -78,9 +89,22 @@ function renderReport(rep, charts) {
     section("Operations by organisation", matrixTable("Operation", transpose(rep.OperationsByOrganization), { id: "ops-by-org" })));
   if (release) {
     grid.append(section("Footage release requests by requester sector",
-      matrixTable("Requester sector", release.RequestsByRequesterSector || {}, { id: "release-by-sector" }),
+      matrixTable("Requester sector", statusWords(release.RequestsByRequesterSector || {}), { id: "release-by-sector" }),
       el("p", { class: "muted small" }, `Items released ${release.ItemsReleased || 0}, downloaded ${release.ItemsDownloaded || 0}; ` +
         `faces redacted ${release.FacesRedacted || 0}, kept visible (consenting) ${release.FacesKeptVisible || 0}.`)));
+  }
+  const sectorChanges = rep.SectorChanges || [];
+  if (rep.SectorChanges) {
+    const rules = (names, verb) => (names.length ? [el("span", { class: "badge deny" }, `${verb} ${names.join(", ")}`), " "] : []);
+    grid.append(section("Sector changes",
+      el("p", { class: "muted small" }, "An organisation's declared sector decides which rules apply to it (the moratorium's sectors above all): " +
+        "every change is listed, and those into or out of a deny rule's sectors are marked."),
+      sectorChanges.length ? el("div", { class: "scroll" }, el("table", { id: "sector-changes" },
+        el("thead", {}, el("tr", {}, ["Time (UTC)", "Organisation", "From", "To", "Deny rules"].map(h => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, sectorChanges.map(c => el("tr", {}, el("td", { class: "nowrap" }, fmtTime(c.Time)), el("td", {}, c.Organization || ""),
+          el("td", {}, c.From || ""), el("td", {}, c.To || ""),
+          el("td", {}, ...rules(c.DenyRulesLeft || [], "left"), ...rules(c.DenyRulesEntered || [], "entered")))))))
+        : el("p", { class: "muted" }, "None in this period.")));
   }
   const changes = rep.PolicyChanges || [];
   out.append(section("Policy changes", changes.length ? el("table", { id: "policy-changes" },
