@@ -170,6 +170,55 @@ def test_redact_tab(harness: Harness, browser: Any, tmp_path: Path) -> None:  # 
     assert not errors, f"JavaScript errors: {errors}"
 
 
+def test_redact_tab_redacts_a_video(harness: Harness, browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    """A clip uploaded from the Redact tab: a progress bar, then the redacted copy to watch and
+    download, every face hidden in every frame (the measure), the audio identical."""
+    from facewarden.engine.faces import Box
+    from facewarden.media import video as media_video
+
+    from .conftest import SHARED_FACES
+    from .videos import Actor, Scene, linear, photo_face
+
+    eng = harness.service.engine
+    scene = Scene(width=320, height=240, seconds=1.2, actors=[
+        Actor("obama", *photo_face(eng, SHARED_FACES / "barack_obama/barack_obama_1.jpg", size=60), 0, 1.2,
+              linear(80, 120, 240, 120)),
+    ])  # fmt: skip
+    clip = tmp_path / "hall way.mp4"
+    truth = scene.write(clip, whole=True)
+    from facewarden.service.jobs import worker_pool
+
+    pool = worker_pool(harness.service, 1, poll_s=0.05).start()  # (serve runs one)
+    page, errors = new_page(browser)
+    try:
+        sign_in(page, harness.url, harness.key("newsroom", "commercial", "redaction"))
+        page.click("#tabs button[data-tab=redact]")
+        page.set_input_files("#redact-video-form input[name=Video]", str(clip))
+        page.click("#redact-video-form button[type=submit]")
+        page.wait_for_selector("#redact-video-progress", state="attached")
+        page.wait_for_selector("#redact-video-summary", timeout=180_000)
+        assert "1 person hidden" in page.inner_text("#redact-video-summary")
+        assert page.locator("#redacted-video").count() == 1
+        with page.expect_download() as dl:
+            page.click("#redact-video-download")
+        assert dl.value.suggested_filename == "hall way.redacted.mp4"
+        saved = tmp_path / "saved.mp4"
+        dl.value.save_as(saved)
+        before = [f.image for f in media_video.read_frames(clip, None)]
+        after = [f.image for f in media_video.read_frames(saved, None)]
+        boxes = [[Box(*b) for b in d.values()] for d in truth]
+        visible, counted = measure.count_unredacted(before, before, boxes)
+        assert visible == counted >= 25 and measure.count_unredacted(before, after, boxes)[0] == 0
+        no_overflow(page)
+        page.screenshot(path=str(tmp_path / "redact-video.png"), full_page=True)
+    finally:
+        page.close()
+        pool.stop()
+    assert not errors, f"JavaScript errors: {errors}"
+    ops = [r.get("operation") for r in harness.audit_records()]
+    assert {"PutVideo", "StartFaceRedaction", "FaceRedactionJob", "GetRedactedVideo"} <= set(ops)
+
+
 @pytest.mark.parametrize("asset", ["release.js"])
 def test_the_tabs_fetch_nothing_from_elsewhere(harness: Harness, asset: str) -> None:
     import httpx

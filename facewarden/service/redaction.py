@@ -289,6 +289,8 @@ class GetFaceRedactionResult(JobPage):
     #: What was done: frames analysed, faces detected, people (tracks) hidden and kept, and the
     #: face-frames masked (counts only, never where anyone was).
     redaction: dict[str, int] | None = None
+    #: How far the job is, 0 to 1.
+    progress: float | None = None
 
 
 @operation(
@@ -305,6 +307,7 @@ def get_face_redaction(svc: Service, ctx: Context, req: GetFaceRedactionRequest)
     return GetFaceRedactionResult(
         status, job.job_id, job.params["Video"], message, _metadata(job), None, job.job_tag,
         output=job.params.get("Output") if done else None, redaction=counts,
+        progress=1.0 if done else round(float(job.progress or 0.0), 3),
     )  # fmt: skip
 
 

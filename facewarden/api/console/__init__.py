@@ -12,7 +12,7 @@ from starlette.staticfiles import StaticFiles
 HERE = Path(__file__).parent
 #: Content-Security-Policy: the console loads only its own files and talks only to this server.
 CSP = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 

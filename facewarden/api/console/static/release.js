@@ -4,11 +4,13 @@
 
 // ---- redact a photo --------------------------------------------------------------------------
 async function loadRedact() {
-  const sel = $("#keep-collection"), cur = sel.value;
   let ids = [];
   try { ids = await collectionIds(); } catch (e) { ids = []; }
-  sel.replaceChildren(el("option", { value: "" }, "(nobody)"), ...ids.map(id => el("option", { value: id }, id)));
-  if (ids.includes(cur)) sel.value = cur;
+  for (const sel of [$("#keep-collection"), $("#redact-video-form select[name=KeepCollectionId]")]) {
+    const cur = sel.value;
+    sel.replaceChildren(el("option", { value: "" }, "(nobody)"), ...ids.map(id => el("option", { value: id }, id)));
+    if (ids.includes(cur)) sel.value = cur;
+  }
 }
 
 function bytesToBlob(b64, type) {
@@ -33,6 +35,56 @@ async function redactPhoto(ev) {
       ` — ${r.Format}, metadata (EXIF, GPS) removed. `, el("a", { href: url, download: name, id: "redact-download" }, "Download")),
     el("img", { src: url, alt: "the redacted photo", id: "redacted-image", class: "preview" }));
   flash(`${r.FacesHidden} face(s) hidden.`);
+}
+
+// ---- redact a video: upload into the organisation's bucket, a StartFaceRedaction job, the copy ----
+function authHeader() { return { Authorization: `Bearer ${store.getItem("fw.key")}:${store.getItem("fw.secret")}` }; }
+
+async function fetchOk(path, init) {
+  const res = await fetch(path, init);
+  if (!res.ok) {
+    let data = {}; try { data = await res.json(); } catch (e) { data = {}; }
+    throw new Error(`${data.error || "Error"}: ${data.message || res.statusText}`);
+  }
+  return res;
+}
+
+function people(n) { return `${fmt(n || 0)} ${n === 1 ? "person" : "people"}`; }
+
+async function redactVideo(ev) {
+  const f = ev.target, out = $("#redact-video-result"); out.replaceChildren();
+  const file = f.Video.files[0];
+  const who = await api("GET", "/v1/whoami");
+  const bucket = (who.Principal || {}).Organization;
+  const name = `console/${Date.now()}-${file.name.replace(/[^A-Za-z0-9._-]/g, "_")}`;
+  const bar = el("progress", { id: "redact-video-progress", max: "100", value: "0", "aria-label": "Redaction progress" });
+  const status = el("span", { class: "muted" }, "uploading…");
+  out.append(el("p", { class: "card" }, bar, " ", status));
+  await fetchOk(`/v1/videos${query({ Name: name })}`,
+    { method: "POST", headers: { ...authHeader(), "Content-Type": "application/octet-stream" }, body: file });
+  const body = { Video: { S3Object: { Bucket: bucket, Name: name } }, Method: f.Method.value, Shape: f.Shape.value };
+  if (f.KeepCollectionId.value) body.KeepCollectionId = f.KeepCollectionId.value;
+  const job = await api("POST", "/v1/video/face-redaction", body);
+  let r;
+  for (;;) {
+    r = await api("GET", `/v1/video/face-redaction/${enc(job.JobId)}`);
+    bar.value = Math.round((r.Progress || 0) * 100);
+    status.textContent = `redacting… ${bar.value}%`;
+    if (r.JobStatus !== "IN_PROGRESS") break;
+    await new Promise(ok => setTimeout(ok, 1000));
+  }
+  if (r.JobStatus !== "SUCCEEDED") throw new Error(`The redaction failed: ${r.StatusMessage || r.JobStatus}`);
+  const res = await fetchOk(`/v1/video/face-redaction/${enc(job.JobId)}/video`, { headers: authHeader() });
+  const url = URL.createObjectURL(await res.blob());
+  const done = r.Redaction || {}, dot = file.name.lastIndexOf(".");
+  const saveAs = dot > 0 ? `${file.name.slice(0, dot)}.redacted${file.name.slice(dot)}` : `${file.name}.redacted`;
+  out.replaceChildren(
+    el("p", { class: "card", id: "redact-video-summary" },
+      `${people(done.TracksHidden)} hidden` + (done.TracksKept ? `, ${people(done.TracksKept)} kept visible (consenting)` : "") +
+      ` in ${fmt(done.MaskedFaceFrames)} face-frames — audio kept. `,
+      el("a", { href: url, download: saveAs, id: "redact-video-download" }, "Download")),
+    el("video", { src: url, controls: "", id: "redacted-video", class: "preview", "aria-label": "the redacted video" }));
+  flash(`${people(done.TracksHidden)} hidden in the video.`);
 }
 
 // ---- footage release ---------------------------------------------------------------------------
@@ -106,12 +158,7 @@ function decisionForm(q) {
 }
 
 async function downloadItem(q, item) {
-  const res = await fetch(`/v1/releases/${enc(q.RequestId)}/items/${enc(item.ItemId)}`,
-    { headers: { Authorization: `Bearer ${store.getItem("fw.key")}:${store.getItem("fw.secret")}` } });
-  if (!res.ok) {
-    let data = {}; try { data = await res.json(); } catch (e) { data = {}; }
-    throw new Error(`${data.error || "Error"}: ${data.message || res.statusText}`);
-  }
+  const res = await fetchOk(`/v1/releases/${enc(q.RequestId)}/items/${enc(item.ItemId)}`, { headers: authHeader() });
   const disposition = res.headers.get("content-disposition") || "";
   const m = /filename="?([^";]+)"?/.exec(disposition);
   const a = el("a", { href: URL.createObjectURL(await res.blob()), download: m ? m[1] : `${item.ItemId}` });
@@ -152,6 +199,7 @@ document.addEventListener("DOMContentLoaded", () => {
   loaders.redact = loadRedact;
   loaders.release = loadRelease;
   $("#redact-form").addEventListener("submit", guard(redactPhoto));
+  $("#redact-video-form").addEventListener("submit", guard(redactVideo));
   $("#release-request-form").addEventListener("submit", guard(requestFootage));
   $("#footage-form").addEventListener("submit", guard(addFootage));
 });
