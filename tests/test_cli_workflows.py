@@ -194,16 +194,16 @@ def test_denied_bulk_work_computes_no_template(fw, monkeypatch):
     for args in (["index", photo("sheldon"), "--collection", "staff"], ["cluster", photo("sheldon")]):
         out = fw(*args, code=4, key=key["AccessKeyId"])
         assert "[moratorium]" in out
-    out = fw(
-        "evaluate",
-        "pairs",
-        str(faces_dir() / "pairs.tsv"),
-        "--images",
-        str(faces_dir()),
-        code=4,
-        key=key["AccessKeyId"],
+    # An accuracy audit compares faces: the moratorium refuses it even to a research_audit key
+    # (before, kind evaluate, it computed every pair's templates and wrote their scores).
+    audit_key = json.loads(
+        fw("--json", "key", "create", "--org", "border-agency", "--purpose", "research_audit")
     )
-    assert "[purpose]" in out
+    for k in (key, audit_key):
+        for args in (["pairs", str(faces_dir() / "pairs.tsv"), "--images", str(faces_dir())],
+                     ["gallery", "--gallery", photo("sheldon"), "--probes", photo("penny")]):  # fmt: skip
+            out = fw("evaluate", *args, code=4, key=k["AccessKeyId"])
+            assert "[moratorium]" in out, out
 
 
 def test_acting_as_a_key_from_the_environment(fw):

@@ -266,7 +266,8 @@ def test_a_policy_file_cannot_reclassify_an_operation(svc: Any) -> None:
     )
     assert svc.call("ApplyPolicy", {"Policy": legacy}, svc.owner)["Changed"]
     # ... refused when it moves an operation to another kind, or names a class that is no kind.
-    for table in ('manage = ["SearchFacesByImage"]', 'detect = ["Cluster*"]', 'watching = ["SearchFaces"]'):
+    for table in ('manage = ["SearchFacesByImage"]', 'detect = ["Cluster*"]', 'watching = ["SearchFaces"]',
+                  'evaluate = ["EvaluatePairs"]'):  # fmt: skip
         bad = text.replace("# ---- deny rules", f"[classes]\n{table}\n\n# ---- deny rules")
         with pytest.raises(InvalidInput, match="classes"):
             svc.call("ApplyPolicy", {"Policy": bad}, svc.owner)

@@ -29,7 +29,8 @@ class Kind(StrEnum):
     CLUSTER = "cluster"
     #: Collections, faces and users as records, without computing templates.
     MANAGE = "manage"
-    #: Accuracy and bias audits.
+    #: Audits that compute no template (detection per group); evaluations that compare faces are
+    #: of kind compare (pairs, calibration) or identify (a gallery's 1:N test).
     EVALUATE = "evaluate"
     #: The consent register.
     CONSENT = "consent"

@@ -640,6 +640,12 @@ def _quotas(raw: Any, fail: Any) -> list[Quota]:
     return quotas
 
 
+#: Patterns of the [classes] table older installations were given, which code has since narrowed:
+#: ``evaluate = ["Evaluate*"]`` (the evaluations that compare faces are now of kind compare or
+#: identify). Such a pattern only no longer covers them; a file naming one of them is refused.
+_LEGACY_PATTERNS = frozenset({("evaluate", "Evaluate*")})
+
+
 def check_legacy_classes(
     classes: Mapping[str, tuple[str, ...]], kinds: Mapping[str, Kind], fail: Any
 ) -> None:
@@ -655,7 +661,8 @@ def check_legacy_classes(
                 "in rules and purposes."
             )
         for operation, kind in sorted(kinds.items()):
-            if kind.value != name and any(fnmatch.fnmatchcase(operation, p) for p in patterns):
+            named = [p for p in patterns if (name, p) not in _LEGACY_PATTERNS]
+            if kind.value != name and any(fnmatch.fnmatchcase(operation, p) for p in named):
                 raise fail(
                     f"[classes] puts {operation} in {name!r}, but {operation} is declared as "
                     f"{kind.value!r} in code; a policy file cannot reclassify an operation. Delete the "
