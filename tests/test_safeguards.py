@@ -805,13 +805,13 @@ def test_a_serving_process_sweeps_on_its_own_schedule(service: Any) -> None:
     with svc.db.transaction() as tx:  # amy's consent expired a second ago
         tx.execute("UPDATE policy_consents SET expires_at = ? WHERE subject = 'amy'", (svc.clock() - 1,))
     assert svc.store.count_faces("staff") == 1
-    svc.retention.start(0.2)
+    svc.duties["retention"].start(0.2)
     try:
         deadline = time.monotonic() + 60
         while svc.store.count_faces("staff") and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        svc.retention.stop()
+        svc.duties["retention"].stop()
     assert svc.store.count_faces("staff") == 0
     assert [r["counts"].get("faces_erased") for r in svc.audit.records_of("ConsentExpired")] == [1]
     intact(svc)

@@ -66,8 +66,8 @@ def serve(
     """Serve ``service`` over HTTP (HTTPS with ``ssl_certfile`` and ``ssl_keyfile``, uvicorn's TLS)
     until SIGINT/SIGTERM.
 
-    While it serves, the retention sweep runs on a timer (every ``sweep_every_s`` seconds, default
-    hourly). On a signal uvicorn stops accepting connections and lets in-flight requests finish
+    While it serves, the service's periodic duties (the retention sweep) run on a timer (every
+    ``sweep_every_s`` seconds, default each duty's period: hourly). On a signal uvicorn stops accepting connections and lets in-flight requests finish
     (up to ``graceful_timeout_s``); then ``service.close()`` runs, which stops the sweeps and
     flushes and closes the audit log.
     """
@@ -91,7 +91,8 @@ def serve(
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_system_exit)
-    service.retention.start(sweep_every_s)
+    for duty in service.duties.values():
+        duty.start(sweep_every_s)
     try:
         server.run()
     except (KeyboardInterrupt, SystemExit):

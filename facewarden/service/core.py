@@ -12,6 +12,7 @@ and the Python API act as :meth:`Service.owner_principal`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -53,7 +54,8 @@ from .observe import Observer
 from .params import Image, S3Object
 from .refusals import refused_operation
 from .tokens import PageTokens, RequestTokens, account_id, installation_key, request_digest
-from .registry import OPERATIONS, STARTUP, Context, Operation, declared_kinds, kind_of
+from .periodic import Periodic
+from .registry import DUTIES, OPERATIONS, STARTUP, Context, Operation, declared_kinds, kind_of
 
 log = logging.getLogger("facewarden.service")
 
@@ -72,8 +74,6 @@ class Service:
         audit_checkpoint_every: int = 100,
         sweep_on_start: bool = True,
     ) -> None:
-        from .retention import Retention  # (retention runs operations' workflows: imported late)
-
         self.settings = settings or Settings.from_env()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.clock = clock or time.time
@@ -101,7 +101,12 @@ class Service:
         )
         #: Footage-release requests, the owners' footage libraries and the released copies.
         self.releases = Releases(self.db, self.clock)
-        self.retention = Retention(self)
+        #: What this process does on a period (the retention sweep...), declared with
+        #: :func:`~facewarden.service.registry.periodic` by the modules that own the work.
+        self.duties = {
+            d.name: Periodic(d.name, self.clock, d.every_s, functools.partial(d.run, self))
+            for d in DUTIES.values()
+        }
         #: Durable jobs (video analysis, redaction) in the same database.
         self.jobs = JobQueue(self.db, self.clock)
         #: Told of every operation and audit record (:mod:`facewarden.service.observe`).
@@ -127,7 +132,8 @@ class Service:
         if self._closed:
             return
         self._closed = True
-        self.retention.stop()
+        for duty in self.duties.values():
+            duty.stop()
         try:
             self.audit.checkpoint()
         except Exception:
@@ -434,7 +440,8 @@ class Service:
         if principal is not None and not isinstance(principal, Principal):
             raise InvalidInput("principal must be a facewarden Principal (see Service.owner_principal).")
         self.policy_file.reload_if_changed()
-        self.retention.maybe_sweep()
+        for duty in self.duties.values():
+            duty.maybe_run()
         ctx = Context(
             op.name,
             op.kind,
@@ -635,11 +642,14 @@ class Service:
         )
         self.audit.append(entry.record())
 
-    # ---- retention and consent expiry --------------------------------------------------------
+    # ---- periodic duties (retention and consent expiry) ---------------------------------------
     def sweep(self, now: float | None = None) -> dict[str, int]:
-        """Purge templates past their collection's retention period and erase what expired
-        consents covered (see :mod:`facewarden.service.retention`)."""
-        return self.retention.sweep(now)
+        """Run every periodic duty now (e.g. purge templates past their collection's retention and
+        erase what expired consents covered: :mod:`facewarden.service.retention`); their counts."""
+        done: dict[str, int] = {}
+        for duty in self.duties.values():
+            done.update(duty.run(now))
+        return done
 
     # ---- shared steps ------------------------------------------------------------------------
     def s3_path(self, principal: Principal, s3: S3Object) -> Path:

@@ -10,20 +10,20 @@ from __future__ import annotations
 import inspect
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..errors import AccessDenied
 from ..policy.kinds import Kind
 from ..policy.principals import Principal
 from ..policy.rules import Decision
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .core import Service
-
 Req = TypeVar("Req")
 Res = TypeVar("Res")
+#: The service an operation runs on (:class:`facewarden.service.core.Service`, which imports this
+#: registry: the registry is generic in it rather than importing it back).
+Svc = TypeVar("Svc")
 
 
 @dataclass
@@ -78,7 +78,8 @@ class Operation(Generic[Req, Res]):
     kind: Kind
     request: type[Req]
     result: type[Res]
-    run: Callable[[Service, Context, Req], Res]
+    #: ``run(service, ctx, request)``; the handler itself types its service.
+    run: Callable[[Any, Context, Req], Res]
     rest: Rest | None = None
     #: The call creates the collection it names (policy decides on the collection it would be).
     creates_collection: bool = False
@@ -105,7 +106,7 @@ def operation(
     rest: Rest | None = None,
     creates_collection: bool = False,
     reads: bool = False,
-) -> Callable[[Callable[[Service, Context, Req], Res]], Operation[Req, Res]]:
+) -> Callable[[Callable[[Svc, Context, Req], Res]], Operation[Req, Res]]:
     """Declare ``fn(svc, ctx, request) -> result`` as the operation ``name`` of ``kind``.
 
     The request and result types are read from ``fn``'s annotations; ``rest`` says where the
@@ -115,7 +116,7 @@ def operation(
     if not isinstance(kind, Kind):
         raise TypeError(f"operation {name}: kind must be a facewarden.policy.kinds.Kind, not {kind!r}")
 
-    def deco(fn: Callable[[Service, Context, Req], Res]) -> Operation[Req, Res]:
+    def deco(fn: Callable[[Svc, Context, Req], Res]) -> Operation[Req, Res]:
         hints = typing.get_type_hints(fn)
         names = list(inspect.signature(fn).parameters)
         if len(names) != 3 or "return" not in hints or names[2] not in hints:
@@ -135,13 +136,39 @@ def declare(name: str, kind: Kind) -> str:
 
 #: Checks every service process runs at start-up, once the policy is in force (e.g. the household
 #: collections policy now refuses): registered with :func:`at_start` by the modules that own them.
-STARTUP: list[Callable[[Service], object]] = []
+STARTUP: list[Callable[[Any], object]] = []
 
 
-def at_start(check: Callable[[Service], object]) -> Callable[[Service], object]:
+def at_start(check: Callable[[Svc], object]) -> Callable[[Svc], object]:
     """Register ``check(service)`` to run when a service process starts (a failure is logged)."""
     STARTUP.append(check)
     return check
+
+
+@dataclass(frozen=True)
+class Duty:
+    """Work every service process does on a period, declared with :func:`periodic`."""
+
+    name: str
+    every_s: float
+    #: ``run(service, now)`` -> what it did (counts, for the caller and the audit record).
+    run: Callable[[Any, float], Mapping[str, int]]
+
+
+DUTIES: dict[str, Duty] = {}
+
+
+def periodic(
+    name: str, every_s: float
+) -> Callable[[Callable[[Svc, float], Mapping[str, int]]], Callable[[Svc, float], Mapping[str, int]]]:
+    """Declare ``fn(service, now)`` as a duty run every ``every_s`` seconds by every service process
+    (:class:`facewarden.service.periodic.Periodic` says when)."""
+
+    def deco(fn: Callable[[Svc, float], Mapping[str, int]]) -> Callable[[Svc, float], Mapping[str, int]]:
+        DUTIES[name] = Duty(name, every_s, fn)
+        return fn
+
+    return deco
 
 
 def kind_of(name: str) -> Kind | None:

@@ -1,112 +1,65 @@
 """Retention: templates past their collection's retention period, and what expired consents
 covered, are erased by a sweep at start-up, then every hour on a background timer in a serving
-process (:meth:`Retention.start`, which ``facewarden serve`` runs) and at most every hour lazily
-before a call in any process, and on request (the ``RunRetentionSweep`` operation,
+process and at most every hour lazily before a call in any process (a periodic duty:
+:mod:`facewarden.service.periodic`), and on request (the ``RunRetentionSweep`` operation,
 ``facewarden retention sweep``). Until the sweep erases them such faces are already hidden from
 every read (:mod:`facewarden.service.visible`): the sweep is about storage, not visibility."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 from ..policy.kinds import Kind
 from . import consent
 from .core import Service
 from .visible import retention_cutoff
-from .registry import Context, Rest, operation
+from .registry import Context, Rest, operation, periodic
 from .params import Empty
 
 log = logging.getLogger("facewarden.service")
 
-#: How often (seconds) a service process sweeps retention and expired consents, lazily, on a call.
+#: How often (seconds) a service process sweeps retention and expired consents.
 SWEEP_INTERVAL_S = 3600.0
 
 
-class Retention:
-    """The retention sweeps of one service process."""
-
-    def __init__(self, service: Service, interval_s: float = SWEEP_INTERVAL_S) -> None:
-        self.service = service
-        self.interval_s = interval_s
-        self.next_at = service.clock() + interval_s
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
-
-    def start(self, every_s: float | None = None) -> None:
-        """Sweep every ``every_s`` seconds (default: the interval) on a background thread, until
-        :meth:`stop` (a serving process; failures are logged and the timer goes on)."""
-        if self._timer is not None:
-            return
-        period = float(every_s or self.interval_s)
-        self._stop.clear()
-
-        def run() -> None:
-            while not self._stop.wait(period):
-                try:
-                    self.sweep()
-                except Exception:
-                    log.exception("scheduled retention sweep failed")
-
-        self._timer = threading.Thread(target=run, name="facewarden-retention", daemon=True)
-        self._timer.start()
-
-    def stop(self) -> None:
-        """Stop the background sweeps (waits for one in progress)."""
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            self._stop.set()
-            timer.join()
-
-    def maybe_sweep(self) -> None:
-        """Sweep if the interval has passed since the last sweep (a failure is logged, not raised)."""
-        if self.service.clock() < self.next_at:
-            return
-        try:
-            self.sweep()
-        except Exception:
-            log.exception("periodic retention sweep failed")
-
-    def sweep(self, now: float | None = None) -> dict[str, int]:
-        """Purge templates past their collection's retention period and erase what expired
-        consents covered. Returns the counts (faces_purged, consents_expired, faces_erased)."""
-        svc = self.service
-        now = svc.clock() if now is None else float(now)
-        self.next_at = now + self.interval_s
-        store = svc.store
-        purged = 0
-        for col in svc.collections():
-            days = col.retention_days or svc.policy.default_retention_days
-            with svc.db.transaction(lock=f"retention:{col.collection_id}") as tx:
-                removed = store.purge_before(col.collection_id, retention_cutoff(svc, col, now), tx=tx)
-                if removed:
-                    svc.audit_system(
-                        "RetentionSweep",
-                        counts={"faces_erased": len(removed)},
-                        details={"retention_days": days},
-                        org=col.owner_org,
-                        collection=col.collection_id,
-                        tx=tx,
-                    )
+@periodic("retention", SWEEP_INTERVAL_S)
+def sweep(svc: Service, now: float) -> dict[str, int]:
+    """Purge templates past their collection's retention period and erase what expired consents
+    covered, expire finished jobs and released copies. Returns the counts."""
+    store = svc.store
+    purged = 0
+    for col in svc.collections():
+        days = col.retention_days or svc.policy.default_retention_days
+        with svc.db.transaction(lock=f"retention:{col.collection_id}") as tx:
+            removed = store.purge_before(col.collection_id, retention_cutoff(svc, col, now), tx=tx)
             if removed:
-                purged += len(removed)
-                consent.sync_index(svc, col.collection_id)
-        expired = consent.expire(svc, now)
-        jobs = svc.jobs.expire(now)  # finished jobs and their results, past their retention
-        if jobs:
-            svc.audit_system("JobExpiry", counts={"jobs_expired": jobs})
-        copies = svc.releases.expired_copies()
-        for path in copies:  # released copies past their expiry: deleted, never handed over
-            (svc.settings.data_dir / path).unlink(missing_ok=True)
-        if copies:
-            svc.audit_system("ReleaseExpired", counts={"copies_deleted": len(copies)})
-        return {
-            "faces_purged": purged,
-            **expired,
-            "jobs_expired": jobs,
-            "release_copies_deleted": len(copies),
-        }
+                svc.audit_system(
+                    "RetentionSweep",
+                    counts={"faces_erased": len(removed)},
+                    details={"retention_days": days},
+                    org=col.owner_org,
+                    collection=col.collection_id,
+                    tx=tx,
+                )
+        if removed:
+            purged += len(removed)
+            consent.sync_index(svc, col.collection_id)
+    expired = consent.expire(svc, now)
+    jobs = svc.jobs.expire(now)  # finished jobs and their results, past their retention
+    if jobs:
+        svc.audit_system("JobExpiry", counts={"jobs_expired": jobs})
+    copies = svc.releases.expired_copies()
+    for path in copies:  # released copies past their expiry: deleted, never handed over
+        (svc.settings.data_dir / path).unlink(missing_ok=True)
+    if copies:
+        svc.audit_system("ReleaseExpired", counts={"copies_deleted": len(copies)})
+    return {
+        "faces_purged": purged,
+        **expired,
+        "jobs_expired": jobs,
+        "release_copies_deleted": len(copies),
+    }
 
 
 @dataclass(frozen=True)
