@@ -217,6 +217,23 @@ def test_carry_of_a_single_sighting_and_a_frame_seen_twice() -> None:
         Carry(speed_slack=0.5)
 
 
+def test_carry_when_a_track_passes_from_one_face_to_another() -> None:
+    """A face walks in from the left edge as another, standing still, is lost behind it, and the
+    tracker links the newcomer's first sighting to the standing face's track: the newcomer is
+    still covered in the frames before it was first seen, the standing face after it was lost."""
+    standing = box_at(100, 100)
+    walker = {f: box_at(-60 + 20 * f, 90) for f in range(0, 20)}
+    sightings = [Sighting(f, standing) for f in range(0, 10, 2)] + [
+        Sighting(f, walker[f]) for f in range(10, 20, 2)
+    ]
+    per_frame = masks_per_frame([sightings], 40, Carry(reach=6, grow=0.0))
+    for f in range(5, 10):
+        assert covered(per_frame[f], walker[f]), f
+    for f in range(10, 15):
+        assert covered(per_frame[f], standing), f
+    assert len(masks_per_frame([[Sighting(f, standing) for f in range(10)]], 20, Carry(reach=2))[5]) == 1
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.floats(-8, 8), min_size=2, max_size=8),

@@ -13,7 +13,9 @@ on every frame a track could be on, not only where it was seen:
   first or last seen (it may have stood still) and where its recent motion, at up to
   ``speed_slack`` times its speed, would have taken it;
 * everywhere away from a sighting the box also **grows** by ``grow`` of its size per frame on each
-  side (up to ``max_grow``), for what speed does not explain: a turn, a change of pace or size.
+  side (up to ``max_grow``), for what speed does not explain: a turn, a change of pace or size;
+* where two consecutive sightings of a track do not touch, the tracker may have passed from one
+  face to another: each part is also carried on its own (:func:`split_at_jumps`).
 
 The boxes returned are face boxes, to which :mod:`.masks` adds its margin. Over-covering is the
 safe error here: a bystander's face is worth more than a few blurred pixels of background.
@@ -71,10 +73,39 @@ def masks_per_frame(
     params = params or Carry()
     out: list[list[Box]] = [[] for _ in range(n_frames)]
     for track in tracks:
-        for frame, box in track_boxes(track, params):
-            if 0 <= frame < n_frames:
-                out[frame].append(box)
+        parts = [track, *(segments if len(segments := split_at_jumps(track)) > 1 else [])]
+        for part in parts:
+            for frame, box in track_boxes(part, params):
+                if 0 <= frame < n_frames and box not in out[frame]:
+                    out[frame].append(box)
     return out
+
+
+def split_at_jumps(track: Sequence[Sighting]) -> list[list[Sighting]]:
+    """The track cut wherever a sighting's box does not touch where the one before it would be
+    now, moving on as it did: there the tracker may have passed from one face to another (a face
+    entering as another is lost behind it). Each part is then also carried on its own, so the
+    face that came in gets its backward reach and the one left behind its forward reach, besides
+    the masks between the two sightings."""
+    seen = _by_frame(track)
+    parts: list[list[Sighting]] = []
+    last: tuple[int, Box] | None = None
+    vx = vy = 0.0
+    for f in sorted(seen):
+        box = seen[f]
+        if last is not None:
+            f0, b0 = last
+            px, py = vx * (f - f0), vy * (f - f0)  # where the face seen last would be now
+            touching = min(b0.right + px, box.right) > max(b0.left + px, box.left) and min(
+                b0.bottom + py, box.bottom
+            ) > max(b0.top + py, box.top)
+            (x0, y0), (x1, y1) = _centre(b0), _centre(box)
+            vx, vy = (x1 - x0) / (f - f0), (y1 - y0) / (f - f0)
+        if last is None or not touching:
+            parts.append([])
+        parts[-1].append(Sighting(f, box))
+        last = (f, box)
+    return parts
 
 
 def track_boxes(track: Sequence[Sighting], params: Carry) -> list[tuple[int, Box]]:
