@@ -88,7 +88,10 @@ def matrices(report: Mapping[str, Any]) -> Iterator[tuple[str, str, str, dict[st
             "Footage release requests by requester sector",
             "Sector",
             "Outcome",
-            dict(release["RequestsByRequesterSector"]),
+            {  # a request's status as a word
+                sector: {str(status).lower(): int(n) for status, n in row.items()}
+                for sector, row in release["RequestsByRequesterSector"].items()
+            },
         )
 
 
@@ -253,6 +256,7 @@ h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 1.6rem; }
 table { border-collapse: collapse; margin: .4rem 0; font-size: .9rem; }
 th, td { border: 1px solid #d9dee7; padding: .25rem .5rem; text-align: left; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+td:first-child { white-space: nowrap; }
 svg { max-width: 100%; height: auto; }
 .muted { color: #667085; }
 @media print { body { margin: 0; } h2 { break-after: avoid; } table, svg { break-inside: avoid; } }
@@ -264,13 +268,27 @@ def _table(row_head: str, matrix: Mapping[str, Mapping[str, int]]) -> str:
     if not rows:
         return '<p class="muted">None.</p>'
     e = html.escape
-    head = "".join(f'<th class="n">{e(c)}</th>' for c in columns)
+    total = len(columns) > 1  # a row's total, where there is more than one column to add up
+    head = "".join(f'<th class="n">{e(c)}</th>' for c in columns) + (
+        '<th class="n">Total</th>' if total else ""
+    )
     body = "".join(
         f"<tr><th>{e(r)}</th>" + "".join(f'<td class="n">{n or ""}</td>' for n in values)
-        + f'<td class="n"><b>{sum(values)}</b></td></tr>'
+        + (f'<td class="n"><b>{sum(values)}</b></td>' if total else "") + "</tr>"
         for r, values in rows
     )  # fmt: skip
-    return f'<table><tr><th>{e(row_head)}</th>{head}<th class="n">Total</th></tr>{body}</table>'
+    return f"<table><tr><th>{e(row_head)}</th>{head}</tr>{body}</table>"
+
+
+def when(value: Any) -> str:
+    """An ISO 8601 time of the log as people read it: "16 Nov 2026, 08:30" (UTC); "—" if none."""
+    if not value:
+        return "—"
+    try:
+        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(dt.UTC)
+    except ValueError:
+        return str(value)
+    return f"{t.day} {t:%b %Y, %H:%M}"
 
 
 def _moves(change: Mapping[str, Any]) -> str:
@@ -287,15 +305,15 @@ def report_html(
 ) -> str:
     """One self-contained, printable HTML page of the report (no script, nothing fetched)."""
     e = html.escape
-    period = f"{report.get('From') or '—'} to {report.get('To') or '—'}"
+    period = f"{when(report.get('From'))} to {when(report.get('To'))}"
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<title>facewarden transparency report</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>Transparency report</h1>",
         f"<p>What this facewarden installation did, for whom, and what it refused: every decision in its "
-        f"audit log from {e(period)} (UTC){', counted from ' + e(str(report['Since'])) if report.get('Since') else ''}. "
-        f"Generated {e(generated)}; policy in force sha256 <code>{e(policy_hash)}</code>.</p>",
+        f"audit log from {e(period)} (UTC){', counted from ' + e(when(report['Since'])) if report.get('Since') else ''}. "
+        f"Generated {e(when(generated))} (UTC); policy in force sha256 <code>{e(policy_hash)}</code>.</p>",
         '<div class="figures">',
         *(f'<div class="figure"><b>{n}</b>{e(label)}</div>' for label, n in headline(report)),
         "</div>",
@@ -319,22 +337,29 @@ def report_html(
             for mode, row in collections.items()
         ]
         parts.append("</table>")
-    for name, (title, _) in CHARTS.items():
-        parts += [f"<h2>{e(title)}</h2>", svgs.get(name, "")]
+    parts.append("<h2>Over time (per UTC day)</h2>")  # (each chart has its title)
+    parts += [f'<div class="chart">{svgs.get(name, "")}</div>' for name in CHARTS]
     denials = report.get("DenialsByRule") or {}
     parts.append("<h2>Denials by rule</h2>")
     parts.append(_table("Rule", {r: {"Denials": int(n)} for r, n in denials.items()}))
     for title, row_head, _col, matrix in matrices(report):
         parts += [f"<h2>{e(title)}</h2>", _table(row_head, matrix)]
+    release = report.get("FootageRelease")
+    if isinstance(release, Mapping):
+        parts.append(
+            f'<p class="muted">Items released {int(release.get("ItemsReleased", 0))}, downloaded '
+            f"{int(release.get('ItemsDownloaded', 0))}; faces redacted {int(release.get('FacesRedacted', 0))}, "
+            f"kept visible (consenting) {int(release.get('FacesKeptVisible', 0))}.</p>"
+        )
     sector_changes = report.get("SectorChanges")
     if sector_changes is not None:
         parts.append("<h2>Sector changes</h2>")
         if sector_changes:
             parts.append(
-                "<table><tr><th>Time</th><th>Organisation</th><th>From</th><th>To</th><th>Deny rules</th></tr>"
+                "<table><tr><th>Time (UTC)</th><th>Organisation</th><th>From</th><th>To</th><th>Deny rules</th></tr>"
             )
             parts += [
-                f"<tr><td>{e(str(c.get('Time', '')))}</td><td>{e(str(c.get('Organization') or ''))}</td>"
+                f"<tr><td>{e(when(c.get('Time')))}</td><td>{e(str(c.get('Organization') or ''))}</td>"
                 f"<td>{e(str(c.get('From') or ''))}</td><td>{e(str(c.get('To') or ''))}</td>"
                 f"<td>{e(_moves(c))}</td></tr>"
                 for c in sector_changes
@@ -345,9 +370,9 @@ def report_html(
     changes = report.get("PolicyChanges") or []
     parts.append("<h2>Policy changes</h2>")
     if changes:
-        parts.append("<table><tr><th>Time</th><th>Policy</th><th>Version</th><th>SHA-256</th></tr>")
+        parts.append("<table><tr><th>Time (UTC)</th><th>Policy</th><th>Version</th><th>SHA-256</th></tr>")
         parts += [
-            f"<tr><td>{e(str(c.get('Time', '')))}</td><td>{e(str(c.get('name', '')))}</td>"
+            f"<tr><td>{e(when(c.get('Time')))}</td><td>{e(str(c.get('name', '')))}</td>"
             f"<td>{e(str(c.get('version', '')))}</td><td><code>{e(str(c.get('PolicyHash', '')))}</code></td></tr>"
             for c in changes
         ]
