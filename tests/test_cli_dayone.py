@@ -233,6 +233,15 @@ def test_the_first_run_before_init_explains_init_and_the_sector_in_one_line(tmp_
     assert again.exit_code == 0 and "1 face" in again.output
 
 
+def test_a_command_of_the_sibling_group_is_pointed_at(fw) -> None:
+    # `keys` rotates the installation's keys, `key` manages access keys: a user who types one for
+    # the other is told the command that exists
+    out = fw("keys", "create", "--org", "acme", code=2)
+    assert "No such command 'create'. Did you mean `facewarden key create`?" in out
+    assert "rotate" not in out.split("Error:")[1]  # not click's guess among the wrong group's commands
+    assert "Did you mean `facewarden" not in fw("key", "frobnicate", code=2)
+
+
 def test_commands_named_in_the_console_exist() -> None:
     html = (REPO / "facewarden/api/console/index.html").read_text()
     named = re.findall(r"<code>facewarden ([a-z][a-z ]*?)</code>", html)

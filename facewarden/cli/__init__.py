@@ -249,6 +249,22 @@ class Group(click.Group):
         except FacewardenError as exc:
             raise fail(exc) from None
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            # `keys create` (installation keys) for `key create` (access keys), and the like
+            name, root = ctx.info_name or "", ctx.find_root().command
+            for sibling in sorted({f"{name}s", name.removesuffix("s")} - {name}):
+                other = root.commands.get(sibling) if isinstance(root, click.Group) else None
+                if args and isinstance(other, click.Group) and args[0] in other.commands:
+                    raise click.UsageError(
+                        f"No such command {args[0]!r}. Did you mean `facewarden {sibling} {args[0]}`?", ctx
+                    ) from None
+            raise
+
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
