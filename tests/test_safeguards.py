@@ -31,7 +31,7 @@ from facewarden.errors import (
 )
 from facewarden.policy.rules import DEFAULT_POLICY_PATH
 from facewarden.service import Service
-from tests.conftest import CachedEngine, assert_shape, near, new_faces, unit
+from tests.conftest import CachedEngine, assert_shape, capped_policy, near, new_faces, unit
 
 FACES = Path(__file__).resolve().parent.parent.parent / "shared" / "faces"
 CORRUPT = {"Bytes": b"\xff\xd8\xff\xe0 not a JPEG"}
@@ -241,7 +241,7 @@ def test_a_hand_edited_file_is_refused_by_a_running_and_a_fresh_process(service:
     # A fresh process does not start on it, and says why (audited too).
     with pytest.raises(PolicyWeakening, match="moratorium"):
         reopen(svc)
-    path.write_text(DEFAULT.replace("max_expected_false_matches = 0.01", "max_expected_false_matches = 1.0"))
+    path.write_text(capped_policy(DEFAULT, 1.0))
     fresh = reopen(svc)
     try:
         whys = [r["details"]["why"] for r in fresh.audit.records_of("PolicyRefused")]

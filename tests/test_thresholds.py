@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from facewarden.cli.gallery import threshold_text
 from facewarden.engine.calibration import UserScoring
 from facewarden.gallery import NewFace
 from facewarden.policy.rules import DEFAULT_POLICY_PATH, Policy
-from tests.conftest import BOX, identity_photos, near, unit
+from tests.conftest import BOX, capped_policy, identity_photos, near, unit
 from tests.test_calibration import _poisson_interval
 from tests.test_gallery import MODEL, call
 
@@ -26,13 +25,9 @@ sqlite = pytest.mark.parametrize("gallery_settings", ["sqlite"], indirect=True)
 
 
 def with_caps(service: Any, cap: float) -> None:
-    """Put the default policy in force with every purpose's cap set to ``cap``."""
-    text = re.sub(
-        r"(?m)^max_expected_false_matches = .*$",
-        f"max_expected_false_matches = {cap}",
-        DEFAULT_POLICY_PATH.read_text(),
-    )
-    service.apply_policy(text)
+    """Put the default policy in force with every purpose's cap set to ``cap`` (or its built-in
+    ceiling, where that is lower)."""
+    service.apply_policy(capped_policy(DEFAULT_POLICY_PATH.read_text(), cap))
     assert service.policy.cap_for("photo_organisation") == cap
 
 
@@ -186,6 +181,40 @@ def test_each_purpose_has_its_cap() -> None:
         )
     )
     assert custom.cap_for("photo_organisation") == 0.005
+
+
+def test_a_cap_can_only_be_tightened_below_its_purposes_built_in_ceiling() -> None:
+    from facewarden.errors import PolicyWeakening
+    from facewarden.policy.rules import BUILT_IN
+
+    default = DEFAULT_POLICY_PATH.read_text()
+    assert BUILT_IN.cap_ceiling("access_control") == 0.001 and BUILT_IN.cap_ceiling("child_safety") == 0.01
+    assert BUILT_IN.cap_ceiling("photo_organisation") == BUILT_IN.cap_ceiling(None) == BUILT_IN.cap == 1.0
+    door = "max_expected_false_matches = 0.001"
+    assert default.count(door) == 1  # access_control's
+    # Looser than the door's ceiling, though far under the general one: refused, saying why.
+    with pytest.raises(PolicyWeakening, match=r"access_control.* 0\.001 for purpose access_control"):
+        Policy.parse(default.replace(door, "max_expected_false_matches = 0.01"))
+    child = default.replace("max_expected_false_matches = 0.01", "max_expected_false_matches = 0.05", 1)
+    assert "[purposes.child_safety]" in child[: child.index("= 0.05")]  # the first 0.01 is child safety's
+    with pytest.raises(PolicyWeakening, match="child_safety"):
+        Policy.parse(child)
+    # Tighter: in force.
+    assert (
+        Policy.parse(default.replace(door, "max_expected_false_matches = 0.0001")).cap_for("access_control")
+        == 1e-4
+    )
+    # A file that drops the door's own cap and loosens the general one: the ceiling still holds.
+    head, tail = default.replace(door, "").rsplit("max_expected_false_matches = 0.01", 1)
+    assert "[thresholds]" in head[-1000:]
+    loose = head + "max_expected_false_matches = 0.5" + tail
+    policy = Policy.parse(loose)
+    assert policy.cap_for("access_control") == 0.001 and policy.cap_for("administration") == 0.5
+    assert policy.cap_for("photo_organisation") == 0.02
+    assert BUILT_IN.describe()["PurposeMaxExpectedFalseMatchesCeilings"] == {
+        "access_control": 0.001,
+        "child_safety": 0.01,
+    }
 
 
 def test_a_purpose_cap_must_be_a_positive_number() -> None:

@@ -155,7 +155,9 @@ def builtin_summary(b: dict[str, Any]) -> str:
     lines.append("#   quotas: " + ", ".join(f"{q['Id']} {q['PerKeyPerDay']}/key/day" for q in b["Quotas"]))
     h = b["Household"]
     lines.append(
-        f"#   max_expected_false_matches <= {b['MaxExpectedFalseMatchesCeiling']:g}; household collections: "
+        f"#   max_expected_false_matches <= {b['MaxExpectedFalseMatchesCeiling']:g}"
+        + "".join(f", {k} <= {v:g}" for k, v in b.get("PurposeMaxExpectedFalseMatchesCeilings", {}).items())
+        + "; household collections: "
         f"sector {h['Sector']} only, {', '.join(h['Purposes'])} keys, at most {h['MaxFaces']} faces"
     )
     return "\n".join(lines)

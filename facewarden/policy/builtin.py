@@ -15,7 +15,10 @@ the REST ``ApplyPolicy``, a hand-edited file a running service notices, a fresh 
   code does not know gets ``new_purpose_floor`` (and may not declare less);
 * ``quotas``: the file must keep each quota (same ``id``) with at least its operations and at
   most its daily limit;
-* ``max_expected_false_matches`` is a ceiling for the file's cap (a lower cap is stricter);
+* ``max_expected_false_matches`` is a ceiling for the file's caps (a lower cap is stricter), and
+  ``purpose_max_expected_false_matches`` a lower one for the purposes where a false match harms
+  someone who is not there to notice it; a purpose that sets no cap of its own gets the
+  ``[thresholds]`` cap, never above its ceiling;
 * household collections (personal photo libraries, no per-face consent): only organisations of
   sector ``individual``; ``household_purposes`` is the most the file may allow and
   ``household_max_faces`` the most faces one such collection may hold.
@@ -97,6 +100,13 @@ BUILT_IN: dict[str, Any] = {
     #: Ceiling of ``[thresholds] max_expected_false_matches``: at most one expected false match per
     #: 1:N search, whatever the file says (the shipped default is 0.01).
     "max_expected_false_matches": 1.0,
+    #: Lower ceilings by purpose (expected false matches per 1:N search; the shipped defaults are
+    #: these). A door that opens for a stranger has nobody beside it to notice: at most one in
+    #: 1,000 attempts, whatever the number of enrolled people. A false match in child safety points
+    #: an investigation at the wrong child or family: at most one in 100 searches, each reviewed by
+    #: a person. A personal photo library's owner sees every suggestion and undoes a wrong one, and
+    #: an audit measures error rates on consenting test sets: both keep the general ceiling.
+    "purpose_max_expected_false_matches": {"access_control": 0.001, "child_safety": 0.01},
     "household_purposes": ["photo_organisation"],
     "household_max_faces": 100_000,
 }

@@ -280,9 +280,11 @@ class Policy:
 
     def cap_for(self, purpose: str | None) -> float:
         """The most false matches a 1:N search for ``purpose`` may be expected to make: the
-        purpose's own ``max_expected_false_matches``, else the ``[thresholds]`` one."""
+        purpose's own ``max_expected_false_matches``, else the ``[thresholds]`` one; never above the
+        purpose's built-in ceiling."""
         own = self.purposes.get(purpose or "", {}).get("max_expected_false_matches")
-        return float(self.max_expected_false_matches if own is None else own)
+        cap = float(self.max_expected_false_matches if own is None else own)
+        return min(cap, BUILT_IN.cap_ceiling(purpose))
 
     def _household(self, p: Principal, operation: str, collection: CollectionInfo) -> Decision | None:
         """The household exemption (a natural person's own photo library, no per-face consent):
@@ -440,6 +442,8 @@ class BuiltIns:
     cap: float
     household_purposes: tuple[str, ...]
     household_max_faces: int
+    #: purpose -> a ceiling below ``cap`` for that purpose's cap
+    purpose_caps: Mapping[str, float]
 
     @classmethod
     def read(cls, data: Mapping[str, Any]) -> BuiltIns:
@@ -461,7 +465,12 @@ class BuiltIns:
             spec.cap,
             spec.household_purposes,
             spec.household_max_faces,
+            {k: min(float(v), spec.cap) for k, v in data["purpose_max_expected_false_matches"].items()},
         )
+
+    def cap_ceiling(self, purpose: str | None) -> float:
+        """The highest cap on expected false matches per search ``purpose`` may have."""
+        return self.purpose_caps.get(purpose or "", self.cap)
 
     def describe(self) -> dict[str, Any]:
         """The built-in safeguards, for people (DescribePolicy, the transparency report, the console)."""
@@ -488,6 +497,7 @@ class BuiltIns:
                 for q in self.quotas
             ],
             "MaxExpectedFalseMatchesCeiling": self.cap,
+            "PurposeMaxExpectedFalseMatchesCeilings": dict(self.purpose_caps),
             "Household": {
                 "Sector": builtin.HOUSEHOLD_SECTOR,
                 "Purposes": list(self.household_purposes),
@@ -555,10 +565,11 @@ class BuiltIns:
             )
         for name, p in sorted(spec.purposes.items()):
             own = p["max_expected_false_matches"]
-            if own is not None and own > self.cap:
+            if own is not None and own > self.cap_ceiling(name):
                 return "max_expected_false_matches", (
                     f"purposes.{name}.max_expected_false_matches = {own:g} is above the built-in ceiling of "
-                    f"{self.cap:g}."
+                    f"{self.cap_ceiling(name):g}"
+                    + (f" for purpose {name}." if name in self.purpose_caps else ".")
                 )
         extra = set(spec.household_purposes) - set(self.household_purposes)
         if extra:

@@ -240,7 +240,8 @@ function builtInLines(b) {
   return ["# Built into facewarden, in force whatever the file says (a file may only tighten them):",
     ...(b.Rules || []).map((r) => `#   ${builtInRule(r)}`),
     `#   quotas: ${(b.Quotas || []).map((q) => `${q.Id} ${q.PerKeyPerDay}/key/day`).join(", ")}; ` +
-    `max_expected_false_matches <= ${b.MaxExpectedFalseMatchesCeiling}`,
+    `max_expected_false_matches <= ${b.MaxExpectedFalseMatchesCeiling}` +
+    Object.entries(b.PurposeMaxExpectedFalseMatchesCeilings || {}).map(([k, v]) => `, ${k} <= ${v}`).join(""),
     `#   household collections: sector ${h.Sector} only, at most ${h.MaxFaces} faces`].join("\n") + "\n";
 }
 
