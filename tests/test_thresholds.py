@@ -174,7 +174,7 @@ def test_each_purpose_has_its_cap() -> None:
     assert policy.cap_for("photo_organisation") == 0.02
     assert policy.cap_for("access_control") == 0.001
     assert policy.cap_for("administration") == policy.max_expected_false_matches == 0.01
-    assert policy.cap_for("no_such_purpose") == 0.01
+    assert policy.cap_for("no_such_purpose") == 0.001  # unknown to the code: the strictest ceiling
     custom = Policy.parse(
         DEFAULT_POLICY_PATH.read_text().replace(
             "max_expected_false_matches = 0.02", "max_expected_false_matches = 0.005"
@@ -215,6 +215,29 @@ def test_a_cap_can_only_be_tightened_below_its_purposes_built_in_ceiling() -> No
         "access_control": 0.001,
         "child_safety": 0.01,
     }
+
+
+def test_a_purpose_the_code_does_not_know_gets_the_strictest_ceiling() -> None:
+    """Renaming access control (a file's own purpose ``door_entry``) does not leave its ceiling behind."""
+    from facewarden.errors import PolicyWeakening
+    from facewarden.policy.rules import BUILT_IN
+
+    assert BUILT_IN.cap_ceiling("door_entry") == 0.001
+    door = (
+        '\n[purposes.door_entry]\ndescription = "Open the door for enrolled staff."\n'
+        'operations = ["identify"]\nmin_similarity = 90\nmax_expected_false_matches = {cap}\n'
+    )
+    default = DEFAULT_POLICY_PATH.read_text()
+    with pytest.raises(PolicyWeakening, match="door_entry"):
+        Policy.parse(default + door.format(cap=0.5))
+    assert Policy.parse(default + door.format(cap=0.0005)).cap_for("door_entry") == 0.0005
+    # Without a cap of its own it gets the general cap, held to the same ceiling.
+    assert (
+        Policy.parse(
+            default + door.format(cap=0.001).replace("max_expected_false_matches = 0.001\n", "")
+        ).cap_for("door_entry")
+        == 0.001
+    )
 
 
 def test_a_purpose_cap_must_be_a_positive_number() -> None:

@@ -18,7 +18,8 @@ the REST ``ApplyPolicy``, a hand-edited file a running service notices, a fresh 
 * ``max_expected_false_matches`` is a ceiling for the file's caps (a lower cap is stricter), and
   ``purpose_max_expected_false_matches`` a lower one for the purposes where a false match harms
   someone who is not there to notice it; a purpose that sets no cap of its own gets the
-  ``[thresholds]`` cap, never above its ceiling;
+  ``[thresholds]`` cap, never above its ceiling; a purpose the code does not know gets the
+  strictest purpose's ceiling (as it gets ``new_purpose_floor``);
 * household collections (personal photo libraries, no per-face consent): only organisations of
   sector ``individual``; ``household_purposes`` is the most the file may allow and
   ``household_max_faces`` the most faces one such collection may hold.

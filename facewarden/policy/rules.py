@@ -469,8 +469,15 @@ class BuiltIns:
         )
 
     def cap_ceiling(self, purpose: str | None) -> float:
-        """The highest cap on expected false matches per search ``purpose`` may have."""
-        return self.purpose_caps.get(purpose or "", self.cap)
+        """The highest cap on expected false matches per search ``purpose`` may have. A purpose the
+        built-ins do not know (one a policy file declares) gets the strictest purpose's ceiling, as
+        it gets ``new_purpose_floor``: otherwise a file could call its door ``door_entry`` and
+        leave access control's ceiling behind."""
+        if purpose in self.purpose_caps:
+            return self.purpose_caps[purpose]
+        if purpose is None or purpose in self.floors:
+            return self.cap
+        return min(self.purpose_caps.values(), default=self.cap)
 
     def describe(self) -> dict[str, Any]:
         """The built-in safeguards, for people (DescribePolicy, the transparency report, the console)."""
