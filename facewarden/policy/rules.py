@@ -473,7 +473,7 @@ class BuiltIns:
         built-ins do not know (one a policy file declares) gets the strictest purpose's ceiling, as
         it gets ``new_purpose_floor``: otherwise a file could call its door ``door_entry`` and
         leave access control's ceiling behind."""
-        if purpose in self.purpose_caps:
+        if purpose is not None and purpose in self.purpose_caps:
             return self.purpose_caps[purpose]
         if purpose is None or purpose in self.floors:
             return self.cap
