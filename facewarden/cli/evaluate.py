@@ -30,6 +30,17 @@ def evaluate_group() -> None:
     """Measure accuracy and demographic differentials on your own labelled photos."""
 
 
+#: The options every audit shares: where its report goes, and how many worker processes embed.
+REPORT_OUT = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write report.json and report.html here.",
+)
+WORKERS = click.option("--workers", type=click.IntRange(1, 256), default=None)
+
+
 @evaluate_group.command("pairs")
 @click.argument("pairs_tsv", type=click.Path(exists=True, dir_okay=False))
 @click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False))
@@ -40,14 +51,8 @@ def evaluate_group() -> None:
     default=None,
     help="TSV: path or identity -> group label (any labels you choose).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Write report.json and report.html here.",
-)
-@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@REPORT_OUT
+@WORKERS
 @pass_app
 def evaluate_pairs(
     app: App,
@@ -103,14 +108,8 @@ def evaluate_pairs(
 @click.option(
     "--detector", type=click.Choice(detectors.names()), default=None, help="Default: the configured one."
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Write report.json and report.html here.",
-)
-@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@REPORT_OUT
+@WORKERS
 @pass_app
 def evaluate_detection(
     app: App,
@@ -164,7 +163,7 @@ def evaluate_detection(
     multiple=True,
     help="Repeatable; default 80 90 95 99.",
 )
-@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@WORKERS
 @pass_app
 def evaluate_gallery(
     app: App, gallery_dir: str, probes_dir: str, thresholds: tuple[float, ...], workers: int | None
@@ -211,7 +210,7 @@ def evaluate_gallery(
     type=click.Path(dir_okay=False),
     help="Where to write the table (default: the model's own calibration file, which puts it in service).",
 )
-@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@WORKERS
 @pass_app
 def calibrate(
     app: App,
@@ -282,7 +281,7 @@ def calibrate(
     type=click.Path(dir_okay=False),
     help="Default: <version>.users.json beside the model's calibration table, which puts it in service.",
 )
-@click.option("--workers", type=click.IntRange(1, 256), default=None)
+@WORKERS
 @pass_app
 def calibrate_users(
     app: App,
